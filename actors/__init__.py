@@ -1,0 +1,24 @@
+"""hubbub's actors and the pure core they wrap.
+
+Public surface: the actor system of a node, the actor base class for new actor
+types, the state machine, and the clock protocol.  Everything else is private
+to the package (import it from its module at your own risk).
+"""
+
+from .base import HubbubActor
+from .clock import Clock, MonotonicClock
+from .messages import Deliver, Kick
+from .session import Session, Timeouts, UserState
+from .system import ActorSystem
+
+__all__ = [
+    "ActorSystem",
+    "Clock",
+    "Deliver",
+    "HubbubActor",
+    "Kick",
+    "MonotonicClock",
+    "Session",
+    "Timeouts",
+    "UserState",
+]

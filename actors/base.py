@@ -1,0 +1,103 @@
+"""The shared actor base: daemon greenlets, parent/children links, describe() for /debug.
+
+pykka gives actors and a flat registry; it has no tree and no supervision.  This
+base adds both:
+
+* ``parent`` / ``children`` links.  They are plain attributes, changed only when
+  an actor starts or stops.  Every actor runs as a greenlet in one OS thread and
+  none of this code yields, so the links are always consistent when the debug
+  edge walks them.  Everything else between actors goes through messages.
+* ``describe()`` — the node of the ``/debug/actors`` tree.  Subclasses add fields
+  by overriding :meth:`describe_fields`.
+* Supervision: when an actor raises, pykka logs and stops it; our ``on_failure``
+  then tells the parent ``ChildFailed`` and the parent's :meth:`on_child_failed`
+  decides (restart a room, clean up after a user, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import pykka
+
+from .messages import ChildFailed
+
+__all__ = ["HubbubActor"]
+
+log = logging.getLogger("hubbub.actors")
+
+
+class HubbubActor(pykka.ThreadingActor):
+    # Daemon threads (greenlets after monkey-patching): non-daemon ones make each
+    # start cost O(threads) through threading._maintain_shutdown_locks (STYLE.md).
+    use_daemon_thread: ClassVar[bool] = True
+
+    def __init__(self, actor_id: str, parent: HubbubActor | None = None) -> None:
+        super().__init__()
+        self.actor_id = actor_id
+        self.parent = parent
+        self.children: dict[str, HubbubActor] = {}
+        if parent is not None:
+            parent.children[actor_id] = self
+
+    @classmethod
+    def spawn(cls, *args: Any, **kwargs: Any) -> Any:
+        """Start the actor and return the actor object (parents keep objects, others refs)."""
+        ref = cls.start(*args, **kwargs)
+        return ref._actor_weakref()  # noqa: SLF001 - pykka keeps only a weak ref; our tree keeps it alive
+
+    # --- the debug tree -------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def describe_fields(self) -> dict[str, Any]:
+        """Extra fields for this actor's node in /debug/actors (override)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        node: dict[str, Any] = {
+            "kind": self.kind,
+            "id": self.actor_id,
+            "mailbox": self.actor_inbox.qsize(),  # type: ignore[attr-defined]
+        }
+        node.update(self.describe_fields())
+        node["children"] = [child.describe() for child in list(self.children.values())]
+        return node
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def _detach(self) -> None:
+        if self.parent is not None and self.parent.children.get(self.actor_id) is self:
+            del self.parent.children[self.actor_id]
+
+    def on_stop(self) -> None:
+        self._detach()
+
+    def on_failure(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._detach()
+        if self.parent is not None:
+            try:
+                self.parent.actor_ref.tell(ChildFailed(self, exc))
+            except pykka.ActorDeadError:
+                pass
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, ChildFailed):
+            return self.on_child_failed(message.child, message.error)
+        return super().on_receive(message)
+
+    def on_child_failed(self, child: HubbubActor, error: BaseException) -> None:
+        """Supervision policy for a failed child (override). Default: log it."""
+        log.error("%s %s failed: %r", child.kind, child.actor_id, error)
+
+
+def tell(ref: Any, message: Any) -> bool:
+    """Tell, tolerating a recipient that already stopped (it is gone, so is the message)."""
+    try:
+        ref.tell(message)
+        return True
+    except pykka.ActorDeadError:
+        return False

@@ -1,0 +1,329 @@
+"""Messages actors tell each other: frozen dataclasses, a docstring per field.
+
+Actors only ``tell``.  The one place that ``ask``s is the HTTP edge (kick, debug),
+always with a timeout.  References to other actors travel as pykka ``ActorRef``s
+(typed ``Any`` here to keep this module free of pykka).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ClientFrame", "PongFrame", "ConnectionLost", "Overflow", "Kick", "Shutdown",
+    "TimerFired", "Deliver", "NickResult", "JoinedRoom", "Acked", "DmResult", "RoomMoved",
+    "Schedule", "Cancel", "CancelOwner",
+    "ClaimNick", "JoinRoom", "LeaveRoom", "SendDm", "UserGone", "KickNick", "RoomRetired",
+    "RoomJoin", "RoomLeave", "RoomSay", "RoomRename", "Retire",
+    "ChildFailed",
+]
+
+# --- into a UserActor -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFrame:
+    """One complete data message read from the socket."""
+
+    data: str | bytes
+    """Text (str) or binary (bytes) payload, as received."""
+
+
+@dataclass(frozen=True, slots=True)
+class PongFrame:
+    """A WebSocket pong control frame arrived: it counts as a `pong`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    """The socket is gone (closed by either side, reset, or timed out after our close)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Overflow:
+    """The outbound backlog went over --max-backlog: the client does not read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """Disconnect the user with `kicked` / 4005. Any actor may send it."""
+
+    reason: str = ""
+    """Human detail, shown to the user in `bye.message`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """The server is stopping: `bye` `shutdown`, close 1001."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer the owner armed at the scheduler reached its deadline."""
+
+    name: str
+    """Timer name (hello, profile, ping, pong, session, ...)."""
+    token: Any
+    """The owner's token from Schedule: lets the owner ignore stale timeouts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Bytes to write to the user's socket as one text frame (already encoded JSON)."""
+
+    payload: bytes
+    """UTF-8 JSON; one object is shared by every recipient of a fan-out."""
+
+
+@dataclass(frozen=True, slots=True)
+class NickResult:
+    """The directory's answer to ClaimNick."""
+
+    nick: str
+    """The nick asked for."""
+    ok: bool
+    """True if it is now this user's; False if taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedRoom:
+    """A room accepted the user: its ref (for `say`) and the encoded `joined` frame."""
+
+    room: str
+    """Room name."""
+    ref: Any
+    """The RoomActor's ref: the user tells it `say`s directly."""
+    payload: bytes
+    """Encoded `joined` frame (members, history, complete)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """A room stored a `say` under a seq: the sender may be acked."""
+
+    client_id: str | None
+    """The `id` the client sent."""
+    seq: int | None
+    """The room's sequence number for the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class DmResult:
+    """The directory's answer to SendDm."""
+
+    client_id: str | None
+    """The `id` the client sent."""
+    ok: bool
+    """False: no such user."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMoved:
+    """A room was restarted after a failure: `say`s go to the new ref."""
+
+    room: str
+    """Room name."""
+    ref: Any
+    """The new RoomActor's ref."""
+
+
+# --- into the SchedulerActor --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Arm (or re-arm) timer `name` of `owner_id` at monotonic time `due`."""
+
+    owner_id: str
+    """Unique id of the owner (session id)."""
+    owner: Any
+    """Ref that receives TimerFired."""
+    name: str
+    """Timer name; one live timer per (owner, name)."""
+    due: float
+    """Deadline on the monotonic clock."""
+    token: Any = None
+    """Returned in TimerFired."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Disarm one timer."""
+
+    owner_id: str
+    """Owner id."""
+    name: str
+    """Timer name."""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOwner:
+    """Disarm all the named timers of an owner that is going away."""
+
+    owner_id: str
+    """Owner id."""
+    names: tuple[str, ...]
+    """Its timer names."""
+
+
+# --- into the DirectoryActor --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimNick:
+    """Make `nick` this session's (renaming it if it had one)."""
+
+    session: str
+    """Session id."""
+    user: Any
+    """UserActor ref; answered with NickResult."""
+    nick: str
+    """Requested nick."""
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRoom:
+    """Add the user to a room (creating it if needed)."""
+
+    session: str
+    """Session id."""
+    user: Any
+    """UserActor ref; the room answers with JoinedRoom."""
+    nick: str
+    """Current nick."""
+    room: str
+    """Room name."""
+    since: int | None
+    """Recover messages after this seq."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRoom:
+    """Remove the user from a room."""
+
+    session: str
+    """Session id."""
+    room: str
+    """Room name."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendDm:
+    """Deliver a direct message to the user holding nick `to`."""
+
+    session: str
+    """Sender's session id."""
+    user: Any
+    """Sender's ref; answered with DmResult."""
+    sender: str
+    """Sender's nick."""
+    to: str
+    """Target nick."""
+    text: str
+    """Body."""
+    client_id: str | None
+    """Echoed in the ack."""
+    ts: float
+    """Wall-clock time the dm was sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserGone:
+    """A session ended: free its nick and remove it from every room."""
+
+    session: str
+    """Session id."""
+
+
+@dataclass(frozen=True, slots=True)
+class KickNick:
+    """Kick the user holding `nick` (asked by the HTTP edge; answers True/False)."""
+
+    nick: str
+    """Target nick."""
+    reason: str
+    """Human detail."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRetired:
+    """An empty room stopped; its history comes back to the directory."""
+
+    room: str
+    """Room name."""
+    history: Any
+    """The room's RoomHistory, to seed the next incarnation."""
+
+
+# --- into a RoomActor ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoomJoin:
+    """A member joins (or re-joins)."""
+
+    session: str
+    """Session id."""
+    user: Any
+    """UserActor ref."""
+    nick: str
+    """Nick shown to others."""
+    since: int | None
+    """Recover messages after this seq."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLeave:
+    """A member leaves (explicitly or because its session ended)."""
+
+    session: str
+    """Session id."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSay:
+    """A member says something."""
+
+    session: str
+    """Sender's session id."""
+    user: Any
+    """Sender's ref; gets Acked before the fan-out."""
+    nick: str
+    """Sender's nick."""
+    text: str
+    """Body."""
+    client_id: str | None
+    """Echoed in the ack."""
+    ts: float
+    """Wall-clock time stamped on the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRename:
+    """A member changed nick: others see leave(old) + join(new)."""
+
+    session: str
+    """Session id."""
+    old: str
+    """Previous nick."""
+    new: str
+    """New nick."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """The room is empty: hand the history back and stop."""
+
+
+# --- supervision --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFailed:
+    """A child actor raised; its parent decides what happens next."""
+
+    child: Any
+    """The failed actor object (stopped)."""
+    error: BaseException
+    """What it raised."""

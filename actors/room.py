@@ -1,0 +1,97 @@
+"""RoomActor: one per room.  Members, fan-out, presence, history.
+
+A `say` is stored under the next `seq` first, the sender is acked, then the
+message is encoded ONCE and the same ``Deliver`` object is told to every member.
+The directory creates rooms, routes joins and leaves to them, and retires them
+when empty (the history goes back to the directory, so `seq` continues).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import codec
+from .base import HubbubActor, tell
+from .history import RoomHistory
+from .messages import (
+    Acked, Deliver, JoinedRoom, Retire, RoomJoin, RoomLeave, RoomRename, RoomRetired, RoomSay,
+)
+
+__all__ = ["RoomActor"]
+
+
+class RoomActor(HubbubActor):
+    def __init__(self, name: str, history: RoomHistory, directory: Any,
+                 parent: HubbubActor | None = None) -> None:
+        super().__init__(f"room:{name}", parent)
+        self.name = name
+        self.history = history
+        self.directory = directory
+        self.members: dict[str, tuple[Any, str]] = {}
+        """session id → (user ref, nick)."""
+        self.delivered = 0
+
+    def describe_fields(self) -> dict[str, Any]:
+        return {"room": self.name, "members": len(self.members), "seq": self.history.last_seq}
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, RoomSay):
+            return self._say(message)
+        if isinstance(message, RoomJoin):
+            return self._join(message)
+        if isinstance(message, RoomLeave):
+            return self._leave(message)
+        if isinstance(message, RoomRename):
+            return self._rename(message)
+        if isinstance(message, Retire):
+            return self._retire()
+        return super().on_receive(message)
+
+    def _broadcast(self, payload: bytes, skip: str | None = None) -> None:
+        delivery = Deliver(payload)
+        for session, (ref, _nick) in self.members.items():
+            if session != skip:
+                tell(ref, delivery)
+
+    def _say(self, msg: RoomSay) -> None:
+        if msg.session not in self.members:
+            return  # left between its `say` and now; its session already said not_in_room
+        frame = codec.message(self.name, msg.nick, msg.text, 0, msg.ts)
+        seq = self.history.append(frame)
+        # Acked only after the seq is assigned and the message is kept (reliability.md).
+        tell(msg.user, Acked(msg.client_id, seq))
+        payload = codec.encode(frame)
+        self._broadcast(payload)
+        self.delivered += len(self.members)
+
+    def _join(self, msg: RoomJoin) -> None:
+        fresh = msg.session not in self.members
+        self.members[msg.session] = (msg.user, msg.nick)
+        if msg.since is None:
+            history, complete = self.history.recent(), True
+        else:
+            history, complete = self.history.since(msg.since)
+        nicks = sorted({nick for _ref, nick in self.members.values()})
+        payload = codec.encode(codec.joined(self.name, nicks, history, complete))
+        tell(msg.user, JoinedRoom(self.name, self.actor_ref, payload))
+        if fresh:
+            self._broadcast(codec.encode(codec.presence(self.name, "join", msg.nick)), skip=msg.session)
+
+    def _leave(self, msg: RoomLeave) -> None:
+        member = self.members.pop(msg.session, None)
+        if member is not None:
+            self._broadcast(codec.encode(codec.presence(self.name, "leave", member[1])))
+
+    def _rename(self, msg: RoomRename) -> None:
+        member = self.members.get(msg.session)
+        if member is None:
+            return
+        self.members[msg.session] = (member[0], msg.new)
+        self._broadcast(codec.encode(codec.presence(self.name, "leave", msg.old)), skip=msg.session)
+        self._broadcast(codec.encode(codec.presence(self.name, "join", msg.new)), skip=msg.session)
+
+    def _retire(self) -> None:
+        # The directory routes every join and leave, so it knows we are empty and
+        # holds new joins for this name until RoomRetired reaches it.
+        tell(self.directory, RoomRetired(self.name, self.history))
+        self.actor_ref.stop(block=False)

@@ -1,0 +1,128 @@
+"""The actor tree of one node, and the few calls the HTTP edge makes into it.
+
+    NodeActor (root)
+    ├── SchedulerActor          every timer of every user
+    ├── DirectoryActor          nicks, rooms index
+    │   └── RoomActor ...       one per room with members
+    └── UserActor ...           one per connection
+
+The edge never reaches into an actor's state to change it: it starts a
+UserActor per connection, ``ask``s the directory (with a timeout) to kick, and
+reads the tree for /debug (plain attribute reads; see base.py for why that is safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import Counter
+from typing import Any
+
+import gevent
+import pykka
+
+from .base import HubbubActor, tell
+from .clock import Clock, MonotonicClock
+from .directory import DirectoryActor
+from .messages import CancelOwner, KickNick, Shutdown, UserGone
+from .room import RoomActor
+from .scheduler import SchedulerActor
+from .session import Timeouts, UserState
+from .user import UserActor
+
+__all__ = ["NodeActor", "ActorSystem"]
+
+log = logging.getLogger("hubbub.system")
+
+
+class NodeActor(HubbubActor):
+    """The root of the tree; supervises the scheduler, the directory and the users."""
+
+    def __init__(self) -> None:
+        super().__init__("node")
+        self.started = time.time()
+        self.scheduler: SchedulerActor | None = None
+        self.directory: DirectoryActor | None = None
+
+    def describe_fields(self) -> dict[str, Any]:
+        return {"uptime": round(time.time() - self.started, 1)}
+
+    def on_child_failed(self, child: HubbubActor, error: BaseException) -> None:
+        super().on_child_failed(child, error)
+        if isinstance(child, UserActor):
+            # Policy: a failing user is closed (1011, done by the user itself) and
+            # forgotten everywhere else; nobody else notices.
+            sid = child.session.session_id
+            assert self.scheduler is not None and self.directory is not None
+            tell(self.scheduler.actor_ref, CancelOwner(sid, tuple(child.session.timers)))
+            tell(self.directory.actor_ref, UserGone(sid))
+        else:
+            # The scheduler and the directory hold everyone's state: without them
+            # the node cannot keep its promises.  Fail loudly.
+            log.critical("%s failed; the node stops", child.kind)
+
+
+class ActorSystem:
+    def __init__(self, timeouts: Timeouts, history: int = 100, clock: Clock | None = None,
+                 events: Any = None) -> None:
+        self.timeouts = timeouts
+        self.history = history
+        self.clock = clock or MonotonicClock()
+        self.events = events
+        self.node: NodeActor = NodeActor.spawn()
+        self.scheduler: SchedulerActor = SchedulerActor.spawn(self.clock, parent=self.node)
+        self.directory: DirectoryActor = DirectoryActor.spawn(history, parent=self.node)
+        self.node.scheduler, self.node.directory = self.scheduler, self.directory
+
+    # --- users ----------------------------------------------------------------------
+
+    def spawn_user(self, conn: Any) -> pykka.ActorRef[Any]:
+        sid = secrets.token_hex(8)
+        return UserActor.start(sid, conn, self.timeouts, self.clock, self.scheduler.actor_ref,
+                               self.directory.actor_ref, parent=self.node, events=self.events)
+
+    def users(self) -> list[UserActor]:
+        return [a for a in list(self.node.children.values()) if isinstance(a, UserActor)]
+
+    def rooms(self) -> list[RoomActor]:
+        return [a for a in list(self.directory.children.values()) if isinstance(a, RoomActor)]
+
+    def kick(self, nick: str, reason: str, timeout: float = 2.0) -> bool:
+        return bool(self.directory.actor_ref.ask(KickNick(nick, reason), timeout=timeout))
+
+    # --- observation ----------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {"actors": self.node.describe()}
+
+    def stats(self) -> dict[str, Any]:
+        states = Counter(u.session.state.value for u in self.users())
+        actors = self._walk(self.node)
+        depths = [a.actor_inbox.qsize() for a in actors]  # type: ignore[attr-defined]
+        return {
+            "users": sum(states.values()),
+            "users_by_state": {s.value: states.get(s.value, 0) for s in UserState},
+            "rooms": len(self.directory.rooms),
+            "pending_timers": len(self.scheduler.timers),
+            "actors": len(actors),
+            "mailbox_max": max(depths, default=0),
+            "mailbox_total": sum(depths),
+        }
+
+    def _walk(self, actor: HubbubActor) -> list[HubbubActor]:
+        out = [actor]
+        for child in list(actor.children.values()):
+            out.extend(self._walk(child))
+        return out
+
+    # --- shutdown -------------------------------------------------------------------
+
+    def shutdown(self, grace: float = 3.0) -> None:
+        """bye `shutdown` + 1001 to everyone, wait (bounded) for them to go, stop all actors."""
+        for user in self.users():
+            tell(user.actor_ref, Shutdown())
+        deadline = time.monotonic() + grace
+        while self.users() and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        pykka.ActorRegistry.stop_all(block=False)

@@ -1,0 +1,94 @@
+"""A pure timer structure: schedule / cancel / pop_due(now).  No gevent, no clock.
+
+The scheduler actor wraps one of these and sleeps on a single gevent timer for
+:meth:`TimerQueue.next_due`.  Every user timer lives here, so maintenance costs
+what the events cost, not what the user count costs.
+
+Why a heap with lazy deletion: the five rules have fixed durations, but the pong
+rule re-arms with the *remaining* time after the last pong, so deadlines of one
+kind are not always in insertion order.  A binary heap keeps schedule at
+O(log n); cancel is O(1) (the entry is marked dead and skipped when it surfaces).
+Dead entries are compacted away when they outnumber the live ones, so a storm of
+cancels cannot grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TimerEntry", "TimerQueue"]
+
+
+@dataclass(order=True)
+class TimerEntry:
+    due: float
+    order: int
+    key: tuple[Hashable, str] = field(compare=False)
+    """(owner id, timer name): at most one live timer per key."""
+    payload: Any = field(compare=False, default=None)
+    """What the owner gets back when the timer fires."""
+    alive: bool = field(compare=False, default=True)
+
+
+class TimerQueue:
+    def __init__(self) -> None:
+        self._heap: list[TimerEntry] = []
+        self._live: dict[tuple[Hashable, str], TimerEntry] = {}
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        """Live (pending) timers."""
+        return len(self._live)
+
+    def schedule(self, owner: Hashable, name: str, due: float, payload: Any = None) -> None:
+        """Arm timer ``name`` of ``owner`` at ``due``; replaces a pending one of the same name."""
+        self.cancel(owner, name)
+        entry = TimerEntry(due, next(self._order), (owner, name), payload)
+        self._live[entry.key] = entry
+        heapq.heappush(self._heap, entry)
+
+    def cancel(self, owner: Hashable, name: str) -> bool:
+        """Disarm one timer; True if it was pending."""
+        entry = self._live.pop((owner, name), None)
+        if entry is None:
+            return False
+        entry.alive = False
+        self._maybe_compact()
+        return True
+
+    def cancel_owner(self, owner: Hashable, names: tuple[str, ...] | list[str]) -> int:
+        """Disarm the named timers of one owner (the owner knows its own timer names)."""
+        return sum(self.cancel(owner, name) for name in names)
+
+    def next_due(self) -> float | None:
+        """Deadline of the earliest live timer, or None."""
+        heap = self._heap
+        while heap and not heap[0].alive:
+            heapq.heappop(heap)
+        return heap[0].due if heap else None
+
+    def pop_due(self, now: float) -> list[TimerEntry]:
+        """Remove and return every live timer with ``due <= now``, earliest first."""
+        out: list[TimerEntry] = []
+        heap = self._heap
+        while heap and (not heap[0].alive or heap[0].due <= now):
+            entry = heapq.heappop(heap)
+            if entry.alive:
+                entry.alive = False
+                del self._live[entry.key]
+                out.append(entry)
+        return out
+
+    def _maybe_compact(self) -> None:
+        # Lazy deletion leaves dead entries in the heap; rebuild when they dominate.
+        if len(self._heap) > 64 and len(self._heap) > 2 * len(self._live):
+            self._heap = [e for e in self._heap if e.alive]
+            heapq.heapify(self._heap)
+
+    def pending_for(self, owner: Hashable) -> list[tuple[str, float]]:
+        """(name, due) of an owner's live timers: for tests and debugging, O(n)."""
+        return sorted((k[1], e.due) for k, e in self._live.items() if k[0] == owner)

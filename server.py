@@ -1,0 +1,66 @@
+from gevent import monkey; monkey.patch_all()  # noqa: E702, I001 - must run before anything imports socket/threading
+
+"""hubbub: run one chat node.  Wiring only: config → actor system → WSGI server → routes."""
+
+import logging
+import signal
+import sys
+
+import gevent
+import gevent.event
+from gevent.pywsgi import WSGIServer
+
+from actors import ActorSystem, Timeouts
+from hubbub.config import ConfigError, load_config
+from hubbub.http import App
+from hubbub.telemetry import Telemetry, setup_logging
+from hubbub.websocket import HardenedHandler
+
+log = logging.getLogger("hubbub")
+
+
+def build(config):
+    """The node's parts, wired: (actor system, WSGI server).  Tests build nodes this way too."""
+    t = Timeouts(hello=config.hello_timeout, ping=config.ping_interval, pong=config.pong_timeout,
+                 profile=config.profile_timeout, session=config.max_session)
+    telemetry = Telemetry(config.log_format)
+    system = ActorSystem(t, history=config.history, events=telemetry)
+    telemetry.system = system
+    handler = type("Handler", (HardenedHandler,), {
+        "max_message": config.max_message, "max_backlog": config.max_backlog})
+    ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
+    server = WSGIServer((config.host, config.port), App(system, config, telemetry),
+                        handler_class=handler, log=None, error_log=logging.getLogger("hubbub.http"), **ssl)
+    return system, server
+
+
+def main(argv=None):
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        print(f"hubbub: error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_format)
+    system, server = build(config)
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"hubbub: error: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    scheme = "https" if config.certfile else "http"
+    host, port = server.address[:2]
+    print(f"hubbub listening on {scheme}://{host}:{port}", flush=True)
+
+    stopping = gevent.event.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(sig, stopping.set)
+    stopping.wait()
+    log.info("shutting down")
+    server.stop_accepting()
+    system.shutdown(grace=3.0)
+    server.stop(timeout=1.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
