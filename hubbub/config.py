@@ -1,0 +1,248 @@
+"""Configuration from flags, ``HUBBUB_*`` env vars and a TOML file (CONTRACT.md "Running").
+
+Pure (no gevent, no sockets): the only I/O is reading the TOML file and checking that the
+TLS files exist, so a typo fails at start-up, not at the first ``wss://`` handshake.
+"""
+
+import argparse
+import math
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every option of the contract's "Running" table, with the contract's default."""
+
+    host: str = "127.0.0.1"  #: address to bind
+    port: int = 8080  #: port to bind; 0 picks a free one
+    hello_timeout: float = 5.0  #: seconds from socket open to ``hello``, else 4001
+    ping_interval: float = 30.0  #: seconds between server pings once ``welcome`` was sent
+    pong_timeout: float = 120.0  #: seconds without a pong (from ``welcome``), else 4002
+    profile_timeout: float = 300.0  #: seconds from socket open to a ``profile``, else 4004
+    max_session: float = 43200.0  #: seconds a connection may live, else 4003
+    # repr=False on secrets: a Config gets logged, its token and Redis password must not.
+    admin_token: str | None = field(default=None, repr=False)  #: None: loopback only
+    history: int = 100  #: messages kept per room
+    max_message: int = 65536  #: largest client message in bytes, else close 1009
+    redis: str | None = field(default=None, repr=False)  #: cluster URL; None: one node
+    workers: int = 1  #: server processes sharing the port; more than 1 needs redis
+    max_backlog: int = 1048576  #: bytes queued to one client, else slow_consumer 4007
+    rate: float = 20.0  #: per-user token bucket refill, messages per second
+    burst: int = 40  #: per-user token bucket size
+    max_connections: int = 10000  #: open connections per client IP; 0: no limit
+    allowed_origins: tuple[str, ...] | None = None  #: or ("*",); None: same host + loopback
+    certfile: str | None = None  #: TLS certificate (PEM), always with keyfile
+    keyfile: str | None = None  #: TLS private key (PEM), always with certfile
+    store: str | None = None  #: SQLite file for durable history; None: memory only
+    log_format: str = "text"  #: "text" or "json"
+    plugins: tuple[str, ...] = ()  #: extra actor types "module:Class" (flag --plugin)
+    #: from TOML tables [plugins."module:Class"]; plain dicts so that a Config pickles for
+    #: worker processes, hence not frozen (treat as read-only) and left out of the hash
+    plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    config: str | None = None  #: the TOML file the values came from, if any
+
+    @property
+    def timeouts(self) -> dict[str, float]:
+        """The five durations under the names the ``welcome`` frame uses."""
+        return {
+            "hello": self.hello_timeout,
+            "ping": self.ping_interval,
+            "pong": self.pong_timeout,
+            "profile": self.profile_timeout,
+            "session": self.max_session,
+        }
+
+
+class ConfigError(ValueError):
+    """A bad option; the message names it and where it came from (flag, env var or file)."""
+
+
+# Converters take a raw value (a str from a flag or env var, a native value from TOML)
+# and return the typed value or raise ValueError with the problem; the caller adds where.
+def _number(kind: type, lo: float, hi: float = math.inf, above: bool = False) -> Callable:
+    def convert(v: Any) -> Any:
+        try:  # exact type test: bool is an int, and `port = true` must not become port 1
+            x = kind(v) if isinstance(v, str) or (kind is float and type(v) is int) else v
+        except ValueError:
+            x = None
+        if type(x) is not kind or (kind is float and not math.isfinite(x)):  # inf is no limit
+            raise ValueError(f"{v!r} is not {'an integer' if kind is int else 'a number'}")
+        if x < lo or x > hi or (above and x == lo):
+            span = f"{lo}..{hi}" if hi < math.inf else f"{'>' if above else '>='} {lo}"
+            raise ValueError(f"must be {span} (got {v!r})")
+        return x
+
+    return convert
+
+
+def _text(ok: Callable[[str], bool] = bool, problem: str = "") -> Callable[[Any], str]:
+    def convert(v: Any) -> str:
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"must be a non-empty string (got {v!r})")
+        if not ok(v):
+            raise ValueError(problem.format(v))
+        return v
+
+    return convert
+
+
+_PLUGIN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+# scheme://host[:port] and nothing more: an Origin header has no path, not even "/"
+# (RFC 6454 section 6.1), so anything else could never match and is a typo to report.
+_ORIGIN = re.compile(r"\*|[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[^\]\[\s/?#@:]+)(:\d{1,5})?", re.I)
+
+
+def _listed(pattern: re.Pattern[str], like: str) -> Callable[[Any], tuple[str, ...]]:
+    def convert(v: Any) -> tuple[str, ...]:
+        # One shape for "a,b" (flag, env) and ["a", "b"] (TOML, or a repeated flag).
+        items = [v] if isinstance(v, str) else v
+        if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+            raise ValueError(f"must be a string or a list of strings (got {v!r})")
+        specs = [s.strip() for item in items for s in item.split(",") if s.strip()]
+        for spec in specs:
+            if not pattern.fullmatch(spec):
+                raise ValueError(f"{spec!r} is not like {like}")
+        return tuple(dict.fromkeys(specs))  # a plugin or origin named twice is still one
+
+    return convert
+
+
+def _origins(v: Any) -> tuple[str, ...]:
+    origins = _listed(_ORIGIN, "https://chat.example.com[:port] or *")(v)
+    if not origins or ("*" in origins and len(origins) > 1):
+        raise ValueError("must be '*' alone or a comma-separated list of origins")
+    return tuple(o.lower() for o in origins)  # browsers send scheme and host in lower case
+
+
+_REDIS = ("redis://", "rediss://", "unix://")
+_KINDS: dict[str, Callable[[Any], Any]] = {
+    "str": _text(),
+    "0..65535": _number(int, 0, 65535),
+    "int>=0": _number(int, 0),
+    "int>=1": _number(int, 1),
+    "float>0": _number(float, 0, above=True),
+    # 125 bytes is the largest payload with a one-byte length, and a hello needs about that;
+    # 64 MiB caps what gevent-websocket unmasks byte by byte at ~0.2 s per MiB.
+    "125..64MiB": _number(int, 125, 64 * 1024 * 1024),
+    # The message does not echo the value: a Redis URL may carry a password.
+    "redis-url": _text(lambda s: s.startswith(_REDIS), f"must start with {' or '.join(_REDIS)}"),
+    "file": _text(lambda s: Path(s).is_file(), "no such file: {}"),
+    "text|json": _text(lambda s: s in ("text", "json"), "must be 'text' or 'json' (got {!r})"),
+    "origins": _origins,
+    "module:Class": _listed(_PLUGIN, "module:Class"),
+}
+# The contract's "Running" table, one row per option: flag name (also the TOML key and
+# HUBBUB_<NAME>), kind (how the value is parsed and checked), metavar, and --help text.
+_TABLE = """
+host             str           ADDR          address to bind
+port             0..65535      PORT          port to bind; 0 picks a free one and prints it
+hello-timeout    float>0       SECONDS       no hello this long after the socket opened -> disconnect 4001
+ping-interval    float>0       SECONDS       the server sends ping this often once welcome was sent
+pong-timeout     float>0       SECONDS       no pong this long (counted from welcome, then from the last pong) -> 4002
+profile-timeout  float>0       SECONDS       no accepted profile this long after the socket opened -> 4004
+max-session      float>0       SECONDS       connection older than this -> 4003
+admin-token      str           TOKEN         bearer token for /admin/* and /debug/*; without one these answer only clients on loopback
+history          int>=0        N             messages kept per room for joined.history and since
+max-message      125..64MiB    BYTES         largest client message in bytes -> else close 1009
+redis            redis-url     URL           redis://... URL: join a cluster of nodes through Redis
+workers          int>=1        N             server processes on one port; more than 1 needs --redis
+max-backlog      int>=1        BYTES         bytes waiting to be written to one client; over it -> slow_consumer 4007
+rate             float>0       PER_SECOND    per-user token bucket for client messages (per second); over it -> error rate_limited, persisting -> 4006
+burst            int>=1        N             per-user token bucket size (see --rate)
+max-connections  int>=0        N             open connections from one client IP; over it the upgrade gets HTTP 503; 0 = no limit
+allowed-origins  origins       ORIGINS       comma-separated origins (https://chat.example.com) or *; an upgrade with another Origin gets HTTP 403; no Origin header (non-browser clients) is allowed (default: same host + loopback)
+certfile         file          FILE          serve https:// and wss:// directly (needs --keyfile)
+keyfile          file          FILE          private key for --certfile
+store            str           FILE          SQLite file for durable room history (seq and since survive a restart)
+log-format       text|json     {text,json}   text or json: one line per connect and disconnect (session, nick, reason, duration)
+plugin           module:Class  MODULE:CLASS  repeatable: load an extra actor type (also the hubbub.actors entry points)
+"""
+_ROWS = [line.split(None, 3) for line in _TABLE.strip().splitlines()]
+_OPTIONS = {name: (_KINDS[kind], metavar, text) for name, kind, metavar, text in _ROWS}
+_FIELD = {name: "plugins" if name == "plugin" else name.replace("-", "_") for name in _OPTIONS}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse would print usage and exit 2; callers want one exception type for every
+        # bad option. --help still exits 0, through print_help() and exit().
+        raise ConfigError(f"command line: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    epilog = """Every option also comes from HUBBUB_<NAME> (HUBBUB_PLUGIN comma-separated) and
+        the --config file. Flag beats env beats file beats default. Durations may be fractional."""
+    # allow_abbrev=False: a flag prefix that works today would break when a flag is added.
+    p = _Parser(
+        prog="hubbub", description="A WebSocket chat server.", epilog=epilog, allow_abbrev=False
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML file whose keys are the flag names")
+    for name, (_, metavar, text) in _OPTIONS.items():
+        if (default := getattr(Config, _FIELD[name])) not in (None, ()):
+            text += f" (default: {default})"
+        # argparse's default None, never the real default: "not given" lets env and file fill in.
+        action = "append" if name == "plugin" else "store"
+        p.add_argument(f"--{name}", dest=_FIELD[name], metavar=metavar, help=text, action=action)
+    return p
+
+
+def _read_file(path: str, where: str) -> tuple[dict[str, tuple[Any, str]], dict[str, Any]]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    raw: dict[str, tuple[Any, str]] = {}
+    table = data.pop("plugins", {})  # the settings tables, not an option
+    for key, value in data.items():
+        if (name := key.replace("_", "-")) not in _OPTIONS:
+            raise ConfigError(f"{path}: unknown key {key!r} (keys are the flag names)")
+        if name in raw:
+            raise ConfigError(f"{path}: {key!r} is given twice, with dashes and with underscores")
+        raw[name] = (value, f"{key} in {path}")
+    if not isinstance(table, dict) or not all(
+        _PLUGIN.fullmatch(spec) and isinstance(s, dict) for spec, s in table.items()
+    ):
+        raise ConfigError(f'plugins in {path}: must be tables like [plugins."module:Class"]')
+    return raw, table
+
+
+def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build the Config from flags, environment and TOML file; raise ConfigError if bad."""
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    # Empty variables count as unset: `HUBBUB_REDIS=` in a compose file means "no Redis".
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if v != ""}
+    path, where = args.config, "--config"
+    if path is None:
+        path, where = env.get("HUBBUB_CONFIG"), "HUBBUB_CONFIG"
+    raw, settings = _read_file(path, where) if path is not None else ({}, {})
+    for name in _OPTIONS:  # each layer overwrites the one below it
+        if (var := "HUBBUB_" + name.upper().replace("-", "_")) in env:
+            raw[name] = (env[var], var)
+        if (flag := getattr(args, _FIELD[name])) is not None:
+            raw[name] = (flag, f"--{name}")
+    values = {}
+    for name, (value, src) in raw.items():
+        try:
+            values[_FIELD[name]] = _OPTIONS[name][0](value)
+        except ValueError as e:
+            raise ConfigError(f"{src}: {e}") from None
+    cfg = Config(**values, plugin_settings=settings, config=path)
+    if cfg.workers > 1 and cfg.redis is None:
+        why = "processes share rooms only through Redis"
+        raise ConfigError(f"--workers > 1 needs --redis: {why} (from {raw['workers'][1]})")
+    if (cfg.certfile is None) != (cfg.keyfile is None):
+        given, missing = ("certfile", "keyfile") if cfg.certfile else ("keyfile", "certfile")
+        raise ConfigError(f"--{given} needs --{missing}, TLS needs both (from {raw[given][1]})")
+    return cfg
