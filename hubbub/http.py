@@ -13,7 +13,6 @@ import json
 from importlib import resources
 from typing import Any, Callable, Iterable
 
-import gevent
 import pykka
 
 from actors.base import tell
@@ -91,11 +90,10 @@ class App:
         try:
             while True:
                 data = conn.receive()
+                # receive() yields after every message: a flooding client cannot
+                # starve the others (buffered data never makes recv() block).
                 if data is None or not tell(ref, ClientFrame(data)):
                     break
-                # Fairness: data that is already buffered never makes recv() block,
-                # so a flooding client would never let the others run.
-                gevent.sleep(0)
         finally:
             tell(ref, ConnectionLost())
             # Let the actor finish (leave rooms, last writes) before the handler

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -31,14 +32,18 @@ class Server:
         self.flags = flags
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")}
         full_env.update(env or {})
+        # stderr goes to a file, not a pipe: nobody reads a pipe while a test runs,
+        # and a server whose log pipe fills up blocks on its next log line.
+        self._log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
             [sys.executable, "server.py", "--port", "0", *flags],
-            cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=self._log, text=True)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         match = re.match(r"hubbub listening on (https?)://([^:]+):(\d+)", line)
         if not match:
             self.proc.kill()
-            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()}")  # type: ignore[union-attr]
+            self.proc.wait()
+            raise RuntimeError(f"server did not start: {line!r} {self.log()}")
         self.scheme, self.host, self.port = match.group(1), match.group(2), int(match.group(3))
         self.url = f"{self.scheme}://{self.host}:{self.port}"
         self.ws_url = f"{'wss' if self.scheme == 'https' else 'ws'}://{self.host}:{self.port}/ws"
@@ -83,15 +88,23 @@ class Server:
 
     # --- lifecycle ---------------------------------------------------------------
 
+    def log(self) -> str:
+        """Everything the server wrote to stderr so far."""
+        self._log.seek(0)
+        return self._log.read()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 8.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            _out, self.stderr = self.proc.communicate(timeout=timeout)
+            self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _out, self.stderr = self.proc.communicate()
-            raise AssertionError("server did not exit in time")
+            self.proc.communicate()
+            raise AssertionError("server did not exit in time") from None
+        finally:
+            self.stderr = self.log()
+            self._log.close()
         return self.proc.returncode
 
     def __enter__(self) -> Server:
@@ -202,7 +215,8 @@ class Client:
         self.ws.close()
 
 
-def raw_upgrade(server: Server, path: str = "/ws", headers: dict[str, str] | None = None) -> socket.socket:
+def raw_upgrade(server: Server, path: str = "/ws",
+                headers: dict[str, str] | None = None) -> tuple[socket.socket, bytes]:
     """A raw socket after a hand-written upgrade (for framing tests the library would refuse)."""
     sock = socket.create_connection((server.host, server.port), timeout=5)
     hdrs = {"Host": f"{server.host}:{server.port}", "Upgrade": "websocket", "Connection": "Upgrade",
@@ -216,8 +230,7 @@ def raw_upgrade(server: Server, path: str = "/ws", headers: dict[str, str] | Non
         if not chunk:
             break
         response += chunk
-    sock.response = response  # type: ignore[attr-defined]
-    return sock
+    return sock, response
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0,
