@@ -10,38 +10,38 @@ import gevent
 import gevent.event
 from gevent.pywsgi import WSGIServer
 
-from actors import ActorSystem, Timeouts
+from actors import ActorSystem, Limits, Timeouts
+from hubbub.admission import handler_for
 from hubbub.config import ConfigError, load_config
 from hubbub.http import App
 from hubbub.telemetry import Telemetry, setup_logging
-from hubbub.websocket import HardenedHandler
 
 log = logging.getLogger("hubbub")
 
 
-def build(config):
+def build(config, **system_options):
     """The node's parts, wired: (actor system, WSGI server).  Tests build nodes this way too."""
     t = Timeouts(hello=config.hello_timeout, ping=config.ping_interval, pong=config.pong_timeout,
                  profile=config.profile_timeout, session=config.max_session)
     telemetry = Telemetry(config.log_format)
-    system = ActorSystem(t, history=config.history, events=telemetry)
+    system = ActorSystem(t, history=config.history, events=telemetry, store=config.store,
+                         limits=Limits(config.rate, config.burst), **system_options)
     telemetry.system = system
-    handler = type("Handler", (HardenedHandler,), {
-        "max_message": config.max_message, "max_backlog": config.max_backlog})
+    handler = handler_for(config)
     ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
     server = WSGIServer((config.host, config.port), App(system, config, telemetry),
                         handler_class=handler, log=None, error_log=logging.getLogger("hubbub.http"), **ssl)
     return system, server
 
 
-def main(argv=None):
+def main(argv=None, **system_options):
     try:
         config = load_config(argv)
     except ConfigError as exc:
         print(f"hubbub: error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_format)
-    system, server = build(config)
+    system, server = build(config, **system_options)
     try:
         server.start()
     except OSError as exc:

@@ -8,7 +8,7 @@ to the package (import it from its module at your own risk).
 from .base import HubbubActor
 from .clock import Clock, MonotonicClock
 from .messages import Deliver, Kick
-from .session import Session, Timeouts, UserState
+from .session import Limits, Session, Timeouts, UserState
 from .system import ActorSystem
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Deliver",
     "HubbubActor",
     "Kick",
+    "Limits",
     "MonotonicClock",
     "Session",
     "Timeouts",

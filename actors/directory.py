@@ -14,6 +14,7 @@ from typing import Any
 
 from . import codec
 from .base import HubbubActor, tell
+from .counters import Counters
 from .history import RoomHistory
 from .messages import (
     ClaimNick, Deliver, DmResult, JoinRoom, Kick, KickNick, LeaveRoom, NickResult, Retire,
@@ -43,9 +44,15 @@ class _Room:
 
 
 class DirectoryActor(HubbubActor):
-    def __init__(self, history_size: int, parent: HubbubActor | None = None) -> None:
+    def __init__(self, history_size: int, parent: HubbubActor | None = None,
+                 room_class: type[RoomActor] = RoomActor, counters: Counters | None = None,
+                 store: Any = None) -> None:
         super().__init__("directory", parent)
         self.history_size = history_size
+        self.room_class = room_class
+        self.counters = counters or Counters()
+        self.store = store
+        """Optional HistoryStore (--store): rooms load their history from it."""
         self.nicks: dict[str, str] = {}
         """nick → session id."""
         self.users: dict[str, _User] = {}
@@ -99,15 +106,23 @@ class DirectoryActor(HubbubActor):
         user = self.users.setdefault(msg.session, _User(msg.user, msg.nick))
         room = self.rooms.get(msg.room)
         if room is None:
-            history = self.dormant.pop(msg.room, None) or RoomHistory(self.history_size)
+            history = self.dormant.pop(msg.room, None) or self._load(msg.room)
             room = self.rooms[msg.room] = _Room(self._start_room(msg.room, history))
         room.members[msg.session] = msg.nick
         user.rooms.add(msg.room)
         tell(room.actor.actor_ref, RoomJoin(msg.session, msg.user, msg.nick, msg.since))
 
+    def _load(self, name: str) -> RoomHistory:
+        if self.store is None:
+            return RoomHistory(self.history_size)
+        last_seq, messages = self.store.history.load(name, self.history_size)
+        return RoomHistory(self.history_size, last_seq, messages)
+
     def _start_room(self, name: str, history: RoomHistory) -> RoomActor:
         # The object, not a ref: the directory is its parent and takes its history on failure.
-        return RoomActor.spawn(name, history, self.actor_ref, parent=self)
+        store_ref = self.store.actor_ref if self.store is not None else None
+        return self.room_class.spawn(name, history, self.actor_ref, parent=self,
+                                     counters=self.counters, store=store_ref)
 
     def _leave(self, msg: LeaveRoom) -> None:
         user = self.users.get(msg.session)
@@ -142,6 +157,7 @@ class DirectoryActor(HubbubActor):
             tell(msg.user, DmResult(msg.client_id, False))
             return
         payload = codec.encode(codec.dm(msg.sender, msg.text, msg.ts))
+        self.counters.dms += 1
         tell(self.users[target].ref, Deliver(payload))
         tell(msg.user, DmResult(msg.client_id, True))
 
@@ -155,6 +171,7 @@ class DirectoryActor(HubbubActor):
 
     def on_child_failed(self, child: HubbubActor, error: BaseException) -> None:
         super().on_child_failed(child, error)
+        self.counters.actor_failures[child.kind] += 1
         if not isinstance(child, RoomActor):
             return
         room = self.rooms.get(child.name)

@@ -15,7 +15,7 @@ __all__ = [
     "TimerFired", "Deliver", "NickResult", "JoinedRoom", "Acked", "DmResult", "RoomMoved",
     "Schedule", "Cancel", "CancelOwner",
     "ClaimNick", "JoinRoom", "LeaveRoom", "SendDm", "UserGone", "KickNick", "RoomRetired",
-    "RoomJoin", "RoomLeave", "RoomSay", "RoomRename", "Retire",
+    "RoomJoin", "RoomLeave", "RoomSay", "RoomRename", "Retire", "Persist",
     "ChildFailed",
 ]
 
@@ -314,6 +314,19 @@ class RoomRename:
 @dataclass(frozen=True, slots=True)
 class Retire:
     """The room is empty: hand the history back and stop."""
+
+
+# --- into the StoreActor ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Write one stored room message to durable history (batched by the store)."""
+
+    room: str
+    """Room name."""
+    frame: dict[str, Any]
+    """The `message` frame, with its seq (not mutated after this point)."""
 
 
 # --- supervision --------------------------------------------------------------------

@@ -12,9 +12,11 @@ from typing import Any
 
 from . import codec
 from .base import HubbubActor, tell
+from .clock import Clock, MonotonicClock
+from .counters import Counters
 from .history import RoomHistory
 from .messages import (
-    Acked, Deliver, JoinedRoom, Retire, RoomJoin, RoomLeave, RoomRename, RoomRetired, RoomSay,
+    Acked, Deliver, JoinedRoom, Persist, Retire, RoomJoin, RoomLeave, RoomRename, RoomRetired, RoomSay,
 )
 
 __all__ = ["RoomActor"]
@@ -22,14 +24,18 @@ __all__ = ["RoomActor"]
 
 class RoomActor(HubbubActor):
     def __init__(self, name: str, history: RoomHistory, directory: Any,
-                 parent: HubbubActor | None = None) -> None:
+                 parent: HubbubActor | None = None, counters: Counters | None = None,
+                 clock: Clock | None = None, store: Any = None) -> None:
         super().__init__(f"room:{name}", parent)
         self.name = name
         self.history = history
         self.directory = directory
         self.members: dict[str, tuple[Any, str]] = {}
         """session id → (user ref, nick)."""
-        self.delivered = 0
+        self.counters = counters or Counters()
+        self.clock = clock or MonotonicClock()
+        self.store = store
+        """Optional StoreActor ref: every stored message is also told to it (--store)."""
 
     def describe_fields(self) -> dict[str, Any]:
         return {"room": self.name, "members": len(self.members), "seq": self.history.last_seq}
@@ -58,11 +64,15 @@ class RoomActor(HubbubActor):
             return  # left between its `say` and now; its session already said not_in_room
         frame = codec.message(self.name, msg.nick, msg.text, 0, msg.ts)
         seq = self.history.append(frame)
+        if self.store is not None:
+            tell(self.store, Persist(self.name, frame))
         # Acked only after the seq is assigned and the message is kept (reliability.md).
         tell(msg.user, Acked(msg.client_id, seq))
-        payload = codec.encode(frame)
-        self._broadcast(payload)
-        self.delivered += len(self.members)
+        self._broadcast(codec.encode(frame))
+        counters = self.counters
+        counters.messages += 1
+        counters.deliveries += len(self.members)
+        counters.fanout_seconds.observe(max(0.0, self.clock.wall() - msg.ts))
 
     def _join(self, msg: RoomJoin) -> None:
         fresh = msg.session not in self.members

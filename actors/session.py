@@ -26,7 +26,7 @@ from .messages import (
 )
 
 __all__ = [
-    "UserState", "Timeouts", "Session", "TRANSITIONS", "InvalidTransition",
+    "UserState", "Timeouts", "Limits", "Session", "TRANSITIONS", "InvalidTransition",
     "Send", "SendRaw", "Arm", "Disarm", "Close", "ClaimNickFx", "JoinRoomFx", "LeaveRoomFx",
     "SayFx", "DmFx", "Finish", "Effect", "CLOSE_CODES",
 ]
@@ -75,6 +75,16 @@ class Timeouts:
     def as_dict(self) -> dict[str, float]:
         return {"hello": self.hello, "ping": self.ping, "pong": self.pong,
                 "profile": self.profile, "session": self.session}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Flood control: a token bucket per user over client data frames."""
+
+    rate: float = 20.0
+    """Tokens added per second."""
+    burst: int = 40
+    """Bucket size; also how many rejected frames in a row are tolerated before 4006."""
 
 
 # --- effects: what the shell must do ------------------------------------------------
@@ -200,7 +210,12 @@ class Session:
     last_pong: float = 0.0
     timers: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Armed timers: name → (token, due).  The source of /debug's `timers`."""
+    limits: Limits = field(default_factory=Limits)
     close_reason: str | None = None
+    _tokens: float = -1.0  # the bucket; < 0 until the first frame fills it
+    _last_refill: float = 0.0
+    _strikes: int = 0
+    """Frames rejected since the last accepted one."""
     _token: int = 0
     _nick_pending: str | None = None
 
@@ -224,6 +239,12 @@ class Session:
     def _frame(self, data: str | bytes, now: float) -> list[Effect]:
         if self.state in (T, D):
             return []  # a disconnect was decided: nothing the client says matters now
+        if self.state is not U and not self._take_token(now):
+            self._strikes += 1
+            if self._strikes > self.limits.burst:
+                return self._dispatch("flood", None, now)
+            return [Send(codec.error("rate_limited", "slow down: too many messages"))]
+        self._strikes = 0
         try:
             msg = codec.decode(data)
         except DecodeError as exc:
@@ -237,6 +258,18 @@ class Session:
                 return self._dispatch("not_hello", msg, now)
             return [Send(codec.error("not_ready", f"`{name}` is not allowed in state {self.state.value}"))]
         return self._dispatch(name, msg, now)
+
+    def _take_token(self, now: float) -> bool:
+        lim = self.limits
+        if self._tokens < 0:
+            self._tokens, self._last_refill = float(lim.burst), now
+        else:
+            self._tokens = min(float(lim.burst), self._tokens + (now - self._last_refill) * lim.rate)
+            self._last_refill = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
     # --- helpers --------------------------------------------------------------------
 
@@ -383,6 +416,9 @@ class Session:
     def _overflow(self, ev: Overflow, now: float) -> list[Effect]:
         return self._disconnect("slow_consumer", now)
 
+    def _flood(self, ev: object, now: float) -> list[Effect]:
+        return self._disconnect("rate_limited", now)
+
     def _policy(self, ev: object, now: float) -> list[Effect]:
         return self._disconnect("policy", now)
 
@@ -420,6 +456,7 @@ _rows((C, I), "pong", S._pong)
 _rows((C, I), "ping", S._ping)
 _rows(LIVE, "bye", S._bye, T)
 _rows((U,), "not_hello", S._policy, T)  # any other frame (or bad JSON) before hello
+_rows((C, I), "flood", S._flood, T)  # still over the rate after `burst` rate_limited errors
 # The socket and the server.
 _rows((U,), "Opened", S._opened)
 _rows((C, I), "PongFrame", S._pong)

@@ -24,11 +24,13 @@ import pykka
 
 from .base import HubbubActor, tell
 from .clock import Clock, MonotonicClock
+from .counters import Counters
 from .directory import DirectoryActor
 from .messages import CancelOwner, KickNick, Shutdown, UserGone
 from .room import RoomActor
 from .scheduler import SchedulerActor
-from .session import Timeouts, UserState
+from .session import Limits, Timeouts, UserState
+from .store import StoreActor
 from .user import UserActor
 
 __all__ = ["NodeActor", "ActorSystem"]
@@ -44,12 +46,15 @@ class NodeActor(HubbubActor):
         self.started = time.time()
         self.scheduler: SchedulerActor | None = None
         self.directory: DirectoryActor | None = None
+        self.counters: Counters | None = None
 
     def describe_fields(self) -> dict[str, Any]:
         return {"uptime": round(time.time() - self.started, 1)}
 
     def on_child_failed(self, child: HubbubActor, error: BaseException) -> None:
         super().on_child_failed(child, error)
+        if self.counters is not None:
+            self.counters.actor_failures[child.kind] += 1
         if isinstance(child, UserActor):
             # Policy: a failing user is closed (1011, done by the user itself) and
             # forgotten everywhere else; nobody else notices.
@@ -64,23 +69,34 @@ class NodeActor(HubbubActor):
 
 
 class ActorSystem:
+    """One node's actors.  ``user_class`` / ``room_class`` are the extension points for
+    other actor types of those roles (tests use them to inject failures)."""
+
     def __init__(self, timeouts: Timeouts, history: int = 100, clock: Clock | None = None,
-                 events: Any = None) -> None:
+                 events: Any = None, limits: Limits | None = None, store: str | None = None,
+                 user_class: type[UserActor] = UserActor, room_class: type[RoomActor] = RoomActor) -> None:
         self.timeouts = timeouts
         self.history = history
         self.clock = clock or MonotonicClock()
         self.events = events
+        self.limits = limits or Limits()
+        self.user_class = user_class
+        self.counters = Counters()
         self.node: NodeActor = NodeActor.spawn()
+        self.node.counters = self.counters
+        self.store: StoreActor | None = StoreActor.spawn(store, history, parent=self.node) if store else None
         self.scheduler: SchedulerActor = SchedulerActor.spawn(self.clock, parent=self.node)
-        self.directory: DirectoryActor = DirectoryActor.spawn(history, parent=self.node)
+        self.directory: DirectoryActor = DirectoryActor.spawn(
+            history, parent=self.node, room_class=room_class, counters=self.counters, store=self.store)
         self.node.scheduler, self.node.directory = self.scheduler, self.directory
 
     # --- users ----------------------------------------------------------------------
 
     def spawn_user(self, conn: Any) -> pykka.ActorRef[Any]:
         sid = secrets.token_hex(8)
-        return UserActor.start(sid, conn, self.timeouts, self.clock, self.scheduler.actor_ref,
-                               self.directory.actor_ref, parent=self.node, events=self.events)
+        return self.user_class.start(sid, conn, self.timeouts, self.clock, self.scheduler.actor_ref,
+                                     self.directory.actor_ref, parent=self.node, events=self.events,
+                                     limits=self.limits, counters=self.counters)
 
     def users(self) -> list[UserActor]:
         return [a for a in list(self.node.children.values()) if isinstance(a, UserActor)]
@@ -125,4 +141,7 @@ class ActorSystem:
         deadline = time.monotonic() + grace
         while self.users() and time.monotonic() < deadline:
             gevent.sleep(0.02)
+        if self.store is not None:
+            # Everything acked must be on disk before the process exits.
+            self.store.actor_ref.stop(block=True, timeout=2.0)
         pykka.ActorRegistry.stop_all(block=False)

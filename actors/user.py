@@ -17,11 +17,12 @@ import gevent
 from . import codec
 from .base import HubbubActor, tell
 from .clock import Clock
+from .counters import Counters
 from .messages import (
-    Cancel, CancelOwner, ClaimNick, JoinRoom, LeaveRoom, RoomSay, Schedule, SendDm, UserGone,
+    Cancel, ClientFrame, CancelOwner, ClaimNick, JoinRoom, LeaveRoom, RoomSay, Schedule, SendDm, UserGone,
 )
 from .session import (
-    Arm, ClaimNickFx, Close, Disarm, DmFx, Finish, JoinRoomFx, LeaveRoomFx, Opened, SayFx,
+    Arm, ClaimNickFx, Close, Disarm, DmFx, Finish, JoinRoomFx, LeaveRoomFx, Limits, Opened, SayFx,
     Send, SendRaw, Session, Timeouts,
 )
 
@@ -33,7 +34,8 @@ log = logging.getLogger("hubbub.users")
 class UserActor(HubbubActor):
     def __init__(self, session_id: str, conn: Any, timeouts: Timeouts, clock: Clock,
                  scheduler: Any, directory: Any, parent: HubbubActor | None = None,
-                 events: Any = None) -> None:
+                 events: Any = None, limits: Limits | None = None,
+                 counters: Counters | None = None) -> None:
         super().__init__(session_id, parent)
         self.conn = conn
         self.clock = clock
@@ -41,7 +43,8 @@ class UserActor(HubbubActor):
         self.directory = directory
         self.events = events
         """Optional observer with connected(user) / disconnected(user) (metrics, logs)."""
-        self.session = Session(session_id, timeouts, clock.wall)
+        self.counters = counters or Counters()
+        self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits())
         self.handled = 0
 
     # --- the debug tree -------------------------------------------------------------
@@ -62,11 +65,14 @@ class UserActor(HubbubActor):
     # --- the loop -------------------------------------------------------------------
 
     def on_start(self) -> None:
+        self.counters.connections += 1
         if self.events is not None:
             self.events.connected(self)
         self._apply(self.session.handle(Opened(), self.clock.monotonic()))
 
     def on_receive(self, message: Any) -> Any:
+        if type(message) is ClientFrame:
+            self.counters.frames_in += 1
         effects = self.session.handle(message, self.clock.monotonic())
         self._apply(effects)
         self.handled += 1
@@ -77,12 +83,16 @@ class UserActor(HubbubActor):
         return None
 
     def _apply(self, effects: list[Any]) -> None:
-        s = self.session
+        s, counters = self.session, self.counters
         for fx in effects:
             kind = type(fx)
             if kind is SendRaw:
+                counters.frames_out += 1
                 self.conn.send_text(fx.payload)
             elif kind is Send:
+                counters.frames_out += 1
+                if fx.frame["type"] == "error":
+                    counters.errors[fx.frame["code"]] += 1
                 self.conn.send_text(codec.encode(fx.frame))
             elif kind is Arm:
                 tell(self.scheduler, Schedule(s.session_id, self.actor_ref, fx.name, fx.due, fx.token))
@@ -115,9 +125,13 @@ class UserActor(HubbubActor):
         tell(self.directory, UserGone(sid))
         self.actor_ref.stop(block=False)
 
-    def on_stop(self) -> None:
+    def _gone(self) -> None:
+        self.counters.disconnects[self.session.close_reason or "client_closed"] += 1
         if self.events is not None:
             self.events.disconnected(self)
+
+    def on_stop(self) -> None:
+        self._gone()
         super().on_stop()
 
     def on_failure(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -129,6 +143,5 @@ class UserActor(HubbubActor):
             self.conn.close(1011, "internal_error")
         except Exception:  # noqa: BLE001 - the socket may be gone already
             pass
-        if self.events is not None:
-            self.events.disconnected(self)
+        self._gone()
         super().on_failure(exc_type, exc, tb)

@@ -1,9 +1,9 @@
 """Metrics (/metrics, prometheus-client) and the connect/disconnect log lines.
 
-Gauges that describe the tree (users by state, rooms, pending timers, mailbox
-depth) are read from the actor system at scrape time by a custom collector, so
-there is nothing to keep in sync.  Counters are bumped by the UserActor's
-lifecycle hooks (``connected`` / ``disconnected``).
+Everything is read from the actor system at scrape time by one custom collector:
+gauges that describe the tree (users by state, rooms, pending timers, mailbox
+depth) and the plain counters the actors bump (actors/counters.py), so the hot
+paths pay no lock and there is nothing to keep in sync.
 """
 
 from __future__ import annotations
@@ -13,19 +13,23 @@ import logging
 import sys
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 __all__ = ["Telemetry", "setup_logging", "CONTENT_TYPE"]
-
-disable_created_metrics()  # the `_created` series double every counter for no operator value
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 log = logging.getLogger("hubbub.sessions")
 
 
-class _TreeCollector:
+def _labelled(family: Any, values: dict[str, int]) -> Any:
+    for label, n in sorted(values.items()):
+        family.add_metric([label], n)
+    return family
+
+
+class _Collector:
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
 
@@ -33,11 +37,9 @@ class _TreeCollector:
         system = self.telemetry.system
         if system is None:
             return
-        stats = system.stats()
-        users = GaugeMetricFamily("hubbub_users", "Connected users by state", labels=["state"])
-        for state, n in stats["users_by_state"].items():
-            users.add_metric([state], n)
-        yield users
+        stats, c = system.stats(), system.counters
+        yield _labelled(GaugeMetricFamily("hubbub_users", "Connected users by state", labels=["state"]),
+                        stats["users_by_state"])
         yield GaugeMetricFamily("hubbub_rooms", "Rooms with members", value=stats["rooms"])
         yield GaugeMetricFamily("hubbub_scheduler_pending_timers", "Timers waiting in the scheduler",
                                 value=stats["pending_timers"])
@@ -45,6 +47,26 @@ class _TreeCollector:
         yield GaugeMetricFamily("hubbub_mailbox_max", "Deepest mailbox (messages)", value=stats["mailbox_max"])
         yield GaugeMetricFamily("hubbub_mailbox_total", "Messages waiting in all mailboxes",
                                 value=stats["mailbox_total"])
+        yield CounterMetricFamily("hubbub_connections", "WebSocket connections accepted", value=c.connections)
+        yield CounterMetricFamily("hubbub_messages_in", "Client data frames received", value=c.frames_in)
+        yield CounterMetricFamily("hubbub_messages_out", "Frames queued to clients", value=c.frames_out)
+        yield CounterMetricFamily("hubbub_room_messages", "Room messages stored (say)", value=c.messages)
+        yield CounterMetricFamily("hubbub_deliveries", "Room messages handed to members", value=c.deliveries)
+        yield CounterMetricFamily("hubbub_dms", "Direct messages delivered", value=c.dms)
+        yield _labelled(CounterMetricFamily("hubbub_disconnects", "Disconnects by reason", labels=["reason"]),
+                        c.disconnects)
+        yield _labelled(CounterMetricFamily("hubbub_errors", "error frames sent, by code", labels=["code"]),
+                        c.errors)
+        yield _labelled(CounterMetricFamily("hubbub_actor_failures", "Actors that raised, by kind",
+                                            labels=["kind"]), c.actor_failures)
+        h = c.fanout_seconds
+        cumulative, buckets = 0, []
+        for bound, n in zip((*h.buckets, float("inf")), h.counts):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily("hubbub_fanout_seconds",
+                                    "From a say reaching the sender's actor to every member told",
+                                    buckets=buckets, sum_value=h.sum)
 
 
 class Telemetry:
@@ -52,11 +74,7 @@ class Telemetry:
         self.log_format = log_format
         self.system: Any = None
         self.registry = CollectorRegistry()
-        self.connections = Counter("hubbub_connections", "WebSocket connections accepted",
-                                   registry=self.registry)
-        self.disconnects = Counter("hubbub_disconnects", "Disconnects by reason", ["reason"],
-                                   registry=self.registry)
-        self.registry.register(_TreeCollector(self))
+        self.registry.register(_Collector(self))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -64,13 +82,10 @@ class Telemetry:
     # --- UserActor lifecycle (called from the user's own greenlet) ---------------------
 
     def connected(self, user: Any) -> None:
-        self.connections.inc()
         self._line("connect", user, None)
 
     def disconnected(self, user: Any) -> None:
-        reason = user.session.close_reason or "client_closed"
-        self.disconnects.labels(reason).inc()
-        self._line("disconnect", user, reason)
+        self._line("disconnect", user, user.session.close_reason or "client_closed")
 
     def _line(self, event: str, user: Any, reason: str | None) -> None:
         s = user.session
@@ -79,16 +94,30 @@ class Telemetry:
         if reason is not None:
             fields["reason"] = reason
             fields["duration"] = round(user.clock.monotonic() - s.opened_at, 3)
-        if self.log_format == "json":
-            log.info(json.dumps(fields, separators=(",", ":")))
+        log.info("%s", " ".join(f"{k}={v}" for k, v in fields.items() if v is not None),
+                 extra={"fields": fields})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; session lines carry their fields at the top level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+                               "logger": record.name}
+        fields = getattr(record, "fields", None)
+        if fields:
+            out.update(fields)
         else:
-            log.info(" ".join(f"{k}={v}" for k, v in fields.items() if v is not None))
+            out["message"] = record.getMessage()
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, separators=(",", ":"), default=str)
 
 
 def setup_logging(log_format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
-        handler.setFormatter(logging.Formatter('%(message)s'))
+        handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()

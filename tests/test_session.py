@@ -345,3 +345,58 @@ class TestClientMessages:
         d.event(Kick())
         assert d.send({"type": "say", "room": "x", "text": "y"}) == []
         assert d.send("garbage") == []
+
+
+class TestFloodControl:
+    """CONTRACT.md --rate/--burst: over the bucket → error rate_limited; persisting → 4006."""
+
+    def flooder(self, rate: float = 2, burst: int = 3) -> SessionDriver:
+        from actors.session import Limits
+
+        d = SessionDriver(T)
+        d.session.limits = Limits(rate, burst)
+        d.send({"type": "hello"})
+        return d
+
+    def test_burst_then_rate_limited(self):
+        """A full bucket lets `burst` frames through; the next gets rate_limited and no effect."""
+        d = self.flooder(rate=2, burst=3)
+        for _ in range(3):
+            assert d.sent(d.send({"type": "ping"}))[0]["type"] == "pong"
+        assert d.sent(d.send({"type": "ping"})) == [{"type": "error", "code": "rate_limited",
+                                                     "message": "slow down: too many messages"}]
+
+    def test_bucket_refills_at_rate(self):
+        """After 0.5 s at 2/s one more frame passes."""
+        d = self.flooder(rate=2, burst=3)
+        for _ in range(3):
+            d.send({"type": "ping"})
+        d.clock.jump(0.5)
+        assert d.sent(d.send({"type": "ping"}))[0]["type"] == "pong"
+
+    def test_persisting_flood_is_4006(self):
+        """More than `burst` rejected frames in a row → bye rate_limited, close 4006."""
+        d = self.flooder(rate=2, burst=3)
+        for _ in range(3 + 3):  # 3 accepted, 3 rejected
+            assert d.closes(d.send({"type": "ping"})) == []
+        effects = d.send({"type": "ping"})
+        assert d.closes(effects) == [Close(4006, "rate_limited")]
+        assert {"type": "bye", "reason": "rate_limited"} in d.sent(effects)
+
+    def test_pausing_resets_the_strikes(self):
+        """An accepted frame after a pause forgives earlier rejections."""
+        d = self.flooder(rate=2, burst=3)
+        for _ in range(4):
+            d.send({"type": "ping"})  # 3 accepted, 1 rejected
+        d.clock.jump(1.0)
+        d.send({"type": "ping"})  # accepted: strikes reset
+        for _ in range(3):
+            d.send({"type": "ping"})
+        assert d.closes() == []
+
+    def test_control_frames_and_timers_are_not_counted(self):
+        """Pong control frames and timers never consume tokens."""
+        d = self.flooder(rate=0.001, burst=1)
+        for _ in range(100):
+            d.event(PongFrame())
+        assert d.closes() == []
