@@ -222,6 +222,10 @@ class Session:
     # --- the one entry point ---------------------------------------------------------
 
     def handle(self, event: object, now: float) -> list[Effect]:
+        if self.state is D:
+            # The actor is stopping: messages already in its mailbox (a late timer, a
+            # delivery, a shutdown) have nobody to act for.
+            return []
         if isinstance(event, ClientFrame):
             return self._frame(event.data, now)
         return self._dispatch(event_name(event), event, now)

@@ -79,6 +79,14 @@ class TestStates:
             assert d.session.state is UserState.DISCONNECTED
             assert [type(e) for e in effects] == [Finish] and set(effects[0].timers) == armed
 
+    def test_late_messages_after_disconnect_are_dropped(self):
+        """Once Disconnected, whatever was still in the mailbox is ignored."""
+        d = in_chat()
+        d.event(ConnectionLost())
+        for late in (Shutdown(), Kick(), Deliver(b"{}"), NickResult("x", True), ConnectionLost()):
+            assert d.event(late) == []
+        assert d.session.state is UserState.DISCONNECTED
+
     def test_unknown_event_in_a_state_is_a_bug(self):
         """An internal event the table does not allow raises "can't handle X in state Y"."""
         d = SessionDriver(T)
