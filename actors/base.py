@@ -17,8 +17,11 @@ base adds both:
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Any, ClassVar
 
+import gevent
+import gevent.lock
 import pykka
 
 from .messages import ChildFailed
@@ -28,10 +31,58 @@ __all__ = ["HubbubActor"]
 log = logging.getLogger("hubbub.actors")
 
 
+class Inbox:
+    """An actor's mailbox: pykka's inbox protocol (put/get/empty) plus qsize for /debug.
+
+    A gevent Queue costs ~2.7 KB per actor, mostly its deque's first block: here the
+    deque exists only while messages wait, and a semaphore counts them.
+    """
+
+    __slots__ = ("_items", "_count")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] | None = None
+        self._count = gevent.lock.Semaphore(0)
+
+    def put(self, item: Any) -> None:
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+        self._count.release()
+
+    def get(self) -> Any:
+        self._count.acquire()
+        items = self._items
+        assert items is not None
+        item = items.popleft()
+        if not items:
+            self._items = None
+        return item
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+
 class HubbubActor(pykka.ThreadingActor):
     # Daemon threads (greenlets after monkey-patching): non-daemon ones make each
     # start cost O(threads) through threading._maintain_shutdown_locks (STYLE.md).
+    # Kept for pykka's sake; _start_actor_loop below skips threading.Thread altogether.
     use_daemon_thread: ClassVar[bool] = True
+
+    # pykka's hooks for actor runtimes (pykka/_actor.py): the inbox and the loop.
+    # Under gevent a monkey-patched threading.Thread and queue.Queue are greenlets
+    # and gevent locks underneath, but they drag a Thread object, three Conditions and
+    # a deep parked stack along with every actor.  A gevent queue and a bare greenlet
+    # do the same job: measured with 2,000 logged-in users, see docs/benchmarks.md.
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return Inbox()
+
+    def _start_actor_loop(self) -> None:
+        gevent.spawn(self._actor_loop)
 
     def __init__(self, actor_id: str, parent: HubbubActor | None = None) -> None:
         super().__init__()
