@@ -4,6 +4,7 @@ from gevent import monkey; monkey.patch_all()  # noqa: E702, I001 - must run bef
 
 import logging
 import signal
+import ssl
 import sys
 
 import gevent
@@ -28,9 +29,16 @@ def build(config, **system_options):
                          limits=Limits(config.rate, config.burst), **system_options)
     telemetry.system = system
     handler = handler_for(config)
-    ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
+    tls = {}
+    if config.certfile:
+        # One context per node (gevent's default re-reads the PEM files per connection),
+        # and the handshake on the handler's first read, where a failed one is a dropped
+        # client instead of a traceback in the log for every plain-HTTP probe.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(config.certfile, config.keyfile)
+        tls = {"ssl_context": context, "do_handshake_on_connect": False}
     server = WSGIServer((config.host, config.port), App(system, config, telemetry),
-                        handler_class=handler, log=None, error_log=logging.getLogger("hubbub.http"), **ssl)
+                        handler_class=handler, log=None, error_log=logging.getLogger("hubbub.http"), **tls)
     return system, server
 
 

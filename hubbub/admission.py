@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from actors.clock import Clock, MonotonicClock
 
+from .http import is_loopback
 from .websocket import HardenedHandler
 
 __all__ = [
@@ -173,15 +174,16 @@ class ConnectionLimits:
         self.buckets: dict[str, tuple[float, float]] = {}
         self._next_sweep = float("-inf")
 
-    def admit(self, ip: str, now: float) -> str | None:
+    def admit(self, ip: str, now: float, *, metered: bool = True) -> str | None:
         """Reserve a slot for a new connection from ``ip``: None if admitted (call
-        ``release(ip)`` when it ends), else the reason for refusing it."""
+        ``release(ip)`` when it ends), else the reason for refusing it. ``metered``
+        False skips the rate (the cap still counts)."""
         open_now = self.connections.get(ip, 0)
         # The count is checked first: a refusal for being at the cap burns no token,
         # so a client that retries until a slot frees up is not also rate limited.
         if self.max_open and open_now >= self.max_open:
             return f"too many open connections from {ip} (limit {self.max_open})"
-        if self.rate:
+        if self.rate and metered:
             self._sweep(now)
             tokens, then = self.buckets.get(ip, (self.burst, now))
             tokens = min(self.burst, tokens + (now - then) * self.rate)
@@ -235,6 +237,11 @@ class AdmissionHandler(HardenedHandler):
     #: ``Handler.limits.rate`` / ``.burst`` instead.
     connection_rate: float = 50.0
     connection_burst: int = 100
+    #: Which client addresses the connection rate does not apply to (the cap still
+    #: does): loopback. A local process can hurt the node in easier ways than opening
+    #: sockets quickly, tests and benchmarks open thousands at once, and a proxy on the
+    #: same host would otherwise put all its users in one bucket.
+    rate_exempt: Callable[[str], bool] = staticmethod(is_loopback)
     retry_after: str = "1"  #: seconds, on every 503 (RFC 9110 §10.2.3)
 
     origins: OriginPolicy
@@ -250,7 +257,7 @@ class AdmissionHandler(HardenedHandler):
             self._refusal = (f"Origin {origin[:200]!r} is not allowed", [])
             return "403 Forbidden"
         ip = environ.get("REMOTE_ADDR") or ""
-        why = self.limits.admit(ip, self.clock.monotonic())
+        why = self.limits.admit(ip, self.clock.monotonic(), metered=not self.rate_exempt(ip))
         if why is not None:
             self._refusal = (why, [("Retry-After", self.retry_after)])
             return "503 Service Unavailable"
