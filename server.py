@@ -3,6 +3,7 @@ from gevent import monkey; monkey.patch_all()  # noqa: E702, I001 - must run bef
 """hubbub: run one chat node.  Wiring only: config → actor system → WSGI server → routes."""
 
 import logging
+import resource
 import signal
 import ssl
 import sys
@@ -42,6 +43,13 @@ def build(config, **system_options):
     return system, server
 
 
+def raise_open_file_limit():
+    """One socket per user: take the hard limit of open files (20,000 on these machines)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv=None, **system_options):
     try:
         config = load_config(argv)
@@ -49,6 +57,7 @@ def main(argv=None, **system_options):
         print(f"hubbub: error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_format)
+    raise_open_file_limit()
     system, server = build(config, **system_options)
     try:
         server.start()
