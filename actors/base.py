@@ -127,7 +127,10 @@ class HubbubActor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         self._detach()
 
-    def on_failure(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def _handle_failure(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # pykka calls this for a failure in on_start, on_receive or on_stop (on_failure
+        # only for on_receive): supervision must hear of all of them.
+        super()._handle_failure(exc_type, exc, tb)
         self._detach()
         if self.parent is not None:
             try:

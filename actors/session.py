@@ -59,7 +59,14 @@ CLOSE_CODES = {
     "internal_error": 1011,
 }
 
-TIMER_NAMES = ("hello", "profile", "session", "ping", "pong")
+# Close codes the transport ends a connection with on its own (framing, size, UTF-8,
+# a dropped TCP connection), as the reasons logs and /metrics show.
+TRANSPORT_REASONS = {
+    1002: "protocol_error",
+    1007: "invalid_utf8",
+    1009: "too_big",
+    1006: "connection_lost",
+}
 
 
 @dataclass(frozen=True)
@@ -320,7 +327,7 @@ class Session:
     # --- transitions: Connected / InChat --------------------------------------------
 
     def _profile(self, ev: Profile, now: float) -> list[Effect]:
-        if ev.nick == self.nick:
+        if ev.nick == self.nick and self.state is I:
             self.info = ev.info
             return [Send(codec.profile_ok(ev.nick))]
         self._nick_pending = ev.nick
@@ -431,7 +438,8 @@ class Session:
 
     def _lost(self, ev: ConnectionLost, now: float) -> list[Effect]:
         if self.close_reason is None:
-            self.close_reason = "client_closed"
+            # Nobody decided to disconnect: the transport tells why the socket ended.
+            self.close_reason = TRANSPORT_REASONS.get(ev.code, "client_closed")
         self.state = D
         names = tuple(self.timers)
         self.timers.clear()

@@ -13,6 +13,7 @@ messages (they were acked from memory); SIGTERM flushes everything first.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ from .base import HubbubActor, tell
 from .messages import Persist
 
 __all__ = ["HistoryStore", "StoreActor"]
+
+log = logging.getLogger("hubbub.store")
 
 BATCH = 500
 FLUSH_AFTER = 0.05
@@ -133,7 +136,14 @@ class StoreActor(HubbubActor):
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
-        self.history.flush()
+        try:
+            self.history.flush()
+        except sqlite3.Error:
+            # The batch stays buffered (flush puts it back); try again shortly rather
+            # than fail the actor and drop every later message.
+            log.exception("writing %d messages to %s failed; retrying", len(self.history.pending), self.path)
+            self._timer = gevent.get_hub().loop.timer(1.0)
+            self._timer.start(gevent.spawn, tell, self.actor_ref, _Flush())
 
     def on_stop(self) -> None:
         if self._timer is not None:

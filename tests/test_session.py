@@ -408,3 +408,26 @@ class TestFloodControl:
         for _ in range(100):
             d.event(PongFrame())
         assert d.closes() == []
+
+
+class TestProfileRaces:
+    def test_superseded_grant_then_refusal_still_allows_the_granted_nick(self):
+        """profile a, profile b; a granted, b refused; profile a again enters InChat."""
+        d = SessionDriver(T)
+        d.send({"type": "hello"})
+        d.send({"type": "profile", "nick": "a"})
+        d.send({"type": "profile", "nick": "b"})
+        d.event(NickResult("a", True))
+        assert d.sent(d.event(NickResult("b", False)))[0]["code"] == "nick_taken"
+        assert d.send({"type": "profile", "nick": "a"}) == [ClaimNickFx("a")]
+        d.event(NickResult("a", True))
+        assert d.session.state is UserState.IN_CHAT and "profile" not in d.session.timers
+
+    @pytest.mark.parametrize("code,reason", [(1002, "protocol_error"), (1007, "invalid_utf8"),
+                                             (1009, "too_big"), (1006, "connection_lost"),
+                                             (1000, "client_closed"), (None, "client_closed")])
+    def test_transport_close_codes_name_the_reason(self, code, reason):
+        """A socket ended by the transport is logged with a reason named after its close code."""
+        d = in_chat()
+        d.event(ConnectionLost(code))
+        assert d.session.close_reason == reason
