@@ -118,11 +118,21 @@ class Bye:
 ClientMessage = Hello | Profile | Join | Leave | Say | Dm | Pong | Ping | Bye
 
 
+def _utf8(value: str, key: str) -> str:
+    # JSON may escape a lone surrogate ("\ud800"): a str Python accepts but UTF-8
+    # cannot carry, so echoing it back would fail in every recipient's encoder.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DecodeError("bad_message", f"`{key}` is not valid Unicode (lone surrogate)") from None
+    return value
+
+
 def _opt_str(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
     if value is not None and not isinstance(value, str):
         raise DecodeError("bad_message", f"`{key}` must be a string")
-    return value
+    return value if value is None else _utf8(value, key)
 
 
 def _name(obj: dict[str, Any], key: str) -> str:
@@ -140,7 +150,7 @@ def _text(obj: dict[str, Any]) -> str:
     value = obj.get("text")
     if not isinstance(value, str) or not value:
         raise DecodeError("bad_message", "`text` must be a non-empty string")
-    return value
+    return _utf8(value, "text")
 
 
 def _hello(o: dict[str, Any]) -> Hello:

@@ -665,6 +665,9 @@ class HardenedHandler(WebSocketHandler):
         upgrade before the 101 is sent (origin checks, connection limits), or None."""
         return None
 
+    #: Paths where an upgrade is accepted (None: any path).  Elsewhere: 404.
+    ws_paths: frozenset[str] | None = frozenset({"/ws"})
+
     def handle(self) -> None:
         # gevent leaves Nagle on: every small frame of a fan-out would wait for the
         # previous one's ACK (~3.5x slower fan-out measured).
@@ -672,7 +675,18 @@ class HardenedHandler(WebSocketHandler):
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError):
             pass  # not TCP (a Unix socket)
-        super().handle()
+        try:
+            super().handle()
+        except OSError as exc:
+            # gevent answers a malformed request with a bare sendall; a client that
+            # already reset the connection would otherwise print a traceback per request.
+            log.info("connection from %s dropped: %s", self.client_address, exc)
+
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
+        # gevent prints a traceback for any client error that is not a ValueError (e.g.
+        # more than 100 headers): bad input is a 400 and a log line, never a traceback.
+        log.info("bad request from %s: %s", self.client_address, str(ex) or type(ex).__name__)
+        return ("400", b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 
     @property
     def logger(self) -> logging.Logger:  # upstream installs its own logger on the server
@@ -721,6 +735,9 @@ class HardenedHandler(WebSocketHandler):
         tokens = {t.strip() for t in environ.get("HTTP_CONNECTION", "").lower().split(",")}
         if "upgrade" not in tokens:
             return None
+        if self.ws_paths is not None and environ.get("PATH_INFO") not in self.ws_paths:
+            # An upgrade anywhere else would hand a socket to a route that cannot speak it.
+            return self._refuse("404 Not Found", "no WebSocket endpoint at this path")
         if self.request_version != "HTTP/1.1":
             return self._refuse("400 Bad Request", "WebSocket upgrade needs HTTP/1.1")
         if environ.get("CONTENT_LENGTH", "0") not in ("", "0") or environ.get(

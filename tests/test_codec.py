@@ -47,6 +47,14 @@ class TestDecode:
         """A string nick outside 1-32 [A-Za-z0-9_-] → bad_nick (look-alike Unicode included)."""
         assert code_of(json.dumps({"type": "profile", "nick": nick})) == "bad_nick"
 
+    @pytest.mark.parametrize("text", ['{"type":"say","room":"r","text":"\\ud800"}',
+                                      '{"type":"say","room":"r","text":"ok","id":"\\udc00"}',
+                                      '{"type":"dm","to":"b","text":"\\udfff"}',
+                                      '{"type":"hello","client":"\\ud83d"}'])
+    def test_lone_surrogates_are_bad_message(self, text):
+        """A JSON-escaped lone surrogate in any echoed string → bad_message (it could not be re-encoded)."""
+        assert code_of(text) == "bad_message"
+
     def test_binary_frames_are_bad_message(self):
         """Binary payloads are not part of the protocol → bad_message."""
         assert code_of(b'{"type":"hello"}') == "bad_message"
