@@ -16,6 +16,7 @@ from actors import ActorSystem, Limits, Timeouts
 from hubbub.admission import handler_for
 from hubbub.config import ConfigError, load_config
 from hubbub.http import App
+from hubbub.plugins import PluginError, start_plugins
 from hubbub.telemetry import Telemetry, setup_logging
 
 log = logging.getLogger("hubbub")
@@ -60,7 +61,11 @@ def main(argv=None, **system_options):
     raise_open_file_limit()
     system, server = build(config, **system_options)
     try:
+        start_plugins(system, config)  # before listening: a broken plugin never serves
         server.start()
+    except PluginError as exc:
+        print(f"hubbub: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"hubbub: error: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -71,12 +76,13 @@ def main(argv=None, **system_options):
     stopping = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stopping.set)
+    system.node.fatal.rawlink(lambda _event: stopping.set())  # the scheduler or directory died
     stopping.wait()
     log.info("shutting down")
     server.stop_accepting()
     system.shutdown(grace=3.0)
     server.stop(timeout=1.0)
-    return 0
+    return 1 if system.node.fatal.is_set() else 0
 
 
 if __name__ == "__main__":

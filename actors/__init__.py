@@ -8,6 +8,7 @@ to the package (import it from its module at your own risk).
 from .base import HubbubActor
 from .clock import Clock, MonotonicClock
 from .messages import Deliver, Kick
+from .plugin import PluginActor
 from .session import Limits, Session, Timeouts, UserState
 from .system import ActorSystem
 
@@ -19,6 +20,7 @@ __all__ = [
     "Kick",
     "Limits",
     "MonotonicClock",
+    "PluginActor",
     "Session",
     "Timeouts",
     "UserState",

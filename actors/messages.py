@@ -17,6 +17,7 @@ __all__ = [
     "ClaimNick", "JoinRoom", "LeaveRoom", "SendDm", "UserGone", "KickNick", "RoomRetired",
     "RoomJoin", "RoomLeave", "RoomSay", "RoomRename", "Retire", "Persist",
     "ChildFailed",
+    "RoomMessage", "RoomPresence", "UserConnected", "UserProfiled", "UserDisconnected",
 ]
 
 # --- into a UserActor -------------------------------------------------------------
@@ -38,6 +39,9 @@ class PongFrame:
 @dataclass(frozen=True, slots=True)
 class ConnectionLost:
     """The socket is gone (closed by either side, reset, or timed out after our close)."""
+
+    code: int | None = None
+    """The close code the connection ended with, when the transport knows it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,3 +344,66 @@ class ChildFailed:
     """The failed actor object (stopped)."""
     error: BaseException
     """What it raised."""
+
+
+# --- into a PluginActor (actors/plugin.py): what plugins may watch ------------------
+# Told only to plugins that subscribed (the lists of the node's PluginHub): with no
+# plugin loaded none of these is ever built.
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMessage:
+    """A room stored a message (told after the fan-out to the members)."""
+
+    room: str
+    """Room name."""
+    nick: str
+    """Sender's nick."""
+    text: str
+    """Body."""
+    seq: int
+    """The room's sequence number: per room, a plugin receives these in seq order."""
+    ts: float
+    """Wall-clock time stamped on the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPresence:
+    """Someone joined or left a room (a rename is a leave then a join)."""
+
+    room: str
+    """Room name."""
+    event: str
+    """`join` or `leave`."""
+    nick: str
+    """Who."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserConnected:
+    """A connection opened (state Undefined: no nick yet)."""
+
+    session: str
+    """Session id."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserProfiled:
+    """A `profile` was accepted (first nick, new nick or new info)."""
+
+    session: str
+    """Session id."""
+    nick: str
+    """The nick the user now holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserDisconnected:
+    """A connection ended and its actor stopped."""
+
+    session: str
+    """Session id."""
+    nick: str | None
+    """Its last nick, or None if it never had one."""
+    reason: str
+    """The disconnect reason (`bye`, `kicked`, `pong_timeout`, ..., `client_closed`)."""

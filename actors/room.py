@@ -16,8 +16,10 @@ from .clock import Clock, MonotonicClock
 from .counters import Counters
 from .history import RoomHistory
 from .messages import (
-    Acked, Deliver, JoinedRoom, Persist, Retire, RoomJoin, RoomLeave, RoomRename, RoomRetired, RoomSay,
+    Acked, Deliver, JoinedRoom, Persist, Retire, RoomJoin, RoomLeave, RoomMessage, RoomPresence,
+    RoomRename, RoomRetired, RoomSay,
 )
+from .plugin import publish, room_watchers
 
 __all__ = ["RoomActor"]
 
@@ -36,6 +38,8 @@ class RoomActor(HubbubActor):
         self.clock = clock or MonotonicClock()
         self.store = store
         """Optional StoreActor ref: every stored message is also told to it (--store)."""
+        self.watchers = room_watchers(self)
+        """Plugins watching every room (a live list, usually empty; actors/plugin.py)."""
 
     def describe_fields(self) -> dict[str, Any]:
         return {"room": self.name, "members": len(self.members), "seq": self.history.last_seq}
@@ -69,6 +73,8 @@ class RoomActor(HubbubActor):
         # Acked only after the seq is assigned and the message is kept (reliability.md).
         tell(msg.user, Acked(msg.client_id, seq))
         self._broadcast(codec.encode(frame))
+        if self.watchers:  # after the members: a plugin never delays the humans
+            publish(self.watchers, RoomMessage(self.name, msg.nick, msg.text, seq, msg.ts))
         counters = self.counters
         counters.messages += 1
         counters.deliveries += len(self.members)
@@ -86,11 +92,15 @@ class RoomActor(HubbubActor):
         tell(msg.user, JoinedRoom(self.name, self.actor_ref, payload))
         if fresh:
             self._broadcast(codec.encode(codec.presence(self.name, "join", msg.nick)), skip=msg.session)
+            if self.watchers:
+                publish(self.watchers, RoomPresence(self.name, "join", msg.nick))
 
     def _leave(self, msg: RoomLeave) -> None:
         member = self.members.pop(msg.session, None)
         if member is not None:
             self._broadcast(codec.encode(codec.presence(self.name, "leave", member[1])))
+            if self.watchers:
+                publish(self.watchers, RoomPresence(self.name, "leave", member[1]))
 
     def _rename(self, msg: RoomRename) -> None:
         member = self.members.get(msg.session)
@@ -99,6 +109,9 @@ class RoomActor(HubbubActor):
         self.members[msg.session] = (member[0], msg.new)
         self._broadcast(codec.encode(codec.presence(self.name, "leave", msg.old)), skip=msg.session)
         self._broadcast(codec.encode(codec.presence(self.name, "join", msg.new)), skip=msg.session)
+        if self.watchers:
+            publish(self.watchers, RoomPresence(self.name, "leave", msg.old))
+            publish(self.watchers, RoomPresence(self.name, "join", msg.new))
 
     def _retire(self) -> None:
         # The directory routes every join and leave, so it knows we are empty and

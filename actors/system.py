@@ -4,7 +4,8 @@
     ├── SchedulerActor          every timer of every user
     ├── DirectoryActor          nicks, rooms index
     │   └── RoomActor ...       one per room with members
-    └── UserActor ...           one per connection
+    ├── UserActor ...           one per connection
+    └── PluginActor ...         extra actor types (--plugin, actors/plugin.py)
 
 The edge never reaches into an actor's state to change it: it starts a
 UserActor per connection, ``ask``s the directory (with a timeout) to kick, and
@@ -20,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 import gevent
+import gevent.event
 import pykka
 
 from .base import HubbubActor, tell
@@ -27,6 +29,7 @@ from .clock import Clock, MonotonicClock
 from .counters import Counters
 from .directory import DirectoryActor
 from .messages import CancelOwner, KickNick, Shutdown, UserGone
+from .plugin import PluginActor, PluginHub
 from .room import RoomActor
 from .scheduler import SchedulerActor
 from .session import Limits, Timeouts, UserState
@@ -43,10 +46,14 @@ class NodeActor(HubbubActor):
 
     def __init__(self) -> None:
         super().__init__("node")
+        self.fatal = gevent.event.Event()
+        """Set when a child the node cannot do without failed: the server must stop."""
         self.started = time.time()
         self.scheduler: SchedulerActor | None = None
         self.directory: DirectoryActor | None = None
         self.counters: Counters | None = None
+        self.plugins: PluginHub | None = None
+        """Rooms and users find the plugin lists here (actors/plugin.py)."""
 
     def describe_fields(self) -> dict[str, Any]:
         return {"uptime": round(time.time() - self.started, 1)}
@@ -62,10 +69,13 @@ class NodeActor(HubbubActor):
             assert self.scheduler is not None and self.directory is not None
             tell(self.scheduler.actor_ref, CancelOwner(sid, tuple(child.session.timers)))
             tell(self.directory.actor_ref, UserGone(sid))
+        elif isinstance(child, PluginActor) and self.plugins is not None:
+            self.plugins.child_failed(child, error)  # restart, or stop after repeated failures
         else:
             # The scheduler and the directory hold everyone's state: without them
             # the node cannot keep its promises.  Fail loudly.
             log.critical("%s failed; the node stops", child.kind)
+            self.fatal.set()
 
 
 class ActorSystem:
@@ -89,6 +99,9 @@ class ActorSystem:
         self.directory: DirectoryActor = DirectoryActor.spawn(
             history, parent=self.node, room_class=room_class, counters=self.counters, store=self.store)
         self.node.scheduler, self.node.directory = self.scheduler, self.directory
+        self.plugins = PluginHub(self.node, self.scheduler.actor_ref, self.directory.actor_ref,
+                                 self.clock, self.node.started)
+        self.node.plugins = self.plugins
 
     # --- users ----------------------------------------------------------------------
 
@@ -144,4 +157,5 @@ class ActorSystem:
         if self.store is not None:
             # Everything acked must be on disk before the process exits.
             self.store.actor_ref.stop(block=True, timeout=2.0)
-        pykka.ActorRegistry.stop_all(block=False)
+        for actor in reversed(self._walk(self.node)):  # children before their parents
+            actor.actor_ref.stop(block=False)

@@ -20,7 +20,9 @@ from .clock import Clock
 from .counters import Counters
 from .messages import (
     Cancel, ClientFrame, CancelOwner, ClaimNick, JoinRoom, LeaveRoom, RoomSay, Schedule, SendDm, UserGone,
+    UserConnected, UserDisconnected, UserProfiled,
 )
+from .plugin import publish, user_watchers
 from .session import (
     Arm, ClaimNickFx, Close, Disarm, DmFx, Finish, JoinRoomFx, LeaveRoomFx, Limits, Opened, SayFx,
     Send, SendRaw, Session, Timeouts,
@@ -46,6 +48,8 @@ class UserActor(HubbubActor):
         self.counters = counters or Counters()
         self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits())
         self.handled = 0
+        self.watchers = user_watchers(self)
+        """Plugins told about this user's life (a live list, usually empty; actors/plugin.py)."""
 
     # --- the debug tree -------------------------------------------------------------
 
@@ -68,6 +72,8 @@ class UserActor(HubbubActor):
         self.counters.connections += 1
         if self.events is not None:
             self.events.connected(self)
+        if self.watchers:
+            publish(self.watchers, UserConnected(self.session.session_id))
         self._apply(self.session.handle(Opened(), self.clock.monotonic()))
 
     def on_receive(self, message: Any) -> Any:
@@ -93,6 +99,8 @@ class UserActor(HubbubActor):
                 counters.frames_out += 1
                 if fx.frame["type"] == "error":
                     counters.errors[fx.frame["code"]] += 1
+                elif self.watchers and fx.frame["type"] == "profile_ok":
+                    publish(self.watchers, UserProfiled(s.session_id, fx.frame["nick"]))
                 self.conn.send_text(codec.encode(fx.frame))
             elif kind is Arm:
                 tell(self.scheduler, Schedule(s.session_id, self.actor_ref, fx.name, fx.due, fx.token))
@@ -127,6 +135,9 @@ class UserActor(HubbubActor):
 
     def _gone(self) -> None:
         self.counters.disconnects[self.session.close_reason or "client_closed"] += 1
+        if self.watchers:
+            s = self.session
+            publish(self.watchers, UserDisconnected(s.session_id, s.nick, s.close_reason or "client_closed"))
         if self.events is not None:
             self.events.disconnected(self)
 

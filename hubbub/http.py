@@ -108,7 +108,7 @@ class App:
                 if data is None or not tell(ref, ClientFrame(data)):
                     break
         finally:
-            tell(ref, ConnectionLost())
+            tell(ref, ConnectionLost(conn.close_code))
             # Let the actor finish (leave rooms, last writes) before the handler
             # closes the socket; bounded, the actor never waits on the client.
             ref.actor_stopped.wait(2.0)
@@ -144,6 +144,7 @@ class App:
             nick, reason = body["nick"], body.get("reason", "")
             if not isinstance(nick, str) or not isinstance(reason, str):
                 raise TypeError
+            reason.encode("utf-8")  # a lone surrogate (UnicodeEncodeError is a ValueError)
         except (ValueError, KeyError, TypeError):
             return 400, "application/json", b'{"error": "expected {\\"nick\\": str, \\"reason\\": str}"}'
         try:
