@@ -149,6 +149,8 @@ class Schedule:
     """Deadline on the monotonic clock."""
     token: Any = None
     """Returned in TimerFired."""
+    every: float | None = None
+    """Re-arm every this many seconds after each firing, until cancelled."""
 
 
 @dataclass(frozen=True, slots=True)

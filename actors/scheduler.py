@@ -25,6 +25,9 @@ __all__ = ["SchedulerActor"]
 class _Wake:
     """The gevent timer went off: fire what is due."""
 
+    watcher: Any = None
+    """The timer that went off (a newer one may have replaced it meanwhile)."""
+
 
 class SchedulerActor(HubbubActor):
     def __init__(self, clock: Clock, parent: HubbubActor | None = None) -> None:
@@ -41,13 +44,14 @@ class SchedulerActor(HubbubActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Schedule):
             self.timers.schedule(message.owner_id, message.name, message.due,
-                                 (message.owner, message.token))
+                                 (message.owner, message.token, message.every))
         elif isinstance(message, Cancel):
             self.timers.cancel(message.owner_id, message.name)
         elif isinstance(message, CancelOwner):
             self.timers.cancel_owner(message.owner_id, message.names)
         elif isinstance(message, _Wake):
-            self._armed_for = None
+            if message.watcher is self._watcher:  # that timer has fired: it is spent
+                self._armed_for = self._watcher = None
         else:
             return super().on_receive(message)
         self._fire_due()
@@ -56,9 +60,11 @@ class SchedulerActor(HubbubActor):
 
     def _fire_due(self) -> None:
         for entry in self.timers.pop_due(self.clock.monotonic()):
-            owner, token = entry.payload
+            owner, token, every = entry.payload
             self.fired += 1
-            tell(owner, TimerFired(entry.key[1], token))
+            if tell(owner, TimerFired(entry.key[1], token)) and every:
+                # Periodic: next deadline from the last one, so pings do not drift.
+                self.timers.schedule(entry.key[0], entry.key[1], entry.due + every, entry.payload)
 
     def _rearm(self) -> None:
         due = self.timers.next_due()
@@ -74,7 +80,7 @@ class SchedulerActor(HubbubActor):
         self._watcher = gevent.get_hub().loop.timer(delay)
         # The callback runs in the hub, where nothing may block: hand the wake-up
         # to a short-lived greenlet, which puts it in our mailbox.
-        self._watcher.start(gevent.spawn, tell, self.actor_ref, _Wake())
+        self._watcher.start(gevent.spawn, tell, self.actor_ref, _Wake(self._watcher))
 
     def on_stop(self) -> None:
         if self._watcher is not None:

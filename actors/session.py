@@ -113,11 +113,15 @@ class SendRaw:
 
 @dataclass(frozen=True, slots=True)
 class Arm:
-    """Ask the scheduler for timer ``name`` at monotonic ``due``; ``token`` comes back."""
+    """Ask the scheduler for timer ``name`` at monotonic ``due``; ``token`` comes back.
+
+    With ``every``, the scheduler re-arms it itself each time it fires (the ping timer:
+    no scheduler message per ping)."""
 
     name: str
     due: float
     token: int
+    every: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,10 +288,10 @@ class Session:
 
     # --- helpers --------------------------------------------------------------------
 
-    def _arm(self, name: str, due: float) -> Arm:
+    def _arm(self, name: str, due: float, every: float | None = None) -> Arm:
         self._token += 1
         self.timers[name] = (self._token, due)
-        return Arm(name, due, self._token)
+        return Arm(name, due, self._token, every)
 
     def _disarm(self, name: str) -> list[Effect]:
         if self.timers.pop(name, None) is None:
@@ -322,7 +326,7 @@ class Session:
         t = self.timeouts
         return [*self._disarm("hello"),
                 Send(codec.welcome(self.session_id, t.as_dict())),
-                self._arm("ping", now + t.ping), self._arm("pong", now + t.pong)]
+                self._arm("ping", now + t.ping, every=t.ping), self._arm("pong", now + t.pong)]
 
     # --- transitions: Connected / InChat --------------------------------------------
 
@@ -404,14 +408,16 @@ class Session:
             return []  # stale: re-armed or cancelled after the scheduler posted it
         del self.timers[ev.name]
         t = self.timeouts
+        if ev.name == "ping":
+            # Periodic at the scheduler: it is already armed again for the next one.
+            self.timers["ping"] = (ev.token, armed[1] + t.ping)
+            return [Send(codec.ping(self.wall()))]
         if ev.name == "hello" and self.state is U:
             return self._disconnect("hello_timeout", now)
         if ev.name == "profile" and self.state in (U, C):
             return self._disconnect("profile_timeout", now)
         if ev.name == "session":
             return self._disconnect("session_expired", now)
-        if ev.name == "ping":
-            return [Send(codec.ping(self.wall())), self._arm("ping", now + t.ping)]
         if ev.name == "pong":
             if now - self.last_pong >= t.pong:
                 return self._disconnect("pong_timeout", now)

@@ -103,7 +103,7 @@ class UserActor(HubbubActor):
                     publish(self.watchers, UserProfiled(s.session_id, fx.frame["nick"]))
                 self.conn.send_text(codec.encode(fx.frame))
             elif kind is Arm:
-                tell(self.scheduler, Schedule(s.session_id, self.actor_ref, fx.name, fx.due, fx.token))
+                tell(self.scheduler, Schedule(s.session_id, self.actor_ref, fx.name, fx.due, fx.token, fx.every))
             elif kind is Disarm:
                 tell(self.scheduler, Cancel(s.session_id, fx.name))
             elif kind is SayFx:

@@ -47,7 +47,7 @@ class SessionDriver:
     def apply(self, effects: list[Any]) -> list[Any]:
         for fx in effects:
             if isinstance(fx, Arm):
-                self.timers.schedule("s1", fx.name, fx.due, fx.token)
+                self.timers.schedule("s1", fx.name, fx.due, (fx.token, fx.every))
             elif isinstance(fx, Disarm):
                 self.timers.cancel("s1", fx.name)
             elif isinstance(fx, Finish):
@@ -72,7 +72,10 @@ class SessionDriver:
                 break
             self.clock.jump(max(0.0, due - self.clock.monotonic()))
             for entry in self.timers.pop_due(self.clock.monotonic()):
-                out += self.event(TimerFired(entry.key[1], entry.payload))
+                token, every = entry.payload
+                if every:  # as the SchedulerActor does for periodic timers
+                    self.timers.schedule("s1", entry.key[1], entry.due + every, entry.payload)
+                out += self.event(TimerFired(entry.key[1], token))
         self.clock.jump(target - self.clock.monotonic())
         return out
 
