@@ -110,7 +110,7 @@ class DirectoryActor(HubbubActor):
             room = self.rooms[msg.room] = _Room(self._start_room(msg.room, history))
         room.members[msg.session] = msg.nick
         user.rooms.add(msg.room)
-        tell(room.actor.actor_ref, RoomJoin(msg.session, msg.user, msg.nick, msg.since))
+        tell(room.actor.actor_ref, RoomJoin(msg.session, msg.user, msg.nick, msg.since, msg.outbox))
 
     def _load(self, name: str) -> RoomHistory:
         if self.store is None:
@@ -182,6 +182,7 @@ class DirectoryActor(HubbubActor):
         self.restarts += 1
         fresh = self._start_room(child.name, child.history)
         fresh.members = dict(child.members)
+        fresh.outboxes = dict(child.outboxes)
         room.actor = fresh
         for ref, _nick in fresh.members.values():
             tell(ref, RoomMoved(child.name, fresh.actor_ref))

@@ -98,8 +98,9 @@ class JoinedRoom:
     """Room name."""
     ref: Any
     """The RoomActor's ref: the user tells it `say`s directly."""
-    payload: bytes
-    """Encoded `joined` frame (members, history, complete)."""
+    payload: bytes | None
+    """Encoded `joined` frame (members, history, complete); None when the room already
+    queued it on the member's connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,8 @@ class JoinRoom:
     """Room name."""
     since: int | None
     """Recover messages after this seq."""
+    outbox: Any = None
+    """The user's connection (``send_text``), for the room's direct fan-out; None for actors without one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +280,8 @@ class RoomJoin:
     """Nick shown to others."""
     since: int | None
     """Recover messages after this seq."""
+    outbox: Any = None
+    """The member's connection: room frames are queued on it directly (see RoomActor)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -357,7 +357,7 @@ class Session:
 
     def _joined(self, ev: JoinedRoom, now: float) -> list[Effect]:
         self.rooms[ev.room] = ev.ref
-        return [SendRaw(ev.payload)]
+        return [SendRaw(ev.payload)] if ev.payload is not None else []
 
     def _room_moved(self, ev: RoomMoved, now: float) -> list[Effect]:
         if ev.room in self.rooms:

@@ -307,7 +307,16 @@ class Connection:
             self._flush_pending = True
             # Deferred, so every frame queued before this greenlet yields leaves in one send.
             self._loop.run_callback(self._flush)
-        if self._backlog > self.max_backlog and not self._overflowed:
+        # Over the limit while the kernel is already full (a flush is waiting for the
+        # socket to become writable): the peer does not read.  Without a blocked flush,
+        # the next flush decides (a 1 MiB `joined` history to a fast reader is fine);
+        # the x8 bound keeps even that burst finite.
+        backlog = self._backlog
+        if backlog > self.max_backlog and (self._buf is not None or backlog > 8 * self.max_backlog):
+            self._overflow()
+
+    def _overflow(self) -> None:
+        if not self._overflowed:
             self._overflowed = True
             if self.on_overflow is not None:
                 self.on_overflow()
@@ -532,6 +541,8 @@ class Connection:
                 if sent < len(buf):
                     self._buf = buf[sent:]
                     self._arm_watcher()
+                    if self._backlog > self.max_backlog:
+                        self._overflow()  # the kernel is full and the rest is over the limit
                     return
                 self._buf = None
             self._flush_pending = False
