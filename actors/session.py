@@ -197,6 +197,10 @@ class InvalidTransition(RuntimeError):
 class Opened:
     """The socket was accepted: start the clocks."""
 
+    at: float | None = None
+    """Monotonic time of the upgrade, if known: the rules count from the 101, not from
+    whenever the actor first ran (under an accept storm that can be tens of ms later)."""
+
 
 # Events are named by their class: client messages by their wire type, the rest by class name.
 def event_name(event: object) -> str:
@@ -314,6 +318,7 @@ class Session:
     # --- transitions: Undefined -----------------------------------------------------
 
     def _opened(self, ev: Opened, now: float) -> list[Effect]:
+        now = ev.at if ev.at is not None else now
         self.opened_at = now
         t = self.timeouts
         return [self._arm("hello", now + t.hello), self._arm("profile", now + t.profile),

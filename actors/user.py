@@ -45,6 +45,7 @@ class UserActor(HubbubActor):
         self.directory = directory
         self.events = events
         """Optional observer with connected(user) / disconnected(user) (metrics, logs)."""
+        self.opened_at = clock.monotonic()  # now, in the greenlet that accepted the socket
         self.counters = counters or Counters()
         self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits())
         self.handled = 0
@@ -74,7 +75,7 @@ class UserActor(HubbubActor):
             self.events.connected(self)
         if self.watchers:
             publish(self.watchers, UserConnected(self.session.session_id))
-        self._apply(self.session.handle(Opened(), self.clock.monotonic()))
+        self._apply(self.session.handle(Opened(self.opened_at), self.clock.monotonic()))
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is ClientFrame:

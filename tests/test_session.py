@@ -431,3 +431,12 @@ class TestProfileRaces:
         d = in_chat()
         d.event(ConnectionLost(code))
         assert d.session.close_reason == reason
+
+
+def test_rules_count_from_the_upgrade_not_from_the_first_run():
+    """Opened(at) arms hello/profile/session from the upgrade time, even if handled later."""
+    from actors.session import Opened, Session
+
+    s = Session("s", T, lambda: 0.0)
+    arms = s.handle(Opened(at=100.0), 100.25)
+    assert {a.name: a.due for a in arms} == {"hello": 105.0, "profile": 400.0, "session": 43300.0}
