@@ -22,13 +22,15 @@ from hubbub.telemetry import Telemetry, setup_logging
 log = logging.getLogger("hubbub")
 
 
-def build(config, **system_options):
-    """The node's parts, wired: (actor system, WSGI server).  Tests build nodes this way too."""
+def build(config, listener=None, **system_options):
+    """The node's parts, wired: (actor system, WSGI server).  Tests build nodes this way too.
+
+    ``listener``: an already bound socket (a --workers worker's SO_REUSEPORT one)."""
     t = Timeouts(hello=config.hello_timeout, ping=config.ping_interval, pong=config.pong_timeout,
                  profile=config.profile_timeout, session=config.max_session)
     telemetry = Telemetry(config.log_format)
     system = ActorSystem(t, history=config.history, events=telemetry, store=config.store,
-                         limits=Limits(config.rate, config.burst), **system_options)
+                         limits=Limits(config.rate, config.burst), redis=config.redis, **system_options)
     telemetry.system = system
     handler = handler_for(config)
     tls = {}
@@ -39,7 +41,7 @@ def build(config, **system_options):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(config.certfile, config.keyfile)
         tls = {"ssl_context": context, "do_handshake_on_connect": False}
-    server = WSGIServer((config.host, config.port), App(system, config, telemetry),
+    server = WSGIServer(listener or (config.host, config.port), App(system, config, telemetry),
                         handler_class=handler, log=None, error_log=logging.getLogger("hubbub.http"), **tls)
     return system, server
 
@@ -51,7 +53,9 @@ def raise_open_file_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def main(argv=None, **system_options):
+def main(argv=None, listener=None, ready=None, **system_options):
+    """Run a node until SIGTERM / SIGINT.  A --workers worker passes its ``listener`` and
+    ``ready(url)``, which it calls instead of printing the listening line."""
     try:
         config = load_config(argv)
     except ConfigError as exc:
@@ -59,7 +63,10 @@ def main(argv=None, **system_options):
         return 2
     setup_logging(config.log_format)
     raise_open_file_limit()
-    system, server = build(config, **system_options)
+    if config.workers > 1 and listener is None:
+        from hubbub.workers import run_workers
+        return run_workers(config, lambda sock, up: main(argv, listener=sock, ready=up, **system_options))
+    system, server = build(config, listener=listener, **system_options)
     try:
         start_plugins(system, config)  # before listening: a broken plugin never serves
         server.start()
@@ -71,7 +78,10 @@ def main(argv=None, **system_options):
         return 2
     scheme = "https" if config.certfile else "http"
     host, port = server.address[:2]
-    print(f"hubbub listening on {scheme}://{host}:{port}", flush=True)
+    if ready is None:
+        print(f"hubbub listening on {scheme}://{host}:{port}", flush=True)
+    else:
+        ready(f"{scheme}://{host}:{port}")
 
     stopping = gevent.event.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -84,7 +84,8 @@ class ActorSystem:
 
     def __init__(self, timeouts: Timeouts, history: int = 100, clock: Clock | None = None,
                  events: Any = None, limits: Limits | None = None, store: str | None = None,
-                 user_class: type[UserActor] = UserActor, room_class: type[RoomActor] = RoomActor) -> None:
+                 user_class: type[UserActor] = UserActor, room_class: type[RoomActor] = RoomActor,
+                 redis: str | None = None) -> None:
         self.timeouts = timeouts
         self.history = history
         self.clock = clock or MonotonicClock()
@@ -94,11 +95,26 @@ class ActorSystem:
         self.counters = Counters()
         self.node: NodeActor = NodeActor.spawn()
         self.node.counters = self.counters
+        directory_class, cluster_option = DirectoryActor, {}
+        self.cluster: Any = None
+        """The ClusterActor with --redis (actors/cluster.py), else None."""
+        if redis is not None:
+            from . import cluster  # only with --redis: redis-py is an optional dependency
+            if store:
+                log.warning("--store is not used with --redis: room history lives in Redis")
+                store = None
+            self.cluster = cluster.ClusterActor.spawn(redis, parent=self.node)
+            directory_class, room_class = cluster.ClusterDirectoryActor, cluster.room_class_for(room_class)
+            cluster_option = {"cluster": self.cluster}
         self.store: StoreActor | None = StoreActor.spawn(store, history, parent=self.node) if store else None
         self.scheduler: SchedulerActor = SchedulerActor.spawn(self.clock, parent=self.node)
-        self.directory: DirectoryActor = DirectoryActor.spawn(
-            history, parent=self.node, room_class=room_class, counters=self.counters, store=self.store)
+        self.directory: DirectoryActor = directory_class.spawn(
+            history, parent=self.node, room_class=room_class, counters=self.counters, store=self.store,
+            **cluster_option)
         self.node.scheduler, self.node.directory = self.scheduler, self.directory
+        if self.cluster is not None:
+            self.cluster.directory = self.directory.actor_ref
+            self.cluster.first_up.wait(cluster.STARTUP_WAIT)  # else it starts alone and keeps trying
         self.plugins = PluginHub(self.node, self.scheduler.actor_ref, self.directory.actor_ref,
                                  self.clock, self.node.started)
         self.node.plugins = self.plugins
@@ -157,5 +173,7 @@ class ActorSystem:
         if self.store is not None:
             # Everything acked must be on disk before the process exits.
             self.store.actor_ref.stop(block=True, timeout=2.0)
+        if self.cluster is not None:
+            self.cluster.leave()  # the other nodes see its users go now, not after the TTL
         for actor in reversed(self._walk(self.node)):  # children before their parents
             actor.actor_ref.stop(block=False)

@@ -122,6 +122,12 @@ class App:
         stats = self.system.stats()
         body = {"status": "ok", "users": stats["users"], "rooms": stats["rooms"],
                 "pending_timers": stats["pending_timers"], "protocol": 1}
+        cluster = getattr(self.system, "cluster", None)
+        if cluster is not None:
+            # Still 200: a node without Redis keeps serving its own users (docs/cluster.md).
+            body["cluster"] = cluster.health()
+            if not cluster.up:
+                body["status"] = "degraded"
         return 200, "application/json", json.dumps(body).encode()
 
     def metrics(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
