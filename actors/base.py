@@ -76,7 +76,8 @@ class HubbubActor(pykka.ThreadingActor):
     # Under gevent a monkey-patched threading.Thread and queue.Queue are greenlets
     # and gevent locks underneath, but they drag a Thread object, three Conditions and
     # a deep parked stack along with every actor.  A gevent queue and a bare greenlet
-    # do the same job: measured with 2,000 logged-in users, see docs/benchmarks.md.
+    # do the same job: 42.6 -> 36.1 KB RSS per logged-in user (2,000 users, with the
+    # 1 KiB read buffer of hubbub/websocket.py).
     @staticmethod
     def _create_actor_inbox() -> Any:
         return Inbox()
