@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.e2e import Server, frame, walk  # noqa: E402
+from tests.e2e import Server, frame, split_frame, walk  # noqa: E402
 
 __all__ = ["KINDS", "SERVER_FLAGS", "Report", "check", "run_cycles", "settle", "stats"]
 
@@ -110,22 +110,11 @@ class Peer:
             self.buf += chunk
 
     def _parse(self) -> tuple[int, bytes] | None:
-        buf = self.buf
-        if len(buf) < 2:
+        got = split_frame(self.buf)
+        if got is None:
             return None
-        n, off = buf[1] & 0x7F, 2
-        if n == 126:
-            if len(buf) < 4:
-                return None
-            n, off = int.from_bytes(buf[2:4], "big"), 4
-        elif n == 127:
-            if len(buf) < 10:
-                return None
-            n, off = int.from_bytes(buf[2:10], "big"), 10
-        if len(buf) < off + n:
-            return None
-        self.buf = buf[off + n:]
-        return buf[0] & 0x0F, buf[off:off + n]
+        opcode, payload, self.buf = got
+        return opcode, payload
 
     def until(self, kind: str) -> dict[str, Any]:
         """Read text frames (others' presence and messages included) until one of ``kind``."""

@@ -269,6 +269,25 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, r
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
+def split_frame(buf: bytes) -> tuple[int, bytes, bytes] | None:
+    """One unmasked server frame off the front of ``buf``: (opcode, payload, rest), or
+    None while it is incomplete (RFC 6455 §5.2)."""
+    if len(buf) < 2:
+        return None
+    n, off = buf[1] & 0x7F, 2
+    if n == 126:
+        if len(buf) < 4:
+            return None
+        n, off = int.from_bytes(buf[2:4], "big"), 4
+    elif n == 127:
+        if len(buf) < 10:
+            return None
+        n, off = int.from_bytes(buf[2:10], "big"), 10
+    if len(buf) < off + n:
+        return None
+    return buf[0] & 0x0F, buf[off:off + n], buf[off + n:]
+
+
 def read_close(sock: socket.socket, timeout: float = 5.0) -> tuple[int, str]:
     """Read server frames until a close frame; return its code and reason."""
     sock.settimeout(timeout)
@@ -278,15 +297,7 @@ def read_close(sock: socket.socket, timeout: float = 5.0) -> tuple[int, str]:
         if not chunk:
             raise AssertionError(f"EOF without a close frame (got {buf[:80]!r})")
         buf += chunk
-        while len(buf) >= 2:
-            opcode, n = buf[0] & 0x0F, buf[1] & 0x7F
-            off = 2
-            if n == 126:
-                n, off = int.from_bytes(buf[2:4], "big"), 4
-            elif n == 127:
-                n, off = int.from_bytes(buf[2:10], "big"), 10
-            if len(buf) < off + n:
-                break
-            payload, buf = buf[off:off + n], buf[off + n:]
+        while (got := split_frame(buf)) is not None:
+            opcode, payload, buf = got
             if opcode == 8:
                 return int.from_bytes(payload[:2], "big"), payload[2:].decode()

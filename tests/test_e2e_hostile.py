@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
-from .e2e import Client, Server, frame, raw_upgrade
+from .e2e import Client, Server, frame, raw_upgrade, split_frame
 
 pytestmark = [
     pytest.mark.e2e,
@@ -639,19 +639,11 @@ class RawPeer:
         b0, b1 = buf[0], buf[1]
         # RFC 6455 §5.1/§5.2: server frames are unmasked, no RSV bits, and never fragmented here.
         assert b0 & 0x80 and not b0 & 0x70 and not b1 & 0x80, f"bad server frame {buf[:4]!r}"
-        n, off = b1 & 0x7F, 2
-        if n == 126:
-            if len(buf) < 4:
-                return None
-            n, off = int.from_bytes(buf[2:4], "big"), 4
-        elif n == 127:
-            if len(buf) < 10:
-                return None
-            n, off = int.from_bytes(buf[2:10], "big"), 10
-        if len(buf) < off + n:
+        got = split_frame(buf)
+        if got is None:
             return None
-        self.buf = buf[off + n:]
-        return b0 & 0x0F, buf[off:off + n]
+        opcode, payload, self.buf = got
+        return opcode, payload
 
     def close(self) -> None:
         self.sock.close()
