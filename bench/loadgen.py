@@ -243,15 +243,7 @@ class Worker:
             if not data:
                 return
         frames, c.rbuf = wire.split_frames(c.rbuf + data if c.rbuf else data)
-        for op, payload in frames:
-            if op == wire.OP_TEXT:
-                self.text(c, payload)
-            elif op == wire.OP_CLOSE:
-                return self.closed(c, payload)
-            elif op == wire.OP_PING:
-                self.send(c, wire.masked(payload, wire.OP_PONG))
-            elif op != wire.OP_PONG:
-                c.errors += 1
+        return self.frames(c, frames)
 
     def counting(self, c: Conn) -> None:
         """``readable`` for a logged-in member that does not sample: walks the frames in
@@ -287,15 +279,20 @@ class Worker:
             c.t_last = monotonic()
         if pos < n:  # the rest, frame by frame (and what is left of a partial frame)
             frames, c.rbuf = wire.split_frames(buf[pos:] if pos else buf)
-            for op, payload in frames:
-                if op == wire.OP_TEXT:
-                    self.text(c, payload)
-                elif op == wire.OP_CLOSE:
-                    return self.closed(c, payload)
-                elif op == wire.OP_PING:
-                    self.send(c, wire.masked(payload, wire.OP_PONG))
-                elif op != wire.OP_PONG:
-                    c.errors += 1
+            return self.frames(c, frames)
+
+    def frames(self, c: Conn, frames: list[tuple[int, bytes]]) -> None:
+        """Handle whole server frames: text parsed, close recorded, ping answered."""
+        for op, payload in frames:
+            if op == wire.OP_TEXT:
+                self.text(c, payload)
+            elif op == wire.OP_CLOSE:
+                return self.closed(c, payload)
+            elif op == wire.OP_PING:
+                self.send(c, wire.masked(payload, wire.OP_PONG))
+            elif op != wire.OP_PONG:
+                c.errors += 1
+        return None
 
     def text(self, c: Conn, payload: bytes) -> None:
         kind = payload[9:12] if payload.startswith(_PREFIX) else b"???"
