@@ -7,9 +7,9 @@ to the package (import it from its module at your own risk).
 
 from .base import HubbubActor
 from .clock import Clock, MonotonicClock
-from .messages import Deliver, Kick
+from .core.messages import Deliver, Kick
 from .plugin import PluginActor
-from .session import Limits, Session, Timeouts, UserState
+from .core.session import Limits, Session, Timeouts, UserState
 from .system import ActorSystem
 
 __all__ = [

@@ -24,7 +24,7 @@ import gevent
 import gevent.lock
 import pykka
 
-from .messages import ChildFailed
+from .core.messages import ChildFailed
 
 __all__ = ["HubbubActor"]
 

@@ -58,11 +58,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import codec
+from .core import codec
 from .base import HubbubActor, tell
 from .directory import DirectoryActor
-from .history import RoomHistory
-from .messages import (
+from .core.history import RoomHistory
+from .core.messages import (
     Acked,
     ClaimNick,
     Deliver,

@@ -12,11 +12,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import codec
+from .core import codec
 from .base import HubbubActor, tell
-from .counters import Counters
-from .history import RoomHistory
-from .messages import (
+from .core.counters import Counters
+from .core.history import RoomHistory
+from .core.messages import (
     ClaimNick, Deliver, DmResult, JoinRoom, Kick, KickNick, LeaveRoom, NickResult, Retire,
     RoomJoin, RoomLeave, RoomMoved, RoomRename, RoomRetired, SendDm, UserGone,
 )

@@ -37,8 +37,8 @@ import gevent
 
 from .base import HubbubActor, tell
 from .clock import Clock
-from .codec import valid_name
-from .messages import (
+from .core.codec import valid_name
+from .core.messages import (
     Acked, Cancel, CancelOwner, ClaimNick, Deliver, DmResult, JoinedRoom, JoinRoom, Kick, KickNick,
     LeaveRoom, NickResult, RoomMessage, RoomMoved, RoomPresence, RoomSay, Schedule, SendDm,
     TimerFired, UserConnected, UserDisconnected, UserGone, UserProfiled,

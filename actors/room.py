@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import codec
+from .core import codec
 from .base import HubbubActor, tell
 from .clock import Clock, MonotonicClock
-from .counters import Counters
-from .history import RoomHistory
-from .messages import (
+from .core.counters import Counters
+from .core.history import RoomHistory
+from .core.messages import (
     Acked, Deliver, JoinedRoom, Persist, Retire, RoomJoin, RoomLeave, RoomMessage, RoomPresence,
     RoomRename, RoomRetired, RoomSay,
 )

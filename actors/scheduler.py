@@ -15,8 +15,8 @@ import gevent
 
 from .base import HubbubActor, tell
 from .clock import Clock
-from .messages import Cancel, CancelOwner, Schedule, TimerFired
-from .timers import TimerQueue
+from .core.messages import Cancel, CancelOwner, Schedule, TimerFired
+from .core.timers import TimerQueue
 
 __all__ = ["SchedulerActor"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import gevent
 
 from .base import HubbubActor, tell
-from .messages import Persist
+from .core.messages import Persist
 
 __all__ = ["HistoryStore", "StoreActor"]
 

@@ -26,13 +26,13 @@ import pykka
 
 from .base import HubbubActor, tell
 from .clock import Clock, MonotonicClock
-from .counters import Counters
+from .core.counters import Counters
 from .directory import DirectoryActor
-from .messages import CancelOwner, KickNick, Shutdown, UserGone
+from .core.messages import CancelOwner, KickNick, Shutdown, UserGone
 from .plugin import PluginActor, PluginHub
 from .room import RoomActor
 from .scheduler import SchedulerActor
-from .session import Limits, Timeouts, UserState
+from .core.session import Limits, Timeouts, UserState
 from .store import StoreActor
 from .user import UserActor
 

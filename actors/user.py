@@ -14,16 +14,16 @@ from typing import Any
 
 import gevent
 
-from . import codec
+from .core import codec
 from .base import HubbubActor, tell
 from .clock import Clock
-from .counters import Counters
-from .messages import (
+from .core.counters import Counters
+from .core.messages import (
     Cancel, ClientFrame, CancelOwner, ClaimNick, JoinRoom, LeaveRoom, RoomSay, Schedule, SendDm, UserGone,
     UserConnected, UserDisconnected, UserProfiled,
 )
 from .plugin import publish, user_watchers
-from .session import (
+from .core.session import (
     Arm, ClaimNickFx, Close, Disarm, DmFx, Finish, JoinRoomFx, LeaveRoomFx, Limits, Opened, SayFx,
     Send, SendRaw, Session, Timeouts,
 )

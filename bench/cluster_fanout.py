@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.redis_fixture import RedisServer  # noqa: E402 - after the path
+from tests.support.redis_fixture import RedisServer  # noqa: E402 - after the path
 
 # Flood control and per-IP limits would throttle the senders; a backlog limit that
 # cannot trip during a run; pings that never come during one.

@@ -8,7 +8,7 @@ Used to measure the direct fan-out change (docs/architecture.md, "Fan-out").
 from gevent import monkey; monkey.patch_all()
 import sys, json, time, socket, gevent
 sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__))))
-from tests.e2e import Server, raw_upgrade, frame
+from tests.support.e2e import Server, raw_upgrade, frame
 M, S, K = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 srv = Server("--max-connections", "0", "--rate", "1000000", "--burst", "1000000")
 socks = []
@@ -17,7 +17,7 @@ for i in range(M):
     s.sendall(frame(1, b'{"type":"hello"}') + frame(1, json.dumps({"type":"profile","nick":f"m{i}"}).encode()))
 srv.wait_for(lambda: srv.json("/debug/stats")["users_by_state"]["InChat"] == M, timeout=60)
 for s in socks: s.sendall(frame(1, b'{"type":"join","room":"big"}'))
-srv.wait_for(lambda: any(n.get("members") == M for n in __import__("tests.e2e", fromlist=["walk"]).walk(srv.actors())), timeout=60)
+srv.wait_for(lambda: any(n.get("members") == M for n in __import__("tests.support.e2e", fromlist=["walk"]).walk(srv.actors())), timeout=60)
 counts = [0]*M
 def reader(i):
     s = socks[i]; s.settimeout(30)

@@ -2,7 +2,7 @@
 
     python bench/leak_cycles.py --cycles 20000 [--concurrency 100] [--warmup 500]
 
-Starts its own server exactly as tests/e2e.py does (``python server.py --port 0`` with
+Starts its own server exactly as tests/support/e2e.py does (``python server.py --port 0`` with
 short hello/profile timeouts and no per-IP limits), runs a warm-up, reads
 ``/debug/stats`` as the baseline, runs the cycles with ``--concurrency`` greenlets, waits
 (bounded) for the server to settle, prints baseline against after, and exits 1 if
@@ -21,7 +21,7 @@ Each cycle is one connection that ends one of seven ways (``KINDS``, taken in tu
 * ``no_hello``     never says hello → the server closes with 4001 (hello timeout)
 * ``no_profile``   hello but no profile → the server closes with 4004 (profile timeout)
 
-tests/test_e2e_leaks.py runs the same cycles at CI size.
+tests/e2e/test_e2e_leaks.py runs the same cycles at CI size.
 """
 
 from gevent import monkey
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.e2e import Server, frame, split_frame, walk  # noqa: E402
+from tests.support.e2e import Server, frame, split_frame, walk  # noqa: E402
 
 __all__ = ["KINDS", "SERVER_FLAGS", "Report", "check", "run_cycles", "settle", "stats"]
 
@@ -73,7 +73,7 @@ class Late(Exception):
 
 
 class Peer:
-    """One raw WebSocket client connection (frames from tests/e2e.py's ``frame``)."""
+    """One raw WebSocket client connection (frames from tests/support/e2e.py's ``frame``)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.sock = socket.create_connection((host, port), timeout=CYCLE_TIMEOUT)

@@ -19,7 +19,7 @@ import pykka
 from greenlet import greenlet
 
 from actors.base import tell
-from actors.messages import ClientFrame, ConnectionLost, Overflow, PongFrame
+from actors.core.messages import ClientFrame, ConnectionLost, Overflow, PongFrame
 
 from .telemetry import CONTENT_TYPE
 

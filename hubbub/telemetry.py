@@ -2,7 +2,7 @@
 
 Everything is read from the actor system at scrape time by one custom collector:
 gauges that describe the tree (users by state, rooms, pending timers, mailbox
-depth) and the plain counters the actors bump (actors/counters.py), so the hot
+depth) and the plain counters the actors bump (actors/core/counters.py), so the hot
 paths pay no lock and there is nothing to keep in sync.
 """
 

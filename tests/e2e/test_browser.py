@@ -1,0 +1,421 @@
+"""The web client (`GET /`) and the debug view (`GET /debug`) in a real browser (issue 7).
+
+Chromium driven by Playwright (tests/support/browser_driver.py) against the real server
+process: pages chat with each other, see presence, survive a dropped connection
+without missing a message, show why they were disconnected, and the debug page
+follows users through their states. The last test takes the README's screenshots.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..support.browser_driver import PHONE, NetworkCut, chromium
+from ..support.e2e import ROOT, Client, Server
+
+pytestmark = pytest.mark.e2e
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+expect = sync_api.expect
+expect.set_options(timeout=5_000)
+
+DESKTOP = {"width": 1200, "height": 720}
+_n = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{next(_n)}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server() as srv:
+        yield srv
+
+
+@pytest.fixture
+def window(browser):
+    """``window(**options)``: a page in a browser profile of its own, closed after the test.
+
+    One profile (context) per person, as in life, and not tabs of one window: Chromium
+    stops animation frames in background tabs, and every click would wait for them.
+    """
+    contexts, errors = [], []
+
+    def new_page(**options: Any) -> Any:
+        ctx = browser.new_context(**{"viewport": DESKTOP, **options})
+        ctx.set_default_timeout(5_000)
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+        return page
+
+    yield new_page
+    for ctx in contexts:  # closes the pages and their sockets
+        ctx.close()
+    assert not errors, "uncaught errors in the pages:\n" + "\n".join(errors)
+
+
+# --- driving the chat page as a user would ------------------------------------------
+
+
+def open_chat(window: Any, url: str, nick: str, *rooms: str, **options: Any) -> Any:
+    page = window(**options)
+    page.goto(url)
+    page.get_by_role("textbox", name="Nickname").fill(nick)
+    page.get_by_role("button", name="Enter chat").click()
+    expect(page.locator("#me")).to_have_text(nick)
+    expect(page.locator("#status")).to_have_text("online")
+    for room in rooms:
+        join(page, room)
+    return page
+
+
+def join(page: Any, room: str) -> None:
+    page.get_by_label("Room to join").fill(room)
+    page.get_by_label("Room to join").press("Enter")
+    expect(page.locator("#conv-title")).to_have_text(f"# {room}")
+    expect(page.locator(f'#rooms li[data-room="{room}"]')).not_to_have_class(re.compile("stale"))
+
+
+def open_room(page: Any, room: str) -> None:
+    page.locator(f'#rooms li[data-room="{room}"] button.open').click()
+    expect(page.locator("#conv-title")).to_have_text(f"# {room}")
+
+
+def say(page: Any, text: str) -> None:
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_label("Message", exact=True).press("Enter")
+    expect(mine(page, text)).to_have_attribute("data-status", "delivered")
+
+
+def mine(page: Any, text: str) -> Any:
+    return page.locator("#messages .msg.mine").filter(has_text=text)
+
+
+def texts(page: Any) -> list[str]:
+    """The texts of the messages shown in the open conversation, top to bottom."""
+    return page.locator("#messages .msg .text").all_inner_texts()
+
+
+def members(page: Any) -> Any:
+    return page.locator("#members li")
+
+
+def banner(page: Any) -> Any:
+    return page.locator("#banner")
+
+
+# --- the chat page --------------------------------------------------------------------
+
+
+class TestChat:
+    """Two pages chat with each other (issue 7, "Web chat client")."""
+
+    def test_two_pages_chat(self, window, server):
+        """Each page shows the other's message with its sender and time; its own is acknowledged."""
+        room, a_nick, b_nick = unique("talk"), unique("alice"), unique("bob")
+        a = open_chat(window, server.url, a_nick, room)
+        b = open_chat(window, server.url, b_nick, room)
+        say(a, "hi bob")
+        msg = b.locator("#messages .msg").filter(has_text="hi bob")
+        expect(msg.locator(".from")).to_have_text(a_nick)
+        expect(msg.locator("time")).to_have_text(re.compile(r"\d{1,2}:\d{2}"))
+        say(b, "hello alice")
+        expect(a.locator("#messages .msg").filter(has_text="hello alice").locator(".from")).to_have_text(b_nick)
+        assert texts(a) == texts(b) == ["hi bob", "hello alice"]
+
+    def test_presence_updates_members(self, window, server):
+        """Joining and leaving show in the other page's timeline and members list."""
+        room, a_nick, b_nick = unique("pres"), unique("alice"), unique("bob")
+        a = open_chat(window, server.url, a_nick, room)
+        expect(members(a)).to_have_count(1)
+        b = open_chat(window, server.url, b_nick, room)
+        expect(a.locator(f'#messages .info[data-event=join][data-user="{b_nick}"]')).to_have_text(f"{b_nick} joined")
+        expect(members(a)).to_have_count(2)
+        expect(a.locator(f'#members li[data-nick="{b_nick}"]')).to_be_visible()
+        expect(a.locator("#conv-sub")).to_have_text("2 members")
+        b.get_by_role("button", name=f"Leave room {room}").click()
+        expect(b.locator(f'#rooms li[data-room="{room}"]')).to_have_count(0)
+        expect(a.locator(f'#messages .info[data-event=leave][data-user="{b_nick}"]')).to_have_text(f"{b_nick} left")
+        expect(members(a)).to_have_count(1)
+
+    def test_unread_marks_and_dms(self, window, server):
+        """A message in a room not on screen marks it unread; a dm opens a conversation."""
+        r1, r2, a_nick, b_nick = unique("one"), unique("two"), unique("alice"), unique("bob")
+        a = open_chat(window, server.url, a_nick, r1, r2)
+        b = open_chat(window, server.url, b_nick, r1, r2)
+        open_room(a, r1)
+        say(b, "over here")  # b's open room is r2
+        badge = a.locator(f'#rooms li[data-room="{r2}"] .unread')
+        expect(badge).to_have_text("1")
+        expect(a).to_have_title(re.compile(r"^\(1\) "))
+        open_room(a, r2)
+        expect(badge).to_have_count(0)
+        assert texts(a) == ["over here"]
+        # a direct message: click the member, write
+        a.locator(f'#members li[data-nick="{b_nick}"] button').click()
+        expect(a.locator("#conv-title")).to_have_text(f"@ {b_nick}")
+        say(a, "psst")
+        dm = b.locator(f'#dms li[data-dm="{a_nick}"]')
+        expect(dm.locator(".unread")).to_have_text("1")
+        dm.locator("button.open").click()
+        expect(b.locator("#messages .msg").filter(has_text="psst").locator(".from")).to_have_text(a_nick)
+
+    def test_phone_width(self, window, server):
+        """At phone width nothing scrolls sideways; rooms and members open as drawers."""
+        phone = {"viewport": PHONE, "is_mobile": True, "has_touch": True}
+        page = open_chat(window, server.url, unique("phone"), unique("small"), **phone)
+        width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width == [PHONE["width"]] * 2, width  # no zoomed-out layout viewport
+        sidebar = page.locator("#sidebar")
+        expect(sidebar).not_to_be_in_viewport()
+        page.get_by_role("button", name="Rooms").tap()
+        expect(sidebar).to_be_in_viewport(ratio=0.99)
+        expect(page.get_by_role("button", name="Rooms")).to_have_attribute("aria-expanded", "true")
+        page.locator("#scrim").tap(position={"x": PHONE["width"] - 20, "y": 300})  # beside the drawer
+        expect(sidebar).not_to_be_in_viewport()
+        page.get_by_role("button", name="Members").tap()
+        expect(page.locator("#people")).to_be_in_viewport(ratio=0.99)
+        expect(page.locator("#members li")).to_have_count(1)
+
+    def test_taken_nick_is_explained(self, window, server):
+        """A nick already in use: the form stays open and says so."""
+        nick = unique("dup")
+        with Client(server) as c:
+            c.login(nick)
+            page = window()
+            page.goto(server.url)
+            page.get_by_role("textbox", name="Nickname").fill(nick)
+            page.get_by_role("button", name="Enter chat").click()
+            expect(page.locator("#nick-error")).to_have_text(re.compile("taken"))
+            expect(page.get_by_role("textbox", name="Nickname")).to_have_attribute("aria-invalid", "true")
+
+
+class TestDisconnects:
+    """Reconnect with backoff and `since`; a banner for each disconnect reason."""
+
+    def test_reconnect_recovers_missed_messages(self, window, server):
+        """The page's socket dies; the others talk on; it reconnects by itself, rejoins with
+        `since` and shows what it missed, once and in order."""
+        cut = NetworkCut(server.host, server.port)
+        try:
+            room, a_nick, b_nick = unique("flaky"), unique("alice"), unique("bob")
+            a = open_chat(window, cut.url, a_nick, room)  # through the proxy
+            b = open_chat(window, server.url, b_nick, room)
+            say(b, "before")
+            expect(a.locator("#messages .msg")).to_have_count(1)
+
+            cut.cut()
+            expect(a.locator("#status")).to_have_text("offline")
+            expect(banner(a)).to_have_attribute("data-mode", "retry")
+            expect(a.locator("#banner-text")).to_have_text(re.compile("Connection lost|Could not connect"))
+            expect(b.locator(f'#messages .info[data-event=leave][data-user="{a_nick}"]')).to_be_attached()
+            say(b, "missed one")
+            say(b, "missed two")
+
+            cut.restore()  # no click: the page retries on its own
+            expect(a.locator("#status")).to_have_text("online", timeout=15_000)
+            expect(a.locator("#messages .msg")).to_have_count(3)
+            assert texts(a) == ["before", "missed one", "missed two"]
+            expect(banner(a)).to_have_attribute("data-mode", "ok")  # "… reconnected."
+            expect(b.locator(f'#messages .info[data-event=join][data-user="{a_nick}"]')).to_be_attached()
+            say(a, "back")
+            expect(b.locator("#messages .msg").filter(has_text="back")).to_be_visible()
+        finally:
+            cut.stop()
+
+    def test_kick_banner(self, window, server):
+        """/admin/kick → a banner with the reason, no automatic reconnect; Reconnect brings the
+        page back with its nick and rooms."""
+        room, nick = unique("kick"), unique("rowdy")
+        page = open_chat(window, server.url, nick, room)
+        status, _h, _body = server.http("/admin/kick", "POST", {"nick": nick, "reason": "spamming the lobby"})
+        assert status == 200
+        expect(page.locator("#banner-text")).to_have_text("Kicked: spamming the lobby")
+        expect(banner(page)).to_have_attribute("data-code", "4005")
+        expect(page.locator("#status")).to_have_text("offline")
+        expect(page.get_by_role("button", name="Reconnect", exact=True)).to_be_visible()
+        expect(page.locator("#retry-now")).to_be_hidden()  # kicked: no retry timer
+        page.get_by_role("button", name="Reconnect", exact=True).click()
+        expect(page.locator("#status")).to_have_text("online")
+        expect(page.locator("#me")).to_have_text(nick)
+        expect(page.locator(f'#rooms li[data-room="{room}"]')).not_to_have_class(re.compile("stale"))
+
+    def test_shutdown_banner(self, window):
+        """SIGTERM: `bye shutdown` and 1001 → "The server is restarting", and the page keeps
+        trying to come back."""
+        srv = Server()
+        try:
+            page = open_chat(window, srv.url, unique("stayer"), "lobby")
+        finally:
+            assert srv.stop() == 0, srv.stderr
+        # the timeline keeps the reason; the banner moves on to the failed retries
+        expect(page.locator("#messages .info.error")).to_have_text("The server is restarting")
+        expect(banner(page)).to_have_attribute("data-mode", "retry")
+        expect(page.get_by_role("button", name="Reconnect now")).to_be_visible()
+
+    def test_profile_timeout_banner(self, window):
+        """No nick chosen in time → 4004 and the contract's reason in words, not a number."""
+        with Server("--profile-timeout", "0.5") as srv:
+            page = window()
+            page.goto(srv.url)
+            expect(page.locator("#banner-text")).to_have_text(
+                "You were idle too long without choosing a nickname")
+            expect(banner(page)).to_have_attribute("data-code", "4004")
+            expect(page.locator("#retry-now")).to_be_hidden()
+
+
+# --- the debug page -------------------------------------------------------------------
+
+
+def debug_user(page: Any, **attrs: str) -> Any:
+    """User nodes of the debug tree (those with a state, whatever their class)."""
+    sel = "".join(f'[data-{k}="{v}"]' for k, v in attrs.items())
+    return page.locator(f"#tree li[data-state]{sel}")
+
+
+class TestDebugPage:
+    """The live actor tree (issue 7, "Debug view")."""
+
+    def test_users_move_through_states(self, window, server):
+        """Both chat pages' users appear; a raw client is seen Undefined → Connected → InChat,
+        with its timers counting down, and disappears when it leaves."""
+        room, a_nick, b_nick, c_nick = unique("dbg"), unique("alice"), unique("bob"), unique("carol")
+        open_chat(window, server.url, a_nick, room)
+        open_chat(window, server.url, b_nick, room)
+        debug = window()
+        debug.goto(server.url + "/debug?every=0.25")  # poll 4 times a second (default: 1)
+        for nick in (a_nick, b_nick):
+            user = debug_user(debug, nick=nick)
+            expect(user).to_have_attribute("data-state", "InChat")
+            expect(user.locator(".rooms")).to_have_text(f"#{room}")
+        expect(debug.locator(f'#tree li[data-room="{room}"] .info')).to_have_text(f"#{room} · 2 members")
+
+        with Client(server) as c:
+            fresh = debug_user(debug, state="Undefined")
+            expect(fresh).to_have_count(1)
+            uid = fresh.get_attribute("data-id")
+            user = debug.locator(f'#tree li[data-id="{uid}"]')
+            hello = user.locator("[data-timer=hello]")
+            first = float(hello.get_attribute("data-left"))
+            expect(hello).not_to_have_attribute("data-left", f"{first:.1f}")  # counting down
+            assert float(hello.get_attribute("data-left")) < first
+
+            pill = user.locator(".pill.state")
+            colours = [pill.evaluate("e => getComputedStyle(e).backgroundColor")]
+            c.hello()
+            expect(user).to_have_attribute("data-state", "Connected")
+            expect(pill).to_have_text("Connected")
+            expect(user.locator("[data-timer=ping]")).to_be_attached()
+            colours.append(pill.evaluate("e => getComputedStyle(e).backgroundColor"))
+            c.send({"type": "profile", "nick": c_nick})
+            c.expect("profile_ok")
+            expect(user).to_have_attribute("data-state", "InChat")
+            expect(user).to_have_attribute("data-nick", c_nick)
+            colours.append(pill.evaluate("e => getComputedStyle(e).backgroundColor"))
+            assert len(set(colours)) == 3, colours  # one colour per state
+            c.join(room)
+            expect(user.locator(".rooms")).to_have_text(f"#{room}")
+            expect(debug.locator('#totals [data-total="InChat"]')).to_have_attribute("data-value", re.compile(r"[1-9]"))
+
+            # the filter keeps the matching user and hides the others
+            debug.get_by_label("Filter").fill(c_nick)
+            expect(user).to_be_visible()
+            expect(debug_user(debug, nick=a_nick)).to_be_hidden()
+            debug.get_by_label("Filter").fill("")
+            expect(debug_user(debug, nick=a_nick)).to_be_visible()
+        expect(user).to_have_count(0)
+
+    def test_admin_token_prompted_once(self, window):
+        """With --admin-token the page asks once and keeps the token for the session."""
+        with Server("--admin-token", "s3cret") as srv:
+            prompts: list[str] = []
+
+            def answer(dialog: Any) -> None:
+                prompts.append(dialog.message)
+                dialog.accept("s3cret")
+
+            page = window()
+            page.on("dialog", answer)
+            page.goto(srv.url + "/debug")
+            expect(page.locator("#conn")).to_have_text("live")
+            expect(page.locator('#tree li[data-kind="SchedulerActor"]')).to_have_count(1)
+            page.reload()
+            expect(page.locator("#conn")).to_have_text("live")
+            assert len(prompts) == 1 and "token" in prompts[0]
+
+
+# --- screenshots for the README -------------------------------------------------------
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """docs/img when asked (HUBBUB_SCREENSHOTS=1) or when a picture is missing, else a temp dir:
+    the pictures show live times and ids, so rewriting them on every run would dirty the tree."""
+    img = ROOT / "docs" / "img"
+    names = ("chat.png", "chat-mobile.png", "debug.png")
+    if os.environ.get("HUBBUB_SCREENSHOTS") == "1" or not all((img / n).exists() for n in names):
+        img.mkdir(parents=True, exist_ok=True)
+        return img
+    return tmp_path
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def shout(client: Client, room: str, text: str) -> None:
+    """say, reading past whatever else arrives (presence, the echo) up to the ack."""
+    client.send({"type": "say", "room": room, "text": text, "id": "s"})
+    while client.recv()["type"] != "ack":
+        pass
+
+
+def test_screenshots(window, tmp_path):
+    """A small conversation, photographed: chat (desktop and phone width) and the debug page."""
+    out = screenshot_dir(tmp_path)
+    phone = {"viewport": PHONE, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+    with Server() as srv, Client(srv) as carol:
+        carol.login("carol", "lobby", "random")
+        shout(carol, "lobby", "Morning! Has anyone tried the new /debug page?")
+        alice = open_chat(window, srv.url, "alice", "random", "lobby", color_scheme="light")
+        bob = open_chat(window, srv.url, "bob", "random", "lobby", color_scheme="light", **phone)
+        say(bob, "Yes: it draws every actor live, timers counting down")
+        say(alice, "Nice. I can watch my own ping timer tick")
+        shout(carol, "lobby", "and kicks show up as a banner in the page")
+        shout(carol, "random", "lunch at noon?")
+        carol.send({"type": "dm", "to": "alice", "text": "got a minute?"})
+        expect(alice.locator("#dms li[data-dm=carol] .unread")).to_have_text("1")
+        expect(alice.locator("#rooms li[data-room=random] .unread")).to_have_text("1")
+        expect(alice.locator("#messages .msg")).to_have_count(4)
+        expect(bob.locator("#messages .msg")).to_have_count(4)
+        expect(bob.locator("#rooms-unread")).to_have_text("1")  # the room list is off-screen
+        alice.get_by_label("Message", exact=True).fill("Sounds good — ")
+        bob.get_by_label("Message", exact=True).fill("brb")
+        for page in (alice, bob):  # the focus ring is for keyboards, not for pictures
+            page.evaluate("document.activeElement.blur()")
+        alice.screenshot(path=str(out / "chat.png"))
+        bob.screenshot(path=str(out / "chat-mobile.png"))
+
+        with Client(srv):  # one user still in Undefined, for the colours
+            debug = window(viewport={"width": 1200, "height": 470}, color_scheme="light")
+            debug.goto(srv.url + "/debug")
+            expect(debug_user(debug, state="Undefined")).to_have_count(1)
+            expect(debug_user(debug, state="InChat")).to_have_count(3)
+            debug.screenshot(path=str(out / "debug.png"))
+    assert png_size(out / "chat.png") == (1200, 720)
+    assert png_size(out / "chat-mobile.png") == (PHONE["width"] * 2, PHONE["height"] * 2)
+    assert png_size(out / "debug.png") == (1200, 470)

@@ -1,0 +1,87 @@
+"""The SchedulerActor on real greenlets: one gevent timer, TimerFired into the owner's mailbox."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gevent
+import pytest
+
+from actors.base import HubbubActor
+from actors.clock import MonotonicClock
+from actors.core.messages import Cancel, CancelOwner, Schedule, TimerFired
+from actors.scheduler import SchedulerActor
+
+
+class Owner(HubbubActor):
+    """Records every TimerFired with the time it arrived."""
+
+    def __init__(self) -> None:
+        super().__init__("owner")
+        self.fired: list[tuple[str, Any, float]] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, TimerFired):
+            self.fired.append((message.name, message.token, time.monotonic()))
+        return None
+
+
+@pytest.fixture
+def actors():
+    sched = SchedulerActor.spawn(MonotonicClock())
+    owner = Owner.spawn()
+    yield sched, owner
+    for a in (sched, owner):
+        a.actor_ref.stop(block=False)
+    gevent.sleep(0.01)
+
+
+def test_fires_in_deadline_order_into_the_owner_mailbox(actors):
+    """Three timers fire in deadline order, each with its token, near its deadline."""
+    sched, owner = actors
+    now = time.monotonic()
+    for name, delay in (("c", 0.09), ("a", 0.03), ("b", 0.06)):
+        sched.actor_ref.tell(Schedule("o", owner.actor_ref, name, now + delay, token=name.upper()))
+    gevent.sleep(0.15)
+    assert [(n, t) for n, t, _at in owner.fired] == [("a", "A"), ("b", "B"), ("c", "C")]
+    assert all(at - now < 0.09 + 0.05 for _n, _t, at in owner.fired)
+    assert len(sched.timers) == 0 and sched._watcher is None
+
+
+def test_cancel_and_cancel_owner(actors):
+    """Cancelled timers never fire and leave nothing pending."""
+    sched, owner = actors
+    now = time.monotonic()
+    for name in ("hello", "profile", "session"):
+        sched.actor_ref.tell(Schedule("o", owner.actor_ref, name, now + 0.05))
+    sched.actor_ref.tell(Cancel("o", "hello"))
+    sched.actor_ref.tell(CancelOwner("o", ("profile", "session")))
+    gevent.sleep(0.1)
+    assert owner.fired == [] and len(sched.timers) == 0
+
+
+def test_periodic_timer_rearms_itself(actors):
+    """A timer with `every` fires again and again from its first deadline, without new messages."""
+    sched, owner = actors
+    now = time.monotonic()
+    sched.actor_ref.tell(Schedule("o", owner.actor_ref, "ping", now + 0.03, token=7, every=0.03))
+    gevent.sleep(0.145)
+    assert 3 <= len(owner.fired) <= 5 and {t for _n, t, _a in owner.fired} == {7}
+    sched.actor_ref.tell(Cancel("o", "ping"))
+    gevent.sleep(0.01)
+    count = len(owner.fired)
+    gevent.sleep(0.08)
+    assert len(owner.fired) == count and len(sched.timers) == 0
+
+
+def test_one_gevent_timer_for_many_deadlines(actors):
+    """10,000 pending timers are waited on with one gevent timer, armed for the earliest."""
+    sched, owner = actors
+    now = time.monotonic()
+    for i in range(10_000):
+        sched.actor_ref.tell(Schedule(f"o{i}", owner.actor_ref, "session", now + 100 + i))
+    sched.actor_ref.tell(Schedule("first", owner.actor_ref, "hello", now + 50))
+    gevent.sleep(0.05)
+    assert len(sched.timers) == 10_001 and sched._armed_for == now + 50
+    assert sched.describe()["pending"] == 10_001
