@@ -49,6 +49,10 @@ class Config:
     #: worker processes, hence not frozen (treat as read-only) and left out of the hash
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
     config: str | None = None  #: the TOML file the values came from, if any
+    # Time and size limits on the phases before the chat starts (nginx's defaults).
+    header_timeout: float = 60.0  #: request line + headers must arrive within this, else dropped
+    keepalive_timeout: float = 75.0  #: an idle keep-alive HTTP connection is closed after this
+    max_header_bytes: int = 32768  #: request line + headers larger than this -> HTTP 431
 
     @property
     def timeouts(self) -> dict[str, float]:
@@ -165,6 +169,9 @@ keyfile          file          FILE          private key for --certfile
 store            str           FILE          SQLite file for durable room history (seq and since survive a restart)
 log-format       text|json     {text,json}   text or json: one line per connect and disconnect (session, nick, reason, duration)
 plugin           module:Class  MODULE:CLASS  repeatable: load an extra actor type (also the hubbub.actors entry points)
+header-timeout   float>0       SECONDS       the request line and headers must arrive within this, else the socket is closed
+keepalive-timeout float>0      SECONDS       an idle keep-alive HTTP connection is closed after this
+max-header-bytes int>=1        BYTES         request line + headers larger than this -> HTTP 431
 """
 _ROWS = [line.split(None, 3) for line in _TABLE.strip().splitlines()]
 _OPTIONS = {name: (_KINDS[kind], metavar, text) for name, kind, metavar, text in _ROWS}

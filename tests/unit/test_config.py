@@ -30,7 +30,8 @@ class TestDefaults:
         """With no flag, env var or file every option has the contract's default."""
         cfg = load_config([], environ={})
         assert cfg == Config()
-        assert dataclasses.asdict(cfg) == {
+        got = dataclasses.asdict(cfg)
+        contract = {
             "host": "127.0.0.1",
             "port": 8080,
             "hello_timeout": 5.0,
@@ -56,6 +57,13 @@ class TestDefaults:
             "plugin_settings": {},
             "config": None,
         }
+        # Extensions (the options after the contract's table) are checked where they are used.
+        assert {k: got[k] for k in contract} == contract
+
+    def test_extension_defaults(self):
+        """The options hubbub adds beyond the contract have nginx-like defaults."""
+        cfg = load_config([], environ={})
+        assert (cfg.header_timeout, cfg.keepalive_timeout, cfg.max_header_bytes) == (60.0, 75.0, 32768)
 
     def test_timeouts_use_the_welcome_frame_names(self):
         """`timeouts` maps the five welcome names to the configured durations."""
