@@ -338,8 +338,11 @@ def group_storm(kind: str, scale: Scale, fleet: Fleet, core: int | None,
     server = _start(kind, _timeouts(hello=t), core)
     try:
         _phase(server, "storm", "begin")
+        cpu0, t0 = server.cpu_seconds(), time.monotonic()
         opened = _login(fleet, server, scale, scale.storm_sockets, "upgrade", prefix="s")
         ends = fleet.all({"cmd": "await_close", "after": t, "timeout": t + 15})
+        # The server's CPU over the whole storm: the upgrades, the idle wait and the 4001 closes.
+        storm_cpu = 100 * (server.cpu_seconds() - cpu0) / (time.monotonic() - t0)
         _phase(server, "storm", "end")
         late = array("d")
         for e in ends:
@@ -354,7 +357,7 @@ def group_storm(kind: str, scale: Scale, fleet: Fleet, core: int | None,
         "codes": {str(k): v for k, v in codes.items()},
         "still_open": sum(e["still_open"] for e in ends),
         "late_p50_ms": pct(late, 50) * 1e3, "late_p99_ms": pct(late, 99) * 1e3,
-        "late_max_ms": max(late, default=math.nan) * 1e3,
+        "late_max_ms": max(late, default=math.nan) * 1e3, "server_cpu_pct": storm_cpu,
     }}
 
 
