@@ -57,6 +57,7 @@ from .core.messages import ChildFailed
 __all__ = ["HubbubActor", "HubbubRef", "Mailbox", "tell", "DRAIN_BATCH", "MAX_IDLE_RUNNERS"]
 
 log = logging.getLogger("hubbub.actors")
+_pykka_log = logging.getLogger("pykka")  # what pykka's own loop logs to (the server tunes it)
 
 DRAIN_BATCH = 16
 """Messages one drain handles before the actor goes to the back of the queue.  16 is
@@ -211,10 +212,10 @@ class HubbubRef(pykka.ActorRef[Any]):
         self._actor_weakref = mailbox._actor
         self.actor_class = type(actor)
         self.actor_inbox = mailbox
-        self.actor_stopped = mailbox  # type: ignore[assignment] - is_set()/wait(), see Mailbox
+        self.actor_stopped = mailbox  # type: ignore[assignment]  # is_set()/wait(): see Mailbox
 
-    @property  # type: ignore[override]
-    def actor_urn(self) -> str:
+    @property
+    def actor_urn(self) -> str:  # type: ignore[override]
         return self.actor_inbox.urn  # type: ignore[attr-defined, no-any-return]
 
     def tell(self, message: Any) -> None:
@@ -257,13 +258,13 @@ class HubbubActor(pykka.ThreadingActor):
                 parent.children = {}
             parent.children[actor_id] = self
 
-    @property  # type: ignore[override]
-    def actor_stopped(self) -> Mailbox:
+    @property
+    def actor_stopped(self) -> Mailbox:  # type: ignore[override]
         """pykka's stopped flag: the mailbox (``is_set()``, ``wait(timeout)``)."""
         return self.actor_inbox  # type: ignore[return-value]
 
-    @property  # type: ignore[override]
-    def actor_urn(self) -> str:
+    @property
+    def actor_urn(self) -> str:  # type: ignore[override]
         return self.actor_inbox.urn  # type: ignore[attr-defined, no-any-return]
 
     def __str__(self) -> str:
@@ -333,7 +334,7 @@ class HubbubActor(pykka.ThreadingActor):
                 envelope.reply_to.set(response)
         except Exception:
             if envelope.reply_to is not None:
-                log.info("Exception returned from %s to caller:", self, exc_info=sys.exc_info())
+                _pykka_log.info("Exception returned from %s to caller:", self, exc_info=sys.exc_info())
                 envelope.reply_to.set_exception()
             else:
                 self._handle_failure(*sys.exc_info())

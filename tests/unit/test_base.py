@@ -216,10 +216,10 @@ class TestOrderAndFairness:
             a.actor_ref.tell(i)
             b.actor_ref.tell(i)
         wait_for(lambda: len(log) == 2000)
-        switches = sum(1 for x, y in zip(log, log[1:]) if x[0] != y[0])
+        switches = sum(1 for x, y in zip(log, log[1:], strict=False) if x[0] != y[0])
         assert switches >= 2000 // DRAIN_BATCH - 2
         longest, run = 1, 1
-        for x, y in zip(log, log[1:]):
+        for x, y in zip(log, log[1:], strict=False):
             run = run + 1 if x[0] == y[0] else 1
             longest = max(longest, run)
         assert longest <= DRAIN_BATCH

@@ -151,7 +151,7 @@ class TestPingSkipsTheMailbox:
         conns = [Conn(), Conn(), Conn()]
         try:
             due = clock.monotonic() + 0.05
-            for i, (o, c) in enumerate(zip(owners, conns)):
+            for i, (o, c) in enumerate(zip(owners, conns, strict=True)):
                 sched.actor_ref.tell(Schedule(f"o{i}", o.actor_ref, "ping", due, token=1, every=60, conn=c))
             wait_for(lambda: all(c.payloads for c in conns))
             assert conns[0].payloads[0] is conns[1].payloads[0] is conns[2].payloads[0]
