@@ -1,59 +1,162 @@
-"""The shared actor base: daemon greenlets, parent/children links, describe() for /debug.
+"""The shared actor base: the runtime under pykka, parent/children links, describe() for /debug.
 
-pykka gives actors and a flat registry; it has no tree and no supervision.  This
-base adds both:
+pykka gives the API (``ActorRef.tell/ask``, proxies, ``on_start/on_receive/on_stop``);
+its ``ThreadingActor`` gives every actor a thread (a greenlet under gevent) parked on
+its inbox for its whole life.  With 20,000 users that is 20,000 parked stacks doing
+nothing.  This module keeps pykka's API and replaces what runs underneath
+(through pykka's hooks: ``_create_actor_inbox``, ``_start_actor_loop``,
+``_handle_receive``, ``_handle_failure``, ``_actor_loop_setup/teardown``):
+
+* **An idle actor holds no greenlet.**  Its state is a :class:`Mailbox` (a few slots;
+  the deque exists only while messages wait).  A message to an idle actor *schedules*
+  it: one ``loop.run_callback`` that hands the mailbox to a runner greenlet.
+* **Runners are pooled.**  A runner drains one actor, then parks in a small free list
+  (``MAX_IDLE_RUNNERS``) for the next ready actor.  Reusing a parked runner costs
+  ~1.3 µs per drain, a fresh raw greenlet per drain ~9-13 µs (measured,
+  docs/architecture.md).  Only *parked* runners are reused, so a handler that blocks
+  (``ask`` inside ``on_receive``, ``gevent.sleep``) just keeps its runner, and the next
+  ready actor gets another one: no deadlock, however many handlers block at once.
+* **Fairness.**  A drain handles at most ``DRAIN_BATCH`` messages; if more wait, the
+  actor goes to the back of the hub's callback queue, behind every other ready actor
+  and I/O callback.  A flooded actor delays another by at most one batch.
+* **Order.**  An actor is scheduled at most once at a time (``Mailbox._scheduled``), so
+  its messages are handled one after another in arrival order.
+
+And the tree that pykka does not have:
 
 * ``parent`` / ``children`` links.  They are plain attributes, changed only when
-  an actor starts or stops.  Every actor runs as a greenlet in one OS thread and
-  none of this code yields, so the links are always consistent when the debug
-  edge walks them.  Everything else between actors goes through messages.
+  an actor starts or stops.  Every actor runs in one OS thread and none of this
+  code yields, so the links are always consistent when the debug edge walks them.
+  Everything else between actors goes through messages.
 * ``describe()`` — the node of the ``/debug/actors`` tree.  Subclasses add fields
   by overriding :meth:`describe_fields`.
-* Supervision: when an actor raises, pykka logs and stops it; our ``on_failure``
-  then tells the parent ``ChildFailed`` and the parent's :meth:`on_child_failed`
+* Supervision: a failure in ``on_start``, ``on_receive`` or ``on_stop`` is logged, the
+  actor stops, and the parent is told ``ChildFailed``; its :meth:`on_child_failed`
   decides (restart a room, clean up after a user, ...).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import uuid
+import weakref
 from collections import deque
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import gevent
-import gevent.lock
+import gevent.event
 import pykka
+from greenlet import getcurrent, greenlet
+from pykka._envelope import Envelope  # what ActorRef.tell puts in an inbox
+from pykka.messages import _ActorStop
 
 from .core.messages import ChildFailed
 
-__all__ = ["HubbubActor"]
+__all__ = ["HubbubActor", "HubbubRef", "Mailbox", "tell", "DRAIN_BATCH", "MAX_IDLE_RUNNERS"]
 
 log = logging.getLogger("hubbub.actors")
+_pykka_log = logging.getLogger("pykka")  # what pykka's own loop logs to (the server tunes it)
+
+DRAIN_BATCH = 16
+"""Messages one drain handles before the actor goes to the back of the queue.  16 is
+what UserActor yielded after before this runtime (fairness measured there, STYLE.md)."""
+
+MAX_IDLE_RUNNERS = 32
+"""Parked runner greenlets kept for reuse; beyond that a runner just ends.  The number
+of *busy* runners is not capped: it is the number of handlers blocked at once."""
+
+# --- the scheduler: ready actors → runner greenlets ----------------------------------
+
+_idle_runners: list[greenlet] = []
+_roots: set[HubbubActor] = set()
+"""Actors without a parent.  A running greenlet used to keep every actor alive; now an
+idle actor is only data, so the tree keeps it alive: its parent, or this set at the top."""
 
 
-class Inbox:
-    """An actor's mailbox: pykka's inbox protocol (put/get/empty) plus qsize for /debug.
+def _schedule(mb: Mailbox) -> None:
+    # From an actor, a hub callback or the edge alike: never blocks, never switches.
+    gevent.get_hub().loop.run_callback(_dispatch, mb)
 
-    A gevent Queue costs ~2.7 KB per actor, mostly its deque's first block: here the
-    deque exists only while messages wait, and a semaphore counts them.
+
+def _dispatch(mb: Mailbox) -> None:
+    """In the hub: run ``mb``'s actor on a parked runner, or on a new one."""
+    while _idle_runners:
+        runner = _idle_runners.pop()
+        if not runner.dead:
+            break
+    else:
+        runner = greenlet(_run, gevent.get_hub())
+    runner.switch(mb)
+
+
+def _run(mb: Any) -> None:
+    """A runner: drain the actor it is handed, park, repeat."""
+    hub = gevent.get_hub()
+    while True:
+        if type(mb) is Mailbox:
+            actor = mb._actor()
+            if actor is not None:
+                actor._drain(mb)
+            else:  # collected while it waited (only an actor outside the tree can be)
+                mb.set()
+            actor = mb = None  # a parked runner holds nothing
+            if len(_idle_runners) >= MAX_IDLE_RUNNERS:
+                return
+            _idle_runners.append(getcurrent())
+        # Parked: only _dispatch switches here, with the next mailbox.
+        mb = hub.switch()
+
+
+def idle_runners() -> int:
+    """Runner greenlets parked for reuse (tests, /debug)."""
+    return len(_idle_runners)
+
+
+class Mailbox:
+    """The one per-actor object of the runtime: messages, run state, stopped flag.
+
+    It speaks pykka's inbox protocol (``put``/``get``/``empty``) and, because pykka's
+    ``ActorRef`` only ever calls ``is_set()`` and ``wait()`` on an actor's
+    ``actor_stopped``, the stopped flag's too, so an actor needs neither a
+    ``threading.Event`` nor a queue.  The deque exists only while messages wait; the
+    gevent Event only while somebody waits for the stop.
     """
 
-    __slots__ = ("_items", "_count")
+    __slots__ = ("_items", "_actor", "_scheduled", "_stopped", "_started", "_event", "_urn")
 
-    def __init__(self) -> None:
+    def __init__(self, actor: HubbubActor) -> None:
         self._items: deque[Any] | None = None
-        self._count = gevent.lock.Semaphore(0)
+        self._actor = weakref.ref(actor)
+        self._scheduled = False
+        """A drain is queued or running: the actor is not idle (at most one at a time)."""
+        self._stopped = False
+        self._started = False
+        """on_start has run (the first drain runs it)."""
+        self._event: gevent.event.Event | None = None
+        self._urn: str | None = None
 
-    def put(self, item: Any) -> None:
-        if self._items is None:
-            self._items = deque()
-        self._items.append(item)
-        self._count.release()
+    # pykka's inbox protocol
+
+    def put(self, envelope: Any) -> None:
+        if self._stopped:
+            # pykka's ref refuses a stopped actor before putting; this is what is left:
+            # a put that raced with the stop.  Answered as pykka's teardown would.
+            _reject(envelope, self)
+            return
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        items.append(envelope)
+        if not self._scheduled:
+            self._scheduled = True
+            _schedule(self)
 
     def get(self) -> Any:
-        self._count.acquire()
+        """Non-blocking here (only pykka's teardown calls it, after ``empty()``)."""
         items = self._items
-        assert items is not None
+        assert items, "get() on an empty mailbox"
         item = items.popleft()
         if not items:
             self._items = None
@@ -65,33 +168,108 @@ class Inbox:
     def qsize(self) -> int:
         return len(self._items) if self._items else 0
 
+    # the stopped flag (threading.Event's protocol, as far as pykka and the edge use it)
+
+    def is_set(self) -> bool:
+        return self._stopped
+
+    def set(self) -> None:
+        self._stopped = True
+        if self._event is not None:
+            self._event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._stopped:
+            return True
+        if self._event is None:
+            self._event = gevent.event.Event()
+        return self._event.wait(timeout)
+
+    @property
+    def urn(self) -> str:
+        """pykka's unique actor URN, made on first use (hardly anything asks for it)."""
+        if self._urn is None:
+            self._urn = uuid.uuid4().urn
+        return self._urn
+
+
+def _reject(envelope: Any, mb: Mailbox) -> None:
+    if envelope.reply_to is None:
+        return
+    if isinstance(envelope.message, _ActorStop):
+        envelope.reply_to.set(None)
+    else:
+        actor = mb._actor()
+        error = pykka.ActorDeadError(f"{actor} stopped before handling the message")
+        envelope.reply_to.set_exception(exc_info=(pykka.ActorDeadError, error, None))
+
+
+class HubbubRef(pykka.ActorRef[Any]):
+    """pykka's ActorRef over a :class:`Mailbox`: the same API, no eager uuid."""
+
+    def __init__(self, actor: HubbubActor, mailbox: Mailbox) -> None:  # noqa: D107
+        # Not ActorRef.__init__: it copies the urn, which would make one per actor.
+        self._actor_weakref = mailbox._actor
+        self.actor_class = type(actor)
+        self.actor_inbox = mailbox
+        self.actor_stopped = mailbox  # type: ignore[assignment]  # is_set()/wait(): see Mailbox
+
+    @property
+    def actor_urn(self) -> str:  # type: ignore[override]
+        return self.actor_inbox.urn  # type: ignore[attr-defined, no-any-return]
+
+    def tell(self, message: Any) -> None:
+        # ActorRef.tell, minus two calls: this is every message of the server.
+        mb = self.actor_inbox
+        if mb._stopped:  # type: ignore[attr-defined]
+            raise pykka.ActorDeadError(f"{self} not found")
+        mb.put(Envelope(message))
+
+
+# --- the actor base --------------------------------------------------------------------
+
+_NO_CHILDREN: Any = MappingProxyType({})
+
 
 class HubbubActor(pykka.ThreadingActor):
-    # Daemon threads (greenlets after monkey-patching): non-daemon ones make each
-    # start cost O(threads) through threading._maintain_shutdown_locks (STYLE.md).
-    # Kept for pykka's sake; _start_actor_loop below skips threading.Thread altogether.
+    # Kept for pykka's sake (no threading.Thread is ever made here; STYLE.md on why
+    # non-daemon threads were slow).
     use_daemon_thread: ClassVar[bool] = True
 
-    # pykka's hooks for actor runtimes (pykka/_actor.py): the inbox and the loop.
-    # Under gevent a monkey-patched threading.Thread and queue.Queue are greenlets
-    # and gevent locks underneath, but they drag a Thread object, three Conditions and
-    # a deep parked stack along with every actor.  A gevent queue and a bare greenlet
-    # do the same job: 42.6 -> 36.1 KB RSS per logged-in user (2,000 users, with the
-    # 1 KiB read buffer of hubbub/websocket.py).
+    children: dict[str, HubbubActor] = _NO_CHILDREN
+    """Live children by id.  Most actors (users) never have one: a shared read-only
+    empty mapping until the first child arrives."""
+
     @staticmethod
     def _create_actor_inbox() -> Any:
-        return Inbox()
-
-    def _start_actor_loop(self) -> None:
-        gevent.spawn(self._actor_loop)
+        raise TypeError("HubbubActor makes its Mailbox in __init__ (it needs the actor)")
 
     def __init__(self, actor_id: str, parent: HubbubActor | None = None) -> None:
-        super().__init__()
+        # Not pykka's Actor.__init__: it makes a uuid urn and a threading.Event per actor
+        # (~0.6 KB, the Event under gevent); the Mailbox stands in for both, lazily.
+        mb = self.actor_inbox = Mailbox(self)
+        self._actor_ref = HubbubRef(self, mb)
         self.actor_id = actor_id
         self.parent = parent
-        self.children: dict[str, HubbubActor] = {}
-        if parent is not None:
+        if parent is None:
+            _roots.add(self)
+        else:
+            if parent.children is _NO_CHILDREN:
+                parent.children = {}
             parent.children[actor_id] = self
+
+    @property
+    def actor_stopped(self) -> Mailbox:  # type: ignore[override]
+        """pykka's stopped flag: the mailbox (``is_set()``, ``wait(timeout)``)."""
+        return self.actor_inbox  # type: ignore[return-value]
+
+    @property
+    def actor_urn(self) -> str:  # type: ignore[override]
+        return self.actor_inbox.urn  # type: ignore[attr-defined, no-any-return]
+
+    def __str__(self) -> str:
+        # pykka's names the urn; the id is what logs and /debug show, and costs nothing.
+        return f"{type(self).__name__} ({self.actor_id})"
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> Any:
@@ -110,6 +288,73 @@ class HubbubActor(pykka.ThreadingActor):
         """Start the actor and return the actor object (parents keep objects, others refs)."""
         ref = cls.start(*args, **kwargs)
         return ref._actor_weakref()  # noqa: SLF001 - pykka keeps only a weak ref; our tree keeps it alive
+
+    # --- the runtime (pykka's hooks) ------------------------------------------------
+
+    def _start_actor_loop(self) -> None:
+        """No loop: schedule the first drain, which runs ``on_start`` before any message."""
+        mb: Mailbox = self.actor_inbox  # type: ignore[assignment]
+        if not mb._scheduled:  # a message told before start() already scheduled it
+            mb._scheduled = True
+            _schedule(mb)
+
+    def _actor_loop(self) -> None:
+        raise TypeError("HubbubActor has no loop: a runner drains its Mailbox (see _drain)")
+
+    def _drain(self, mb: Mailbox) -> None:
+        """Handle up to DRAIN_BATCH messages, in order; then idle, requeue, or tear down."""
+        if not mb._started:
+            mb._started = True
+            self._actor_loop_setup()  # pykka: on_start; a failure goes to _handle_failure
+        budget = DRAIN_BATCH
+        while budget and not mb._stopped:
+            items = mb._items
+            if not items:
+                break
+            envelope = items.popleft()
+            if not items:
+                mb._items = None
+            self._handle_envelope(envelope)
+            budget -= 1
+        if mb._stopped:
+            # pykka: whatever is left gets ActorDeadError (a stop gets its answer).
+            # _scheduled stays set: a stopped actor is never scheduled again.
+            self._actor_loop_teardown()
+            _roots.discard(self)
+        elif mb._items:
+            _schedule(mb)  # more waiting: to the back of the queue, behind the others
+        else:
+            mb._scheduled = False  # idle: no greenlet, no stack, until the next put
+
+    def _handle_envelope(self, envelope: Any) -> None:
+        # pykka's _actor_loop_running, one message of it.
+        try:
+            response = self._handle_receive(envelope.message)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+        except Exception:
+            if envelope.reply_to is not None:
+                _pykka_log.info("Exception returned from %s to caller:", self, exc_info=sys.exc_info())
+                envelope.reply_to.set_exception()
+            else:
+                self._handle_failure(*sys.exc_info())
+                try:
+                    self.on_failure(*sys.exc_info())
+                except Exception:  # noqa: BLE001
+                    self._handle_failure(*sys.exc_info())
+        except BaseException:
+            # GreenletExit, KeyboardInterrupt, SystemExit: stop this actor and let it
+            # propagate (the hub reports it; SystemExit reaches the main greenlet).
+            self._stop()
+            raise
+
+    def _stop(self) -> None:
+        """pykka's _stop without its registry (we never register) or an eager log string."""
+        self.actor_inbox.set()  # type: ignore[attr-defined]
+        try:
+            self.on_stop()
+        except Exception:  # noqa: BLE001
+            self._handle_failure(*sys.exc_info())
 
     # --- the debug tree -------------------------------------------------------------
 
@@ -134,6 +379,7 @@ class HubbubActor(pykka.ThreadingActor):
     # --- lifecycle ------------------------------------------------------------------
 
     def _detach(self) -> None:
+        _roots.discard(self)
         if self.parent is not None and self.parent.children.get(self.actor_id) is self:
             del self.parent.children[self.actor_id]
 
@@ -141,8 +387,8 @@ class HubbubActor(pykka.ThreadingActor):
         self._detach()
 
     def _handle_failure(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        # pykka calls this for a failure in on_start, on_receive or on_stop (on_failure
-        # only for on_receive): supervision must hear of all of them.
+        # A failure in on_start, on_receive or on_stop (on_failure only hears of
+        # on_receive): supervision must hear of all of them.  pykka's logs and stops.
         super()._handle_failure(exc_type, exc, tb)
         self._detach()
         if self.parent is not None:

@@ -4,10 +4,16 @@ Actors tell it Schedule/Cancel; it keeps every deadline in one TimerQueue and
 waits on ONE gevent timer for the earliest.  When that fires it posts
 ``TimerFired`` into each owner's mailbox.  No loop visits users and no greenlet
 sleeps per user: the cost is per event, not per user.
+
+The periodic ping needs no decision, so it skips the owner's mailbox: a timer
+scheduled with a ``conn`` is written straight to that connection, one ``ping``
+payload encoded once per firing batch and shared by every user in it (the bytes
+are immutable; the transport only queues them).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +21,17 @@ import gevent
 
 from .base import HubbubActor, tell
 from .clock import Clock
+from .core import codec
+from .core.counters import Counters
 from .core.messages import Cancel, CancelOwner, Schedule, TimerFired
 from .core.timers import TimerQueue
 
-__all__ = ["SchedulerActor"]
+__all__ = ["SchedulerActor", "TICK"]
+
+TICK = 0.01
+"""The scheduler wakes on a 10 ms grid: every deadline within one tick fires in one batch
+(one wake-up, one encoded ping shared by all the pings in it) instead of one wake-up per
+user.  A timer fires at most 10 ms late; the rules it serves count in seconds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,21 +43,25 @@ class _Wake:
 
 
 class SchedulerActor(HubbubActor):
-    def __init__(self, clock: Clock, parent: HubbubActor | None = None) -> None:
+    def __init__(self, clock: Clock, parent: HubbubActor | None = None,
+                 counters: Counters | None = None) -> None:
         super().__init__("scheduler", parent)
         self.clock = clock
+        self.counters = counters or Counters()
         self.timers = TimerQueue()
         self.fired = 0
+        self.pinged = 0
+        """Pings written straight to connections (never through a user's mailbox)."""
         self._watcher: Any = None
         self._armed_for: float | None = None
 
     def describe_fields(self) -> dict[str, Any]:
-        return {"pending": len(self.timers), "fired": self.fired}
+        return {"pending": len(self.timers), "fired": self.fired, "pinged": self.pinged}
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Schedule):
             self.timers.schedule(message.owner_id, message.name, message.due,
-                                 (message.owner, message.token, message.every))
+                                 (message.owner, message.token, message.every, message.conn))
         elif isinstance(message, Cancel):
             self.timers.cancel(message.owner_id, message.name)
         elif isinstance(message, CancelOwner):
@@ -59,28 +76,44 @@ class SchedulerActor(HubbubActor):
         return None
 
     def _fire_due(self) -> None:
+        ping: bytes | None = None
         for entry in self.timers.pop_due(self.clock.monotonic()):
-            owner, token, every = entry.payload
+            owner, token, every, conn = entry.payload
             self.fired += 1
-            if tell(owner, TimerFired(entry.key[1], token)) and every:
+            if conn is not None:
+                # Direct: no decision to make, so no trip through the owner's mailbox.
+                # A closed connection or a stopped owner is not re-armed (its Cancel
+                # may still be on the way; the ping would go nowhere).
+                if conn.closed or owner.actor_stopped.is_set():
+                    continue
+                if ping is None:
+                    ping = codec.encode(codec.ping(self.clock.wall()))
+                conn.send_text(ping)
+                self.pinged += 1
+                self.counters.frames_out += 1
+                alive = True
+            else:
+                alive = tell(owner, TimerFired(entry.key[1], token))
+            if alive and every:
                 # Periodic: next deadline from the last one, so pings do not drift.
                 self.timers.schedule(entry.key[0], entry.key[1], entry.due + every, entry.payload)
 
     def _rearm(self) -> None:
         due = self.timers.next_due()
-        if due == self._armed_for:
+        wake = None if due is None else math.ceil(due / TICK) * TICK
+        if wake == self._armed_for:
             return
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
-        self._armed_for = due
-        if due is None:
+        self._armed_for = wake
+        if wake is None:
             return
-        delay = max(0.0, due - self.clock.monotonic())
+        delay = max(0.0, wake - self.clock.monotonic())
         self._watcher = gevent.get_hub().loop.timer(delay)
-        # The callback runs in the hub, where nothing may block: hand the wake-up
-        # to a short-lived greenlet, which puts it in our mailbox.
-        self._watcher.start(gevent.spawn, tell, self.actor_ref, _Wake(self._watcher))
+        # The callback runs in the hub, where nothing may block; a tell never blocks
+        # (it queues the message and schedules our drain, actors/base.py).
+        self._watcher.start(tell, self.actor_ref, _Wake(self._watcher))
 
     def on_stop(self) -> None:
         if self._watcher is not None:

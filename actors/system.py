@@ -107,7 +107,7 @@ class ActorSystem:
             directory_class, room_class = cluster.ClusterDirectoryActor, cluster.room_class_for(room_class)
             cluster_option = {"cluster": self.cluster}
         self.store: StoreActor | None = StoreActor.spawn(store, history, parent=self.node) if store else None
-        self.scheduler: SchedulerActor = SchedulerActor.spawn(self.clock, parent=self.node)
+        self.scheduler: SchedulerActor = SchedulerActor.spawn(self.clock, parent=self.node, counters=self.counters)
         self.directory: DirectoryActor = directory_class.spawn(
             history, parent=self.node, room_class=room_class, counters=self.counters, store=self.store,
             **cluster_option)
@@ -122,10 +122,14 @@ class ActorSystem:
     # --- users ----------------------------------------------------------------------
 
     def spawn_user(self, conn: Any) -> pykka.ActorRef[Any]:
+        """A UserActor for an upgraded connection, wired to its callbacks
+        (``on_message``, ``on_pong``, ``on_overflow``, ``on_close``: see actors/user.py)."""
         sid = secrets.token_hex(8)
-        return self.user_class.start(sid, conn, self.timeouts, self.clock, self.scheduler.actor_ref,
+        user = self.user_class.spawn(sid, conn, self.timeouts, self.clock, self.scheduler.actor_ref,
                                      self.directory.actor_ref, parent=self.node, events=self.events,
                                      limits=self.limits, counters=self.counters)
+        user.attach(conn)
+        return user.actor_ref
 
     def users(self) -> list[UserActor]:
         return [a for a in list(self.node.children.values()) if isinstance(a, UserActor)]

@@ -1,26 +1,32 @@
 """UserActor: one per connection, a thin shell around :class:`Session`.
 
-Its mailbox receives client frames (from the connection's reader greenlet),
+Its mailbox receives client frames (from the connection's callbacks, below),
 timer firings (from the scheduler), deliveries (from rooms and the directory)
 and kicks.  Each message goes through ``Session.handle(event, now)``; the
-effects that come back are carried out here — the only place a user's socket is
-written and the only place the scheduler and directory are told about a user.
+effects that come back are carried out here — the only place the scheduler and
+directory are told about a user.  Rooms write fan-out and the scheduler writes
+pings to the socket directly (they need no decision).
+
+The connection calls :meth:`on_message`, :meth:`on_pong`, :meth:`on_overflow` and
+:meth:`on_close` from its read path (ActorSystem.spawn_user wires them).  They run
+outside the actor, must not block or raise, and only ``tell`` the actor, except
+pongs: they need no decision when the session is live, so they are noted in the
+session right there (``Session.note_pong``), without a trip through the mailbox.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
-
-import gevent
 
 from .core import codec
 from .base import HubbubActor, tell
 from .clock import Clock
 from .core.counters import Counters
 from .core.messages import (
-    Cancel, ClientFrame, CancelOwner, ClaimNick, JoinRoom, LeaveRoom, RoomSay, Schedule, SendDm, UserGone,
-    UserConnected, UserDisconnected, UserProfiled,
+    Cancel, ClientFrame, CancelOwner, ClaimNick, ConnectionLost, JoinRoom, LeaveRoom, Overflow, PongFrame,
+    RoomSay, Schedule, SendDm, UserGone, UserConnected, UserDisconnected, UserProfiled,
 )
 from .plugin import publish, user_watchers
 from .core.session import (
@@ -31,6 +37,14 @@ from .core.session import (
 __all__ = ["UserActor"]
 
 log = logging.getLogger("hubbub.users")
+
+# A cheap first look for a `pong` message in the read path; whatever it lets through
+# is decoded for real, whatever it misses (escaped keys, ...) takes the mailbox.
+_MAYBE_PONG = re.compile(r'"type"\s*:\s*"pong"')
+
+
+def _nothing(*_args: Any) -> None:
+    """A connection callback after the user is gone."""
 
 
 class UserActor(HubbubActor):
@@ -48,7 +62,6 @@ class UserActor(HubbubActor):
         self.opened_at = clock.monotonic()  # now, in the greenlet that accepted the socket
         self.counters = counters or Counters()
         self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits())
-        self.handled = 0
         self.watchers = user_watchers(self)
         """Plugins told about this user's life (a live list, usually empty; actors/plugin.py)."""
 
@@ -61,8 +74,7 @@ class UserActor(HubbubActor):
             "state": s.state.value,
             "nick": s.nick,
             "rooms": sorted(s.rooms),
-            "timers": [{"name": name, "due_in": round(due - now, 3)}
-                       for name, (_token, due) in sorted(s.timers.items(), key=lambda kv: kv[1][1])],
+            "timers": [{"name": name, "due_in": round(due - now, 3)} for name, due in s.timer_dues(now)],
             "remote": getattr(self.conn, "remote_addr", None),
             "backlog": getattr(self.conn, "backlog", 0),
         }
@@ -82,12 +94,52 @@ class UserActor(HubbubActor):
             self.counters.frames_in += 1
         effects = self.session.handle(message, self.clock.monotonic())
         self._apply(effects)
-        self.handled += 1
-        # Fairness: a greenlet whose mailbox is never empty never yields, and a
-        # busy user would starve every other greenlet (STYLE.md, measured).
-        if self.handled % 16 == 0:
-            gevent.sleep(0)
+        # Fairness is the runtime's: a drain handles a bounded batch (actors/base.py).
         return None
+
+    # --- the connection's callbacks (outside the actor: never block, never raise) ----
+
+    def on_message(self, data: str | bytes) -> None:
+        """One complete data message from the socket."""
+        if (type(data) is str and self.actor_inbox.empty()  # type: ignore[attr-defined]
+                and _MAYBE_PONG.search(data) is not None and self._pong_message(data)):
+            return
+        tell(self.actor_ref, ClientFrame(data))
+
+    def _pong_message(self, data: str) -> bool:
+        # Only with an empty mailbox: every earlier frame has been handled, so noting
+        # it here is what handling it in order would do.
+        try:
+            if type(codec.decode(data)) is not codec.Pong:
+                return False
+            if not self.session.note_pong(self.clock.monotonic()):
+                return False  # a decision to make (rate, state): the mailbox's job
+        except Exception:  # noqa: BLE001 - never raise into the transport; the actor decides
+            return False
+        self.counters.frames_in += 1
+        return True
+
+    def on_pong(self) -> None:
+        """A WebSocket pong control frame: the table says what it does (last_pong or nothing)."""
+        try:
+            effects = self.session.handle(PongFrame(), self.clock.monotonic())
+        except Exception:  # noqa: BLE001 - never raise into the transport
+            log.exception("pong frame for %s", self.actor_id)
+            return
+        assert not effects, effects  # PongFrame rows decide nothing (actors/core/session.py)
+
+    def on_overflow(self) -> None:
+        """The outbound backlog is over --max-backlog."""
+        tell(self.actor_ref, Overflow())
+
+    def on_close(self, code: int | None) -> None:
+        """The connection is over (called once)."""
+        tell(self.actor_ref, ConnectionLost(code))
+
+    def attach(self, conn: Any) -> None:
+        """Make this user the receiver of ``conn``'s callbacks (undone when it is gone)."""
+        conn.on_message, conn.on_pong = self.on_message, self.on_pong
+        conn.on_overflow, conn.on_close = self.on_overflow, self.on_close
 
     def _apply(self, effects: list[Any]) -> None:
         s, counters = self.session, self.counters
@@ -104,7 +156,8 @@ class UserActor(HubbubActor):
                     publish(self.watchers, UserProfiled(s.session_id, fx.frame["nick"]))
                 self.conn.send_text(codec.encode(fx.frame))
             elif kind is Arm:
-                tell(self.scheduler, Schedule(s.session_id, self.actor_ref, fx.name, fx.due, fx.token, fx.every))
+                tell(self.scheduler, Schedule(s.session_id, self.actor_ref, fx.name, fx.due, fx.token, fx.every,
+                                              self.conn if fx.direct else None))
             elif kind is Disarm:
                 tell(self.scheduler, Cancel(s.session_id, fx.name))
             elif kind is SayFx:
@@ -133,9 +186,14 @@ class UserActor(HubbubActor):
         if timers:
             tell(self.scheduler, CancelOwner(sid, timers))
         tell(self.directory, UserGone(sid))
-        self.actor_ref.stop(block=False)
+        self.stop()  # pykka's Actor.stop: a tell, without the two futures of ref.stop()
 
     def _gone(self) -> None:
+        # The connection may outlive us by a moment (close handshake): its callbacks
+        # must not keep this actor (and through it the session) alive, nor reach it.
+        conn = self.conn
+        if getattr(conn, "on_message", None) == self.on_message:
+            conn.on_message = conn.on_pong = conn.on_overflow = conn.on_close = _nothing
         self.counters.disconnects[self.session.close_reason or "client_closed"] += 1
         if self.watchers:
             s = self.session

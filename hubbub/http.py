@@ -18,9 +18,6 @@ from typing import Any, Callable, Iterable
 import pykka
 from greenlet import greenlet
 
-from actors.base import tell
-from actors.core.messages import ClientFrame, ConnectionLost, Overflow, PongFrame
-
 from .telemetry import CONTENT_TYPE
 
 __all__ = ["App"]
@@ -97,18 +94,19 @@ class App:
     # --- the chat socket ------------------------------------------------------------
 
     def serve_websocket(self, conn: Any) -> None:
+        # spawn_user sets conn.on_message/on_pong/on_overflow/on_close.  Until the
+        # transport calls them from its own read path, this loop feeds them.
         ref = self.system.spawn_user(conn)
-        conn.on_pong = lambda: tell(ref, PongFrame())
-        conn.on_overflow = lambda: tell(ref, Overflow())
         try:
-            while True:
+            while not ref.actor_stopped.is_set():
                 data = conn.receive()
                 # receive() yields after every message: a flooding client cannot
                 # starve the others (buffered data never makes recv() block).
-                if data is None or not tell(ref, ClientFrame(data)):
+                if data is None:
                     break
+                conn.on_message(data)
         finally:
-            tell(ref, ConnectionLost(conn.close_code))
+            conn.on_close(conn.close_code)
             # Let the actor finish (leave rooms, last writes) before the handler
             # closes the socket; bounded, the actor never waits on the client.
             ref.actor_stopped.wait(2.0)

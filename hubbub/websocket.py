@@ -184,7 +184,7 @@ class Connection:
 
     # Thousands of these stay alive at once: no per-instance __dict__.
     __slots__ = (
-        "remote_addr", "close_code", "close_reason", "on_pong", "on_overflow",
+        "remote_addr", "close_code", "close_reason", "on_message", "on_pong", "on_overflow", "on_close",
         "max_message", "max_backlog", "close_timeout",
         "_sock", "_read", "_read1", "_send", "_loop",
         "_chunks", "_buf", "_backlog", "_flush_pending", "_watcher", "_overflowed",
@@ -195,8 +195,10 @@ class Connection:
     remote_addr: str
     close_code: int | None
     close_reason: str
+    on_message: Callable[[str | bytes], None] | None
     on_pong: Callable[[], None] | None
     on_overflow: Callable[[], None] | None
+    on_close: Callable[[int | None], None] | None
 
     def __init__(
         self,
@@ -211,8 +213,10 @@ class Connection:
         self.remote_addr = remote_addr
         self.close_code = None
         self.close_reason = ""
+        self.on_message = None
         self.on_pong = None
         self.on_overflow = None
+        self.on_close = None
         self.max_message = max_message
         self.max_backlog = max_backlog
         self.close_timeout = close_timeout

@@ -152,6 +152,10 @@ class Schedule:
     """Returned in TimerFired."""
     every: float | None = None
     """Re-arm every this many seconds after each firing, until cancelled."""
+    conn: Any = None
+    """With a connection, a firing needs no decision (the periodic ping): the scheduler
+    writes a `ping` straight to it, encoded once per firing batch, and does not tell
+    the owner (its mailbox never sees the ping)."""
 
 
 @dataclass(frozen=True, slots=True)

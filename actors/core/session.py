@@ -14,6 +14,7 @@ table (``python -m actors.core.session``), so the picture cannot drift from the 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,12 +117,15 @@ class Arm:
     """Ask the scheduler for timer ``name`` at monotonic ``due``; ``token`` comes back.
 
     With ``every``, the scheduler re-arms it itself each time it fires (the ping timer:
-    no scheduler message per ping)."""
+    no scheduler message per ping).  With ``direct``, a firing needs no decision: the
+    scheduler writes the `ping` to the connection itself and this session never hears
+    of it (``TimerFired`` is not sent)."""
 
     name: str
     due: float
     token: int
     every: float | None = None
+    direct: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +282,35 @@ class Session:
             return [Send(codec.error("not_ready", f"`{name}` is not allowed in state {self.state.value}"))]
         return self._dispatch(name, msg, now)
 
+    def note_pong(self, now: float) -> bool:
+        """A `pong` message, noted where the transport read it: no mailbox trip.
+
+        True when it needed no decision: the table allows `pong` in this state (so never
+        before hello: that is `policy` 1008) and the rate bucket has a token (a pong
+        counts like any client message).  False: the caller sends the frame through the
+        mailbox, where ``handle`` decides (`rate_limited`, 4006, 1008).  The caller only
+        takes this path with an empty mailbox, so the order of frames is kept.
+        """
+        row = TRANSITIONS.get((self.state, "pong"))
+        if row is None or row[0] is not Session._pong or not self._take_token(now):
+            return False
+        self._strikes = 0
+        row[0](self, None, now)
+        return True
+
+    def timer_dues(self, now: float) -> list[tuple[str, float]]:
+        """Armed timers and when each fires next, soonest first (/debug's `timers`).
+
+        The ping repeats at the scheduler without telling us, so its recorded deadline
+        is the first one: the next is a whole number of intervals after it."""
+        out = []
+        every = self.timeouts.ping
+        for name, (_token, due) in self.timers.items():
+            if name == "ping" and due <= now and every > 0:
+                due += math.floor((now - due) / every + 1) * every
+            out.append((name, due))
+        return sorted(out, key=lambda nd: nd[1])
+
     def _take_token(self, now: float) -> bool:
         lim = self.limits
         if self._tokens < 0:
@@ -292,10 +325,10 @@ class Session:
 
     # --- helpers --------------------------------------------------------------------
 
-    def _arm(self, name: str, due: float, every: float | None = None) -> Arm:
+    def _arm(self, name: str, due: float, every: float | None = None, direct: bool = False) -> Arm:
         self._token += 1
         self.timers[name] = (self._token, due)
-        return Arm(name, due, self._token, every)
+        return Arm(name, due, self._token, every, direct)
 
     def _disarm(self, name: str) -> list[Effect]:
         if self.timers.pop(name, None) is None:
@@ -331,7 +364,7 @@ class Session:
         t = self.timeouts
         return [*self._disarm("hello"),
                 Send(codec.welcome(self.session_id, t.as_dict())),
-                self._arm("ping", now + t.ping, every=t.ping), self._arm("pong", now + t.pong)]
+                self._arm("ping", now + t.ping, every=t.ping, direct=True), self._arm("pong", now + t.pong)]
 
     # --- transitions: Connected / InChat --------------------------------------------
 
@@ -396,6 +429,8 @@ class Session:
 
     def _pong(self, ev: object, now: float) -> list[Effect]:
         # No scheduler message per pong: the pong timer checks last_pong when it fires.
+        # Usually reached without the mailbox: note_pong (a `pong` message) and
+        # handle(PongFrame()) run where the transport reads the frame.
         self.last_pong = now
         return []
 
@@ -413,10 +448,7 @@ class Session:
             return []  # stale: re-armed or cancelled after the scheduler posted it
         del self.timers[ev.name]
         t = self.timeouts
-        if ev.name == "ping":
-            # Periodic at the scheduler: it is already armed again for the next one.
-            self.timers["ping"] = (ev.token, armed[1] + t.ping)
-            return [Send(codec.ping(self.wall()))]
+        # No "ping" here: it is armed `direct`, the scheduler writes it (issue 11 item 3).
         if ev.name == "hello" and self.state is U:
             return self._disconnect("hello_timeout", now)
         if ev.name == "profile" and self.state in (U, C):

@@ -39,3 +39,29 @@ def test_os_threads_stay_flat_from_10_to_1000_users():
     finally:
         for s in socks:
             s.close()
+
+
+def test_idle_users_add_no_actor_greenlet():
+    """1,000 idle users in chat hold no actor greenlet: the process's greenlets grow by at
+    most the transport's one reader per connection, never by one per actor."""
+    socks: list[socket.socket] = []
+    try:
+        with Server() as server:
+            for i in range(10):
+                raw_login(server, f"g{i}", socks)
+            server.wait_for(lambda: sum(u["state"] == "InChat" for u in server.users()) == 10, what="10 in chat")
+            at_10 = server.json("/debug/stats")["greenlets"]
+            for i in range(10, 1000):
+                raw_login(server, f"g{i}", socks)
+            server.wait_for(lambda: sum(u["state"] == "InChat" for u in server.users()) == 1000,
+                            timeout=30, what="1000 in chat")
+            server.wait_for(lambda: server.json("/debug/stats")["mailbox_total"] == 0, what="mailboxes empty")
+            grown = server.json("/debug/stats")["greenlets"] - at_10
+            # Before the mailbox runtime each user held two: its reader and its actor.
+            # The reader goes with the watcher-based transport (issue 11 item 2); then
+            # this bound becomes the constant 50.
+            readers = 990
+            assert grown <= readers + 50, grown
+    finally:
+        for s in socks:
+            s.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from actors.core import codec
 from actors.core.messages import ClientFrame, TimerFired
 from actors.core.session import Arm, Close, Disarm, Finish, Opened, Send, SendRaw, Session, Timeouts
 from actors.core.timers import TimerQueue
@@ -47,7 +48,7 @@ class SessionDriver:
     def apply(self, effects: list[Any]) -> list[Any]:
         for fx in effects:
             if isinstance(fx, Arm):
-                self.timers.schedule("s1", fx.name, fx.due, (fx.token, fx.every))
+                self.timers.schedule("s1", fx.name, fx.due, (fx.token, fx.every, fx.direct))
             elif isinstance(fx, Disarm):
                 self.timers.cancel("s1", fx.name)
             elif isinstance(fx, Finish):
@@ -72,10 +73,15 @@ class SessionDriver:
                 break
             self.clock.jump(max(0.0, due - self.clock.monotonic()))
             for entry in self.timers.pop_due(self.clock.monotonic()):
-                token, every = entry.payload
+                token, every, direct = entry.payload
                 if every:  # as the SchedulerActor does for periodic timers
                     self.timers.schedule("s1", entry.key[1], entry.due + every, entry.payload)
-                out += self.event(TimerFired(entry.key[1], token))
+                if direct:  # as the SchedulerActor does: written to the socket, no session event
+                    ping = SendRaw(codec.encode(codec.ping(self.clock.wall())))
+                    self.effects.append(ping)
+                    out.append(ping)
+                else:
+                    out += self.event(TimerFired(entry.key[1], token))
         self.clock.jump(target - self.clock.monotonic())
         return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from actors.base import HubbubActor
 from actors.clock import MonotonicClock
 from actors.core.messages import Cancel, CancelOwner, Schedule, TimerFired
-from actors.scheduler import SchedulerActor
+from actors.scheduler import TICK, SchedulerActor
 
 
 class Owner(HubbubActor):
@@ -83,5 +84,19 @@ def test_one_gevent_timer_for_many_deadlines(actors):
         sched.actor_ref.tell(Schedule(f"o{i}", owner.actor_ref, "session", now + 100 + i))
     sched.actor_ref.tell(Schedule("first", owner.actor_ref, "hello", now + 50))
     gevent.sleep(0.05)
-    assert len(sched.timers) == 10_001 and sched._armed_for == now + 50
+    assert len(sched.timers) == 10_001 and sched._armed_for == pytest.approx(math.ceil((now + 50) / TICK) * TICK)
+    assert 0 <= sched._armed_for - (now + 50) < TICK
     assert sched.describe()["pending"] == 10_001
+
+
+def test_deadlines_in_one_tick_fire_in_one_batch(actors):
+    """Two deadlines 3 ms apart inside one 10 ms tick fire together, at most a tick late."""
+    sched, owner = actors
+    now = time.monotonic()
+    base = math.ceil((now + 0.05) / TICK) * TICK + TICK * 0.1
+    sched.actor_ref.tell(Schedule("o", owner.actor_ref, "a", base))
+    sched.actor_ref.tell(Schedule("o", owner.actor_ref, "b", base + TICK * 0.3))
+    gevent.sleep(0.12)
+    (_, _, at_a), (_, _, at_b) = owner.fired
+    assert abs(at_b - at_a) < TICK * 0.1  # together, not 3 ms apart: one wake-up
+    assert base + TICK * 0.3 <= at_a < base + TICK + 0.05

@@ -9,7 +9,7 @@ from actors.core.messages import (
     RoomMoved, Shutdown, TimerFired,
 )
 from actors.core.session import (
-    TRANSITIONS, ClaimNickFx, Close, DmFx, Finish, InvalidTransition, JoinRoomFx, LeaveRoomFx,
+    TRANSITIONS, Arm, ClaimNickFx, Close, DmFx, Finish, InvalidTransition, JoinRoomFx, LeaveRoomFx, Limits,
     SayFx, Timeouts, UserState, mermaid,
 )
 
@@ -165,6 +165,26 @@ class TestPongRule:
         d.advance(110)
         d.event(PongFrame())
         assert d.closes(d.advance(100)) == []
+
+    def test_ping_is_armed_direct_and_never_reaches_the_session(self):
+        """The ping timer is periodic and `direct`: the scheduler writes it, the session is not told."""
+        d = SessionDriver(T)
+        arms = [fx for fx in d.send({"type": "hello"}) if isinstance(fx, Arm) and fx.name == "ping"]
+        assert arms == [Arm("ping", 1030.0, arms[0].token, every=30.0, direct=True)]
+        handled: list[object] = []
+        real = d.session.handle
+        d.session.handle = lambda ev, now: handled.append(ev) or real(ev, now)  # type: ignore[method-assign]
+        d.advance(95)
+        assert not any(isinstance(ev, TimerFired) and ev.name == "ping" for ev in handled)
+
+    def test_timer_dues_roll_the_ping_forward(self):
+        """/debug's ping due time is the next firing, not the first one."""
+        d = SessionDriver(T)
+        d.send({"type": "hello"})  # at 1000: ping 1030, pong 1120
+        d.advance(65)  # 1065: pings at 1030 and 1060 went out; next 1090
+        assert dict(d.session.timer_dues(d.clock.monotonic()))["ping"] == pytest.approx(1090.0)
+        names = [n for n, _ in d.session.timer_dues(d.clock.monotonic())]
+        assert names == ["ping", "pong", "profile", "session"]  # soonest first
 
     def test_keeps_a_responsive_client_for_hours(self):
         """A client that pongs every ping stays connected until the session rule."""
@@ -440,3 +460,56 @@ def test_rules_count_from_the_upgrade_not_from_the_first_run():
     s = Session("s", T, lambda: 0.0)
     arms = s.handle(Opened(at=100.0), 100.25)
     assert {a.name: a.due for a in arms} == {"hello": 105.0, "profile": 400.0, "session": 43300.0}
+
+
+class TestPongNotedWhereRead:
+    """A `pong` message needs no decision when the session is live: Session.note_pong."""
+
+    def test_note_pong_moves_last_pong(self):
+        """note_pong in Connected sets last_pong; the pong rule then counts from it."""
+        d = SessionDriver(T)
+        d.send({"type": "hello"})
+        d.advance(100)
+        assert d.session.note_pong(d.clock.monotonic()) is True
+        assert d.session.last_pong == d.clock.monotonic()
+        assert d.closes(d.advance(119)) == []
+        assert d.closes(d.advance(1.0)) == [Close(4002, "pong_timeout")]
+
+    def test_note_pong_refuses_before_hello(self):
+        """Before hello a pong is a decision (policy 1008): note_pong leaves it to handle()."""
+        d = SessionDriver(T)
+        assert d.session.note_pong(d.clock.monotonic()) is False
+        assert d.closes(d.send({"type": "pong"})) == [Close(1008, "policy")]
+
+    def test_note_pong_takes_a_token_and_refuses_when_the_bucket_is_empty(self):
+        """A noted pong costs a token; with none left it goes to handle(), which says rate_limited."""
+        d = SessionDriver(T)
+        d.session.limits = Limits(rate=1.0, burst=3)
+        d.send({"type": "hello"})
+        now = d.clock.monotonic()
+        assert [d.session.note_pong(now) for _ in range(4)] == [True, True, True, False]
+        assert d.sent(d.send({"type": "pong"})) == [
+            {"type": "error", "code": "rate_limited", "message": "slow down: too many messages"}]
+        d.clock.jump(1.0)
+        assert d.session.note_pong(d.clock.monotonic()) is True  # refilled
+
+    def test_note_pong_resets_the_strikes(self):
+        """An accepted pong ends a run of rejected frames, as any accepted frame does."""
+        d = SessionDriver(T)
+        d.session.limits = Limits(rate=1.0, burst=2)
+        d.send({"type": "hello"})
+        d.send({"type": "ping"})  # 1 token left
+        d.send({"type": "ping"})
+        d.send({"type": "ping"})  # rejected: strike 1
+        assert d.session._strikes == 1
+        d.clock.jump(1.0)
+        assert d.session.note_pong(d.clock.monotonic()) is True and d.session._strikes == 0
+
+    def test_note_pong_does_nothing_after_a_disconnect_was_decided(self):
+        """In ToBeDisconnected the table has no `pong`: not noted."""
+        d = SessionDriver(T)
+        d.send({"type": "hello"})
+        d.send({"type": "bye"})
+        before = d.session.last_pong
+        d.clock.jump(5)
+        assert d.session.note_pong(d.clock.monotonic()) is False and d.session.last_pong == before
