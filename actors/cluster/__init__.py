@@ -14,7 +14,14 @@ A package of ports around the single-node actors:
 from __future__ import annotations
 
 from .directory import LOGIN_WAIT, ClusterDirectoryActor
-from .link import DEFAULT_NODE_TTL, DEFAULT_ROOM_TTL, STARTUP_WAIT, ClusterActor, Settings, parse_url
+from .link import (
+    DEFAULT_NODE_TTL,
+    DEFAULT_ROOM_TTL,
+    STARTUP_WAIT,
+    ClusterActor,
+    Settings,
+    parse_url,
+)
 from .mirror import RoomMirror
 from .room import FIRST_SNAPSHOT_WAIT, RedisRoomPort
 

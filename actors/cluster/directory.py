@@ -20,7 +20,17 @@ import gevent.event
 
 from ..base import HubbubActor, tell
 from ..core import codec
-from ..core.messages import ClaimNick, Deliver, DmResult, Kick, KickNick, NickResult, RoomRetired, SendDm, UserGone
+from ..core.messages import (
+    ClaimNick,
+    Deliver,
+    DmResult,
+    Kick,
+    KickNick,
+    NickResult,
+    RoomRetired,
+    SendDm,
+    UserGone,
+)
 from ..directory import DirectoryActor
 from ..room import RoomActor
 from . import keys as K

@@ -43,8 +43,18 @@ from redis.retry import Retry
 from ..base import HubbubActor, tell
 from . import keys as K
 from .messages import (
-    Call, ClusterUp, LinkDown, NodeEvent, Reclaim, Reply, Resync, RoomEvent, SayDone, SaySend,
-    Subscribe, Unsubscribe,
+    Call,
+    ClusterUp,
+    LinkDown,
+    NodeEvent,
+    Reclaim,
+    Reply,
+    Resync,
+    RoomEvent,
+    SayDone,
+    SaySend,
+    Subscribe,
+    Unsubscribe,
 )
 
 __all__ = ["ClusterActor", "DEFAULT_NODE_TTL", "DEFAULT_ROOM_TTL", "PUB", "SAID_TTL_MS", "Settings", "parse_url",

@@ -212,7 +212,7 @@ class RoomMirror:
             self.history = self.history.merged(seq, [f for _raw, f in frames])
             self.roster = roster
         self.epoch, self.ev, self.state, self.told = epoch, ev, SYNCED, True
-        for n, state in self.says.items():
+        for n in self.says:
             self.says[n] = "sent"
             out.append(SendSay(n))
         if self.suspects:

@@ -24,11 +24,23 @@ import gevent
 
 from ..base import tell
 from ..core import codec
-from ..core.messages import Deliver as DeliverMsg, RoomJoin, RoomSay
+from ..core.messages import Deliver as DeliverMsg
+from ..core.messages import RoomJoin, RoomSay
 from . import keys as K
 from .link import PUB, SAID_TTL_MS
-from .messages import Call, LinkDown, Reply, Resync, RoomEvent, SayDone, SaySend, Subscribe, Unsubscribe
-from .mirror import Ack, Announce, Deliver, Recheck, Refuse, Rejoin, Resync as ResyncFx, RoomMirror, SendSay
+from .messages import (
+    Call,
+    LinkDown,
+    Reply,
+    Resync,
+    RoomEvent,
+    SayDone,
+    SaySend,
+    Subscribe,
+    Unsubscribe,
+)
+from .mirror import Ack, Announce, Deliver, Recheck, Refuse, Rejoin, RoomMirror, SendSay
+from .mirror import Resync as ResyncFx
 
 __all__ = ["RedisRoomPort", "FIRST_SNAPSHOT_WAIT"]
 
