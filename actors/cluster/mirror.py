@@ -199,8 +199,12 @@ class RoomMirror:
         if self.told:
             # (After a new epoch the fresh `joined` lists the members: no presence then.)
             roster = self._reconcile(roster, now, out if epoch == self.epoch else [])
-        if self.epoch is not None and epoch != self.epoch:
-            # Redis lost the history the members here saw: start their view over.
+        kept_from = frames[0][1]["seq"] if frames else seq + 1
+        gap = self.told and seq > self.history.last_seq and kept_from > self.history.last_seq + 1
+        if (self.epoch is not None and epoch != self.epoch) or gap:
+            # Redis lost the history the members here saw (another epoch), or more was
+            # said while this room was not listening than Redis keeps (a gap it cannot
+            # fill): start their view over rather than skip messages silently.
             self.history = RoomHistory(self.history.keep, seq, [f for _raw, f in frames])
             self.roster = roster
             out.append(Rejoin())

@@ -125,8 +125,8 @@ class TestOneOrder:
         m = synced(FakeClock())
         assert m.event(msg_event(3, 3), json.loads) == [Resync()]
         assert m.event(msg_event(4, 4), json.loads) == [], "nothing trusted until the snapshot"
-        out = m.snapshot(4, 4, {}, [raw(2), raw(3), raw(4)], "e1", 0.0)
-        assert [fx.frame["seq"] for fx in out if isinstance(fx, Deliver)] == [2, 3, 4]
+        out = m.snapshot(4, 4, {}, [raw(1), raw(2), raw(3), raw(4)], "e1", 0.0)
+        assert [fx.frame["seq"] for fx in out if isinstance(fx, Deliver)] == [1, 2, 3, 4]
 
     def test_a_say_lost_with_the_connection_is_sent_again_after_the_snapshot(self):
         """Its outcome is unknown: the same tag again, and the script answers its first seq."""
@@ -205,3 +205,11 @@ class TestPresence:
         assert m.event(b"P1 j b/x bob", json.loads) == []
         clock.jump(2)
         assert m.recheck(clock.monotonic()) == []
+
+    def test_a_gap_the_snapshot_cannot_fill_restarts_the_view(self):
+        """More was said while the room was not listening than Redis keeps: told, not skipped."""
+        m = synced(FakeClock(), seq=2, frames=[raw(1), raw(2)])
+        m.link_down()
+        m.link_up()
+        out = m.snapshot(0, 9, {}, [raw(8), raw(9)], "e1", 0.0)
+        assert out == [Rejoin()] and [f["seq"] for f in m.history.recent()] == [8, 9]
