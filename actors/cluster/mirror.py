@@ -82,8 +82,11 @@ class SendSay:
 
 @dataclass(frozen=True, slots=True)
 class Rejoin:
-    """The room's history changed epoch: every member here gets a fresh `joined`
-    (``complete: false``): what it saw before belongs to a history Redis lost."""
+    """Every member here gets a fresh `joined` (``complete: false``): the room's history
+    changed epoch (what they saw belongs to a history Redis lost), or has a gap."""
+
+    after: int | None = None
+    """Only history after this seq (a gap: what they saw before it stays valid)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,13 +204,15 @@ class RoomMirror:
             roster = self._reconcile(roster, now, out if epoch == self.epoch else [])
         kept_from = frames[0][1]["seq"] if frames else seq + 1
         gap = self.told and seq > self.history.last_seq and kept_from > self.history.last_seq + 1
-        if (self.epoch is not None and epoch != self.epoch) or gap:
+        new_epoch = self.epoch is not None and epoch != self.epoch
+        if new_epoch or gap:
             # Redis lost the history the members here saw (another epoch), or more was
             # said while this room was not listening than Redis keeps (a gap it cannot
             # fill): start their view over rather than skip messages silently.
+            after = None if new_epoch else self.history.last_seq
             self.history = RoomHistory(self.history.keep, seq, [f for _raw, f in frames])
             self.roster = roster
-            out.append(Rejoin())
+            out.append(Rejoin(after))
         else:
             for raw, frame in frames:
                 if frame["seq"] > self.history.last_seq:  # said while this room was not listening

@@ -253,7 +253,7 @@ class RedisRoomPort:
                 if say is not None:
                     room.refuse(say, "unavailable", UNAVAILABLE)
             elif kind is Rejoin:
-                self._rejoin()
+                self._rejoin(fx.after)
             elif kind is ResyncFx:
                 self._sync()
             elif kind is Recheck:
@@ -272,10 +272,11 @@ class RedisRoomPort:
                                  self.mirror.history.keep, tag, self.mirror.epoch or "", SAID_TTL_MS, PUB),
                                 self.room.actor_ref, n))
 
-    def _rejoin(self) -> None:
-        """The history changed epoch: every member here starts its view of the room over."""
+    def _rejoin(self, after: int | None) -> None:
+        """Every member here starts its view of the room over (a new epoch, or a gap)."""
         room, m = self.room, self.mirror
         nicks = sorted({*m.roster.values(), *(nick for _ref, nick in room.members.values())})
-        payload = codec.encode(codec.joined(self.name, nicks, m.history.recent(), False, m.epoch))
+        history = [f for f in m.history.recent() if after is None or f["seq"] > after]
+        payload = codec.encode(codec.joined(self.name, nicks, history, False, m.epoch))
         for session, (ref, _nick) in room.members.items():
             room.reply(session, ref, payload, DeliverMsg(payload))

@@ -212,4 +212,4 @@ class TestPresence:
         m.link_down()
         m.link_up()
         out = m.snapshot(0, 9, {}, [raw(8), raw(9)], "e1", 0.0)
-        assert out == [Rejoin()] and [f["seq"] for f in m.history.recent()] == [8, 9]
+        assert out == [Rejoin(after=2)] and [f["seq"] for f in m.history.recent()] == [8, 9]
