@@ -159,8 +159,8 @@ def parse_url(url: str) -> Settings:
 class _Connected:
     """The connector greenlet reached Redis."""
 
-    conn: Any
-    stream: CommandStream
+    shards: dict[str, tuple[Any, CommandStream]]
+    """Per primary ("host:port"; one for a single Redis): subscriber connection, command stream."""
     pub: bytes
     live: tuple[str, ...]
 
@@ -304,6 +304,10 @@ class ClusterActor(HubbubActor):
                 **common))
             self._subscriber_pool = redis.ConnectionPool.from_url(s.url, **quiet, **common)
             self._stream_pool = redis.ConnectionPool.from_url(s.url, **quiet, **common)
+        self.clustered = False
+        """Redis Cluster (found at the first connection): commands routed by slot, one
+        subscriber connection and one command stream per primary."""
+        self._quiet = {**quiet, **common}
         self.scripts = {name: self.redis.register_script(_script_text(name)) for name in _SCRIPTS}
         self.info = f"{socket.gethostname()} pid {os.getpid()}"
         self.up = False
@@ -318,8 +322,8 @@ class ClusterActor(HubbubActor):
         """The directory's ref (set by the ActorSystem): this node's inbox goes there."""
         self.rooms: dict[bytes, Any] = {}
         """channel → room ref."""
-        self.stream: CommandStream | None = None
-        self._conn: Any = None
+        self.shards: dict[str, tuple[Any, CommandStream]] = {}
+        """While up: per primary, the subscriber connection and the says' command stream."""
         self._greenlets: dict[str, Any] = {}
         self._burying: set[str] = set()
         self.first_up = gevent.event.Event()
@@ -349,11 +353,9 @@ class ClusterActor(HubbubActor):
     def on_stop(self) -> None:
         for g in self._greenlets.values():
             g.kill(block=False)
-        if self._conn is not None:
-            self._conn.disconnect()
-        if self.stream is not None:
-            self.stream.close("stopping")
-        self.redis.connection_pool.disconnect()
+        self._close_shards("stopping")
+        if not self.clustered:
+            self.redis.connection_pool.disconnect()
         super().on_stop()
 
     def leave(self) -> None:
@@ -429,9 +431,18 @@ class ClusterActor(HubbubActor):
         if call.reply_to is not None:
             tell(call.reply_to, Reply(call.token, value))
 
+    def _shard(self, key: Any) -> tuple[Any, CommandStream] | None:
+        """The subscriber connection and stream of the primary that holds ``key`` (no I/O:
+        redis-py's slot table)."""
+        if not self.clustered:
+            return next(iter(self.shards.values()), None)
+        node = self.redis.get_node_from_key(key)
+        return self.shards.get(node.name) if node is not None else None
+
     def _say(self, msg: SaySend) -> None:
-        stream = self.stream
-        if not self.up or stream is None:
+        shard = self._shard(msg.args[0]) if self.up else None
+        stream = shard[1] if shard is not None else None
+        if stream is None:
             tell(msg.room, SayDone(msg.n, ConnectionError(self.problem or "redis is unreachable")))
             return
         args = tuple(self.pub if a == PUB else a for a in msg.args)
@@ -443,7 +454,7 @@ class ClusterActor(HubbubActor):
     def _subscribe(self, msg: Subscribe) -> None:
         self.rooms[msg.channel] = msg.room
         if self.up:
-            self._send(self._sub, msg.channel)
+            self._send(msg.channel, self._sub, msg.channel)
         else:  # it gets its Resync when Redis is back
             tell(msg.room, LinkDown())
 
@@ -453,16 +464,20 @@ class ClusterActor(HubbubActor):
             return  # a newer room of that name has the channel now
         del self.rooms[msg.channel]
         if self.up:
-            self._send(b"SUNSUBSCRIBE" if self.pub == b"SPUBLISH" else b"UNSUBSCRIBE", msg.channel)
+            self._send(msg.channel, b"SUNSUBSCRIBE" if self.pub == b"SPUBLISH" else b"UNSUBSCRIBE", msg.channel)
 
     @property
     def _sub(self) -> bytes:
         return b"SSUBSCRIBE" if self.pub == b"SPUBLISH" else b"SUBSCRIBE"
 
-    def _send(self, *args: Any) -> None:
+    def _send(self, channel: bytes, *args: Any) -> None:
         # A write of a few bytes on the subscriber socket: the kernel buffers it.
+        shard = self._shard(channel)
+        if shard is None:
+            self._down(f"no primary holds the slot of {channel!r}")
+            return
         try:
-            self._conn.send_command(*args)
+            shard[0].send_command(*args)
         except _REDIS_ERRORS as exc:
             self._down(_why(exc))
 
@@ -494,20 +509,25 @@ class ClusterActor(HubbubActor):
         """The connector greenlet: retry with backoff until Redis answers, then report."""
         delay = BACKOFF[0]
         while True:
-            conn = stream = None
+            shards: dict[str, tuple[Any, CommandStream]] = {}
             try:
-                conn = self._subscriber_pool.make_connection()
-                conn.connect()
-                stream = CommandStream(self._stream_pool.make_connection(), self.actor_ref, self.gen + 1)
-                version = str(self.redis.info("server").get("redis_version", "0"))
+                info = self._server_info()
+                version = str(info.get("redis_version", "0"))
                 pub = b"SPUBLISH" if int(version.split(".")[0]) >= 7 else b"PUBLISH"
-                # The stream sends EVALSHA only: a restarted Redis has no scripts yet.
-                self.redis.script_load(_script_text("say"))
+                if info.get("redis_mode") == "cluster" and not self.clustered:
+                    self._cluster_client()
+                pools = self._primary_pools()
+                for name, (sub_pool, stream_pool) in pools.items():
+                    conn = sub_pool.make_connection()
+                    shards[name] = (conn, CommandStream(stream_pool.make_connection(), self.actor_ref, self.gen + 1))
+                    conn.connect()
+                    # The stream sends EVALSHA only: a restarted Redis has no scripts yet.
+                    shards[name][1].conn.send_command("SCRIPT", "LOAD", _script_text("say"))
+                    shards[name][1].conn.read_response()
                 _fresh, live, _dead = self._beat_once()
             except _REDIS_ERRORS as exc:
-                if conn is not None:
+                for conn, stream in shards.values():
                     conn.disconnect()
-                if stream is not None:
                     stream.close("not connected")
                 if self.problem == "connecting":  # never connected: say so once
                     log.warning("cluster: redis unreachable (%s): rooms refuse says with "
@@ -516,16 +536,61 @@ class ClusterActor(HubbubActor):
                 gevent.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, BACKOFF[1])
                 continue
-            tell(self.actor_ref, _Connected(conn, stream, pub, live))
+            tell(self.actor_ref, _Connected(shards, pub, live))
             return
+
+    def _server_info(self) -> dict[str, Any]:
+        """INFO server of the (first) Redis: its version, and whether it is a Redis Cluster."""
+        if self.clustered:
+            node = self.redis.get_primaries()[0]
+            return self.redis.get_redis_connection(node).info("server")
+        conn = self._subscriber_pool.make_connection()
+        try:
+            conn.connect()
+            conn.send_command("INFO", "server")
+            text = conn.read_response()
+        finally:
+            conn.disconnect()
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+
+    def _cluster_client(self) -> None:
+        """Redis Cluster: a client that routes each command by its key's slot, and no
+        retry of its own (a script retried after a timeout could run twice)."""
+        from redis.cluster import RedisCluster
+
+        self.redis = RedisCluster.from_url(
+            self.settings.url, socket_timeout=COMMAND_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+            retry=Retry(NoBackoff(), 0), client_name=f"hubbub-{self.node_id}", protocol=2)
+        self.scripts = {name: self.redis.register_script(_script_text(name)) for name in _SCRIPTS}
+        self.clustered = True
+        log.info("cluster: redis is a Redis Cluster of %d primaries", len(self.redis.get_primaries()))
+
+    def _primary_pools(self) -> dict[str, tuple[Any, Any]]:
+        """Per primary: a pool for its subscriber connection and one for its says' stream."""
+        if not self.clustered:
+            return {"redis": (self._subscriber_pool, self._stream_pool)}
+        self.redis.nodes_manager.initialize()  # the slot table may have changed since the last time
+        pools = {}
+        for node in self.redis.get_primaries():
+            pools[node.name] = (redis.ConnectionPool(host=node.host, port=node.port, **self._quiet),
+                                redis.ConnectionPool(host=node.host, port=node.port, **self._quiet))
+        return pools
+
+    def _close_shards(self, why: str) -> None:
+        shards, self.shards = self.shards, {}
+        for conn, stream in shards.values():
+            conn.disconnect()
+            stream.close(why)
 
     def _connected(self, msg: _Connected) -> None:
         self._greenlets.pop("connect", None)
         self.gen += 1
         self.pub = msg.pub
-        self._conn, self.stream = msg.conn, msg.stream
-        msg.stream.start()
-        self._greenlets["read"] = gevent.spawn(self._read, self.gen, msg.conn)
+        self.shards = msg.shards
+        for name, (conn, stream) in msg.shards.items():
+            stream.start()
+            self._greenlets[f"read {name}"] = gevent.spawn(self._read, self.gen, conn)
         self.up, self.changed, self.live = True, time.time(), msg.live
         if self.problem != "connecting":
             self.reconnects += 1
@@ -535,10 +600,10 @@ class ClusterActor(HubbubActor):
         self.problem = None
         # Rooms that emptied while Redis was away cannot clean up after themselves.
         gevent.spawn(self._prune, {ch.decode()[len("hubbub:{r:"):-1] for ch in self.rooms}, self.gen)
-        self._send(b"SUBSCRIBE", self.node_channel)
-        channels = list(self.rooms)
-        for i in range(0, len(channels), 1000):
-            self._send(self._sub, *channels[i:i + 1000])
+        # Classic pub/sub for the node's inbox: a Redis Cluster broadcasts it to every shard.
+        self._send(self.node_channel, b"SUBSCRIBE", self.node_channel)
+        for channel in self.rooms:
+            self._send(channel, self._sub, channel)
         if self.directory is not None:
             tell(self.directory, ClusterUp())
         self.first_up.set()
@@ -548,15 +613,9 @@ class ClusterActor(HubbubActor):
             return
         self.up, self.changed, self.problem = False, time.time(), why
         log.warning("cluster: redis unreachable (%s): says answer `unavailable`; reconnecting", why)
-        conn, self._conn = self._conn, None
-        reader = self._greenlets.pop("read", None)
-        if reader is not None:
-            reader.kill(block=False)
-        if conn is not None:
-            conn.disconnect()
-        stream, self.stream = self.stream, None
-        if stream is not None:
-            stream.close(why)
+        for name in [n for n in self._greenlets if n.startswith("read ")]:
+            self._greenlets.pop(name).kill(block=False)
+        self._close_shards(why)
         for ref in set(self.rooms.values()):
             tell(ref, LinkDown())
         if self.directory is not None:

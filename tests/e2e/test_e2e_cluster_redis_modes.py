@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ..support.e2e import Client, Server
-from ..support.redis_fixture import RedisClusterServers, RedisServer, SentinelServer
+from ..support.redis_fixture import RedisClusterServers, RedisServer, SentinelServer  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -65,3 +65,31 @@ class TestSentinel:
                 after = alice.expect("message", text="after", timeout=5)
                 assert after["seq"] == 2, "the replica had the history: same epoch, seq goes on"
                 assert b"role:master" in replica.command("INFO", "replication")
+
+
+class TestRedisCluster:
+    """docs/cluster.md "Redis Cluster": every room's and nick's keys in one slot, sharded pub/sub."""
+
+    def test_rooms_on_every_shard_nicks_and_dms(self):
+        with RedisClusterServers() as rc:
+            url = f"{rc.url}?node_ttl=1.5"
+            with Server("--redis", url) as a, Server("--redis", url) as b:
+                rooms = [f"room{i}" for i in range(6)]  # their hash tags land on different primaries
+                alice = Client(a).login("alice", *rooms)
+                bob = Client(b).login("bob", *rooms)
+                for room in rooms:
+                    alice.expect("presence", room=room, event="join", nick="bob")
+                for i, room in enumerate(rooms):
+                    sender = (alice, bob)[i % 2]
+                    assert sender.say(room, f"in {room}")["seq"] == 1
+                    for c in (alice, bob):
+                        c.expect("message", room=room, text=f"in {room}")
+                other = Client(b)
+                other.hello()
+                other.send({"type": "profile", "nick": "alice"})
+                other.expect_error("nick_taken")
+                bob.send({"type": "dm", "to": "alice", "text": "psst", "id": "d"})
+                bob.expect("ack", id="d")
+                alice.expect("dm", text="psst")
+                assert a.json("/healthz")["status"] == "ok"
+                assert "a Redis Cluster of 3 primaries" in a.log()

@@ -177,7 +177,9 @@ class RedisClusterServers:
             d.mkdir()
             log = d / "redis.log"
             proc = subprocess.Popen(
+                # cluster-port: the bus is port + 10000 by default, too high for a free port.
                 [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-port", str(free_port()),
                  "--cluster-config-file", str(d / "nodes.conf"), "--save", "", "--appendonly", "no",
                  "--dir", str(d), "--logfile", str(log)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
