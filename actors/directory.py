@@ -110,7 +110,7 @@ class DirectoryActor(HubbubActor):
             room = self.rooms[msg.room] = _Room(self._start_room(msg.room, history))
         room.members[msg.session] = msg.nick
         user.rooms.add(msg.room)
-        tell(room.actor.actor_ref, RoomJoin(msg.session, msg.user, msg.nick, msg.since, msg.outbox))
+        tell(room.actor.actor_ref, RoomJoin(msg.session, msg.user, msg.nick, msg.since, msg.outbox, msg.epoch))
 
     def _load(self, name: str) -> RoomHistory:
         if self.store is None:
@@ -122,7 +122,11 @@ class DirectoryActor(HubbubActor):
         # The object, not a ref: the directory is its parent and takes its history on failure.
         store_ref = self.store.actor_ref if self.store is not None else None
         return self.room_class.spawn(name, history, self.actor_ref, parent=self,
-                                     counters=self.counters, store=store_ref)
+                                     counters=self.counters, store=store_ref, port=self.room_port(name))
+
+    def room_port(self, name: str) -> Any:
+        """The port a new room gets (a cluster's directory gives a Redis one; actors/room.py)."""
+        return None
 
     def _leave(self, msg: LeaveRoom) -> None:
         user = self.users.get(msg.session)

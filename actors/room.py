@@ -4,6 +4,11 @@ A `say` is stored under the next `seq` first, the sender is acked, then the
 message is encoded ONCE and the same ``Deliver`` object is told to every member.
 The directory creates rooms, routes joins and leaves to them, and retires them
 when empty (the history goes back to the directory, so `seq` continues).
+
+A room has one **port** for a cluster (``port``; None on a single node): with one,
+the room's sequencer is Redis and its members include other nodes' (actors/cluster/).
+The port decides *when*; the room's public methods below (``ack``, ``deliver``,
+``announce``, ``send_joined``, ``refuse``) are the only things it calls back.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ __all__ = ["RoomActor"]
 class RoomActor(HubbubActor):
     def __init__(self, name: str, history: RoomHistory, directory: Any,
                  parent: HubbubActor | None = None, counters: Counters | None = None,
-                 clock: Clock | None = None, store: Any = None) -> None:
+                 clock: Clock | None = None, store: Any = None, port: Any = None) -> None:
         super().__init__(f"room:{name}", parent)
         self.name = name
         self.history = history
@@ -42,9 +47,19 @@ class RoomActor(HubbubActor):
         """session id → the member's connection, for members that have one (users)."""
         self.watchers = room_watchers(self)
         """Plugins watching every room (a live list, usually empty; actors/plugin.py)."""
+        self.port = port
+        """The cluster's sequencer and mirror (actors/cluster/room.py), or None: this room
+        sequences its messages itself, with its own RoomHistory."""
+
+    def on_start(self) -> None:
+        if self.port is not None:
+            self.port.attach(self)
 
     def describe_fields(self) -> dict[str, Any]:
-        return {"room": self.name, "members": len(self.members), "seq": self.history.last_seq}
+        fields = {"room": self.name, "members": len(self.members), "seq": self.history.last_seq}
+        if self.port is not None:
+            fields.update(self.port.describe())
+        return fields
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, RoomSay):
@@ -57,6 +72,8 @@ class RoomActor(HubbubActor):
             return self._rename(message)
         if isinstance(message, Retire):
             return self._retire()
+        if self.port is not None and self.port.accepts(message):
+            return self.port.receive(message)
         return super().on_receive(message)
 
     def _broadcast(self, payload: bytes, skip: str | None = None) -> None:
@@ -82,35 +99,62 @@ class RoomActor(HubbubActor):
     def _say(self, msg: RoomSay) -> None:
         if msg.session not in self.members:
             return  # left between its `say` and now; its session already said not_in_room
+        if self.port is not None:
+            return self.port.say(msg)  # the cluster's sequencer: ack and message come later
         frame = codec.message(self.name, msg.nick, msg.text, 0, msg.ts)
         seq = self.history.append(frame)
         if self.store is not None:
             tell(self.store, Persist(self.name, frame))
         # Acked only after the seq is assigned and the message is kept (reliability.md),
         # and before the message itself reaches the sender.
-        outbox = self.outboxes.get(msg.session)
+        self.ack(msg, seq)
+        self.deliver(frame, codec.encode(frame), recorded=True)
+        return None
+
+    # --- what a port calls back (and the single-node path uses too) -----------------
+
+    def reply(self, session: str, user: Any, payload: bytes, fallback: Any) -> None:
+        """A frame for one member: on its connection when it has one (the path the room's
+        messages take, so it keeps its place before them), else ``fallback`` to its actor."""
+        outbox = self.outboxes.get(session)
         if outbox is not None:
-            outbox.send_text(codec.encode(codec.ack(msg.client_id, seq)))
+            outbox.send_text(payload)
             self.counters.frames_out += 1
         else:
-            tell(msg.user, Acked(msg.client_id, seq))
-        self._broadcast(codec.encode(frame))
-        if self.watchers:  # after the members: a plugin never delays the humans
-            publish(self.watchers, RoomMessage(self.name, msg.nick, msg.text, seq, msg.ts))
-        counters = self.counters
-        counters.messages += 1
-        counters.deliveries += len(self.members)
-        counters.fanout_seconds.observe(max(0.0, self.clock.wall() - msg.ts))
+            tell(user, fallback)
 
-    def _join(self, msg: RoomJoin) -> None:
-        fresh = msg.session not in self.members
-        self.members[msg.session] = (msg.user, msg.nick)
-        if msg.since is None:
-            history, complete = self.history.recent(), True
-        else:
-            history, complete = self.history.since(msg.since)
-        nicks = sorted({nick for _ref, nick in self.members.values()})
-        payload = codec.encode(codec.joined(self.name, nicks, history, complete))
+    def ack(self, say: RoomSay, seq: int) -> None:
+        """The sender's `ack`: after the seq is assigned, before the message reaches it."""
+        payload = codec.encode(codec.ack(say.client_id, seq))
+        self.reply(say.session, say.user, payload, Acked(say.client_id, seq))
+        self.counters.messages += 1
+
+    def refuse(self, say: RoomSay, code: str, text: str) -> None:
+        """An `error` for a `say` that had no effect (e.g. ``unavailable``)."""
+        payload = codec.encode(codec.error(code, text))
+        self.reply(say.session, say.user, payload, Deliver(payload))
+
+    def deliver(self, frame: dict[str, Any], payload: bytes, recorded: bool = False) -> None:
+        """A sequenced message to every member here (``recorded``: already in the history)."""
+        if not recorded:
+            self.history.record(frame)
+        self._broadcast(payload)
+        if self.watchers:  # after the members: a plugin never delays the humans
+            publish(self.watchers, RoomMessage(self.name, frame["from"], frame["text"], frame["seq"], frame["ts"]))
+        counters = self.counters
+        counters.deliveries += len(self.members)
+        counters.fanout_seconds.observe(max(0.0, self.clock.wall() - frame["ts"]))
+
+    def announce(self, event: str, nick: str, skip: str | None = None) -> None:
+        """`presence` to the members here (but ``skip``), and to the watching plugins."""
+        self._broadcast(codec.encode(codec.presence(self.name, event, nick)), skip=skip)
+        if self.watchers:
+            publish(self.watchers, RoomPresence(self.name, event, nick))
+
+    def send_joined(self, msg: RoomJoin, nicks: list[str], history: list[dict[str, Any]], complete: bool,
+                    epoch: str | None = None) -> None:
+        """The `joined` answer (the room's ref goes to the user with it)."""
+        payload: bytes | None = codec.encode(codec.joined(self.name, nicks, history, complete, epoch))
         if msg.outbox is not None:
             # `joined` goes the way the room's messages will: it must reach the client first.
             self.outboxes[msg.session] = msg.outbox
@@ -118,31 +162,46 @@ class RoomActor(HubbubActor):
             self.counters.frames_out += 1
             payload = None
         tell(msg.user, JoinedRoom(self.name, self.actor_ref, payload))
+
+    def _join(self, msg: RoomJoin) -> None:
+        if self.port is not None:
+            return self.port.join(msg)
+        fresh = msg.session not in self.members
+        self.members[msg.session] = (msg.user, msg.nick)
+        if msg.since is None:
+            history, complete = self.history.recent(), True
+        else:
+            history, complete = self.history.since(msg.since)
+        nicks = sorted({nick for _ref, nick in self.members.values()})
+        self.send_joined(msg, nicks, history, complete)
         if fresh:
-            self._broadcast(codec.encode(codec.presence(self.name, "join", msg.nick)), skip=msg.session)
-            if self.watchers:
-                publish(self.watchers, RoomPresence(self.name, "join", msg.nick))
+            self.announce("join", msg.nick, skip=msg.session)
+        return None
 
     def _leave(self, msg: RoomLeave) -> None:
         member = self.members.pop(msg.session, None)
         self.outboxes.pop(msg.session, None)
-        if member is not None:
-            self._broadcast(codec.encode(codec.presence(self.name, "leave", member[1])))
-            if self.watchers:
-                publish(self.watchers, RoomPresence(self.name, "leave", member[1]))
+        if member is None:
+            return
+        if self.port is not None:
+            self.port.left(msg.session, member[1])
+        else:
+            self.announce("leave", member[1])
 
     def _rename(self, msg: RoomRename) -> None:
         member = self.members.get(msg.session)
         if member is None:
             return
         self.members[msg.session] = (member[0], msg.new)
-        self._broadcast(codec.encode(codec.presence(self.name, "leave", msg.old)), skip=msg.session)
-        self._broadcast(codec.encode(codec.presence(self.name, "join", msg.new)), skip=msg.session)
-        if self.watchers:
-            publish(self.watchers, RoomPresence(self.name, "leave", msg.old))
-            publish(self.watchers, RoomPresence(self.name, "join", msg.new))
+        if self.port is not None:
+            self.port.renamed(msg.session, msg.old, msg.new)
+            return
+        self.announce("leave", msg.old, skip=msg.session)
+        self.announce("join", msg.new, skip=msg.session)
 
     def _retire(self) -> None:
+        if self.port is not None:
+            self.port.detach()
         # The directory routes every join and leave, so it knows we are empty and
         # holds new joins for this name until RoomRetired reaches it.
         tell(self.directory, RoomRetired(self.name, self.history))

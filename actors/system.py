@@ -97,14 +97,14 @@ class ActorSystem:
         self.node.counters = self.counters
         directory_class, cluster_option = DirectoryActor, {}
         self.cluster: Any = None
-        """The ClusterActor with --redis (actors/cluster.py), else None."""
+        """The ClusterActor (the link to Redis) with --redis (actors/cluster/), else None."""
         if redis is not None:
             from . import cluster  # only with --redis: redis-py is an optional dependency
             if store:
                 log.warning("--store is not used with --redis: room history lives in Redis")
                 store = None
             self.cluster = cluster.ClusterActor.spawn(redis, parent=self.node)
-            directory_class, room_class = cluster.ClusterDirectoryActor, cluster.room_class_for(room_class)
+            directory_class = cluster.ClusterDirectoryActor  # its rooms get a Redis port
             cluster_option = {"cluster": self.cluster}
         self.store: StoreActor | None = StoreActor.spawn(store, history, parent=self.node) if store else None
         self.scheduler: SchedulerActor = SchedulerActor.spawn(self.clock, parent=self.node, counters=self.counters)
@@ -138,7 +138,10 @@ class ActorSystem:
         return [a for a in list(self.directory.children.values()) if isinstance(a, RoomActor)]
 
     def kick(self, nick: str, reason: str, timeout: float = 2.0) -> bool:
-        return bool(self.directory.actor_ref.ask(KickNick(nick, reason), timeout=timeout))
+        answer = self.directory.actor_ref.ask(KickNick(nick, reason), timeout=timeout)
+        if hasattr(answer, "get"):  # a cluster's kick for another node: answered by the link
+            answer = answer.get(timeout=timeout)
+        return bool(answer)
 
     # --- observation ----------------------------------------------------------------
 

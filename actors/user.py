@@ -168,7 +168,7 @@ class UserActor(HubbubActor):
                 tell(self.directory, ClaimNick(s.session_id, self.actor_ref, fx.nick))
             elif kind is JoinRoomFx:
                 tell(self.directory, JoinRoom(s.session_id, self.actor_ref, s.nick or "", fx.room, fx.since,
-                                              self.conn))
+                                              self.conn, fx.epoch))
             elif kind is LeaveRoomFx:
                 tell(self.directory, LeaveRoom(s.session_id, fx.room))
             elif kind is DmFx:

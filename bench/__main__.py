@@ -5,6 +5,8 @@
     python -m bench run --server hubbub --scale smoke --json     # once, one server
     python -m bench profile saturated         # hubbub under py-spy during one scenario
     python -m bench memprofile                # hubbub under tracemalloc while users log in
+    python -m bench faults --seconds 60       # the cluster under a nemesis, history checked
+                                              # (bench/faults.py; docs/reliability.md)
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def _clean(obj: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["faults"]:  # its own options (bench/faults.py)
+        from . import faults
+        return faults.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)

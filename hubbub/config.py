@@ -127,7 +127,7 @@ def _origins(v: Any) -> tuple[str, ...]:
     return tuple(o.lower() for o in origins)  # browsers send scheme and host in lower case
 
 
-_REDIS = ("redis://", "rediss://", "unix://")
+_REDIS = ("redis://", "rediss://", "unix://", "redis+sentinel://")
 _KINDS: dict[str, Callable[[Any], Any]] = {
     "str": _text(),
     "0..65535": _number(int, 0, 65535),

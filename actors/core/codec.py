@@ -72,6 +72,8 @@ class Join:
     """Room name (NAME_RE)."""
     since: int | None = None
     """Last `seq` the client saw in this room: recover what came after."""
+    epoch: str | None = None
+    """The room's `epoch` the client's `since` belongs to (a cluster's rooms have one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +176,10 @@ def _join(o: dict[str, Any]) -> Join:
     # bool is an int subclass in Python; `true` is not a sequence number.
     if since is not None and (type(since) is not int or since < 0):
         raise DecodeError("bad_message", "`since` must be a non-negative integer")
-    return Join(_name(o, "room"), since)
+    epoch = o.get("epoch")
+    if epoch is not None and not isinstance(epoch, str):
+        raise DecodeError("bad_message", "`epoch` must be a string")
+    return Join(_name(o, "room"), since, epoch)
 
 
 _DECODERS = {
@@ -232,8 +237,12 @@ def profile_ok(nick: str) -> dict[str, Any]:
     return {"type": "profile_ok", "nick": nick}
 
 
-def joined(room: str, members: list[str], history: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
-    return {"type": "joined", "room": room, "members": members, "history": history, "complete": complete}
+def joined(room: str, members: list[str], history: list[dict[str, Any]], complete: bool,
+           epoch: str | None = None) -> dict[str, Any]:
+    frame = {"type": "joined", "room": room, "members": members, "history": history, "complete": complete}
+    if epoch is not None:  # a cluster's rooms only (docs/protocol.md "Epochs")
+        frame["epoch"] = epoch
+    return frame
 
 
 def left(room: str) -> dict[str, Any]:

@@ -49,3 +49,18 @@ class RoomHistory:
         first_kept = self._ring[0]["seq"] if self._ring else self.last_seq + 1
         out = [m for m in self._ring if m["seq"] > seq] if seq < self.last_seq else []
         return out, seq + 1 >= first_kept
+
+    def record(self, frame: dict[str, Any]) -> None:
+        """Keep a message that already has its seq, newer than every kept one (a cluster
+        room's mirror of what Redis numbered)."""
+        self.last_seq = frame["seq"]
+        if self.keep:
+            self._ring.append(frame)
+
+    def merged(self, last_seq: int, frames: list[dict[str, Any]]) -> RoomHistory:
+        """This history with a snapshot's copy laid over it (the snapshot wins where both
+        have a seq); ``last_seq`` never goes back."""
+        last_seq = max(last_seq, self.last_seq)
+        first = frames[0]["seq"] if frames else last_seq + 1
+        older = [m for m in self.recent() if m["seq"] < first]
+        return RoomHistory(self.keep, last_seq, older + frames)

@@ -88,6 +88,8 @@ class NickResult:
     """The nick asked for."""
     ok: bool
     """True if it is now this user's; False if taken."""
+    code: str = "nick_taken"
+    """Why not (``unavailable``: a cluster could not check it now; it had no effect)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,8 @@ class JoinRoom:
     """Recover messages after this seq."""
     outbox: Any = None
     """The user's connection (``send_text``), for the room's direct fan-out; None for actors without one."""
+    epoch: str | None = None
+    """The room epoch ``since`` belongs to (cluster rooms: another epoch → complete false)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +290,8 @@ class RoomJoin:
     """Recover messages after this seq."""
     outbox: Any = None
     """The member's connection: room frames are queued on it directly (see RoomActor)."""
+    epoch: str | None = None
+    """The room epoch ``since`` belongs to (cluster rooms: another epoch → complete false)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,6 +156,7 @@ class JoinRoomFx:
 
     room: str
     since: int | None
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,13 +386,15 @@ class Session:
             return []
         self._nick_pending = None
         if not ev.ok:
+            if ev.code != "nick_taken":
+                return [Send(codec.error(ev.code, f"{ev.nick!r} cannot be checked across the cluster now"))]
             return [Send(codec.error("nick_taken", f"{ev.nick!r} is taken"))]
         self.nick = ev.nick
         self.state = I
         return [*self._disarm("profile"), Send(codec.profile_ok(ev.nick))]
 
     def _join(self, ev: Join, now: float) -> list[Effect]:
-        return [JoinRoomFx(ev.room, ev.since)]
+        return [JoinRoomFx(ev.room, ev.since, ev.epoch)]
 
     def _joined(self, ev: JoinedRoom, now: float) -> list[Effect]:
         self.rooms[ev.room] = ev.ref
