@@ -28,7 +28,9 @@ from .base import HubbubActor, tell
 from .clock import Clock, MonotonicClock
 from .core.counters import Counters
 from .directory import DirectoryActor
-from .core.messages import CancelOwner, KickNick, Shutdown, UserGone
+from .core.messages import (
+    CancelOwner, ClientFrame, ConnectionLost, KickNick, Overflow, PongFrame, Shutdown, UserGone,
+)
 from .plugin import PluginActor, PluginHub
 from .room import RoomActor
 from .scheduler import SchedulerActor
@@ -122,10 +124,22 @@ class ActorSystem:
     # --- users ----------------------------------------------------------------------
 
     def spawn_user(self, conn: Any) -> pykka.ActorRef[Any]:
+        """Start the user of a new connection and wire the transport's callbacks to it
+        (hubbub/transport.py calls them from its read path, in the hub: they only tell)."""
         sid = secrets.token_hex(8)
-        return self.user_class.start(sid, conn, self.timeouts, self.clock, self.scheduler.actor_ref,
-                                     self.directory.actor_ref, parent=self.node, events=self.events,
-                                     limits=self.limits, counters=self.counters)
+        ref = self.user_class.start(sid, conn, self.timeouts, self.clock, self.scheduler.actor_ref,
+                                    self.directory.actor_ref, parent=self.node, events=self.events,
+                                    limits=self.limits, counters=self.counters)
+
+        def on_message(data: str | bytes) -> None:
+            if not tell(ref, ClientFrame(data)):
+                conn.close(1011)  # the user actor is gone (failed): nobody reads this socket
+
+        conn.on_message = on_message
+        conn.on_pong = lambda: tell(ref, PongFrame())
+        conn.on_overflow = lambda: tell(ref, Overflow())
+        conn.on_close = lambda code: tell(ref, ConnectionLost(code))
+        return ref
 
     def users(self) -> list[UserActor]:
         return [a for a in list(self.node.children.values()) if isinstance(a, UserActor)]

@@ -1,8 +1,7 @@
-"""The HTTP edge: routes, the admin/debug access rule, and the per-connection reader.
+"""The HTTP edge: routes, the admin/debug access rule, and the hand-over of a chat socket.
 
-Each WebSocket connection is served by the WSGI handler's greenlet, which is
-also the connection's only reader: it turns frames into ``ClientFrame``
-messages for the connection's UserActor and never decides anything itself.
+An upgraded connection is handed to ``ActorSystem.spawn_user``, which sets the
+transport's callbacks; the handler greenlet then returns (hubbub/transport.py).
 """
 
 from __future__ import annotations
@@ -17,9 +16,6 @@ from typing import Any, Callable, Iterable
 
 import pykka
 from greenlet import greenlet
-
-from actors.base import tell
-from actors.core.messages import ClientFrame, ConnectionLost, Overflow, PongFrame
 
 from .telemetry import CONTENT_TYPE
 
@@ -97,21 +93,9 @@ class App:
     # --- the chat socket ------------------------------------------------------------
 
     def serve_websocket(self, conn: Any) -> None:
-        ref = self.system.spawn_user(conn)
-        conn.on_pong = lambda: tell(ref, PongFrame())
-        conn.on_overflow = lambda: tell(ref, Overflow())
-        try:
-            while True:
-                data = conn.receive()
-                # receive() yields after every message: a flooding client cannot
-                # starve the others (buffered data never makes recv() block).
-                if data is None or not tell(ref, ClientFrame(data)):
-                    break
-        finally:
-            tell(ref, ConnectionLost(conn.close_code))
-            # Let the actor finish (leave rooms, last writes) before the handler
-            # closes the socket; bounded, the actor never waits on the client.
-            ref.actor_stopped.wait(2.0)
+        """A new chat socket: its user actor gets the transport's callbacks; nothing waits
+        here (the connection lives on in watchers, hubbub/transport.py)."""
+        self.system.spawn_user(conn)
 
     # --- plain HTTP -----------------------------------------------------------------
 
