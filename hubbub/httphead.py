@@ -5,7 +5,7 @@ feed parser, a few objects per header line and the largest single cost of a logi
 (docs/benchmarks.md). A WebSocket upgrade needs a dozen short lines split at the colon:
 that is all this does, with the checks that keep requests unambiguous:
 
-* the request line is ``method SP target SP HTTP/1.0|1.1`` (others: 400, HTTP/2+: 505);
+* the request line is ``method SP target SP HTTP/1.0|1.1`` (anything else: 400);
 * field names are tokens, no whitespace before the colon (§5.1), no obsolete line
   folding (§5.2): 400;
 * the head (request line + fields) is at most ``max_bytes`` and 100 fields: else 431;
@@ -67,7 +67,7 @@ def read_head(request_line: str, rfile: Any, max_bytes: int) -> Head:
         raise HttpError(400, "malformed request line")
     method, target, version = (g.decode("latin-1") for g in match.groups())
     if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise HttpError(505 if version >= "HTTP/2" else 400, f"unsupported version {version}")
+        raise HttpError(400, f"unsupported version {version}")  # nginx: 400 too
 
     fields: dict[str, str] = {}
     lengths: set[str] = set()

@@ -346,7 +346,9 @@ class Protocol:
 
     def _close(self, code: int, reason: str, state: State) -> None:
         body, sent = close_payload(code, reason)
-        self._pong = None  # nothing follows a close frame, and a pong need not precede it
+        if self._pong is not None:  # a ping that arrived before is still answered
+            pong, self._pong = self._pong, None
+            self._queue(_OP_PONG, pong)
         self._queue(_OP_CLOSE, body)
         self.close_code, self.close_reason, self.state = code, sent, state
 
