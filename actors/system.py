@@ -27,14 +27,21 @@ import pykka
 from .base import HubbubActor, tell
 from .clock import Clock, MonotonicClock
 from .core.counters import Counters
-from .directory import DirectoryActor
 from .core.messages import (
-    CancelOwner, ClientFrame, ConnectionLost, KickNick, Overflow, PongFrame, Shutdown, UserGone,
+    CancelOwner,
+    ClientFrame,
+    ConnectionLost,
+    KickNick,
+    Overflow,
+    PongFrame,
+    Shutdown,
+    UserGone,
 )
+from .core.session import Limits, Timeouts, UserState
+from .directory import DirectoryActor
 from .plugin import PluginActor, PluginHub
 from .room import RoomActor
 from .scheduler import SchedulerActor
-from .core.session import Limits, Timeouts, UserState
 from .store import StoreActor
 from .user import UserActor
 

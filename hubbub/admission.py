@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from functools import partial
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from actors.clock import Clock, MonotonicClock

@@ -37,11 +37,18 @@ from typing import Any
 import gevent
 import gevent.socket
 import gevent.ssl
-from gevent.pywsgi import Input, WSGIHandler, WSGIServer
+from gevent.pywsgi import Input, WSGIHandler
 
 from . import httphead
 from .wsproto import (
-    BinaryMessage, Budget, CloseReceived, Pong, Protocol, State, TextMessage, Violation,
+    BinaryMessage,
+    Budget,
+    CloseReceived,
+    Pong,
+    Protocol,
+    State,
+    TextMessage,
+    Violation,
     is_valid_close_code,
 )  # fmt: skip
 

@@ -26,8 +26,10 @@ from gevent.pywsgi import WSGIServer  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from hubbub.transport import Connection, Handler as HardenedHandler  # noqa: E402
-from hubbub.wsproto import close_payload as _close_payload, unmask  # noqa: E402
+from hubbub.transport import Connection  # noqa: E402
+from hubbub.transport import Handler as HardenedHandler  # noqa: E402
+from hubbub.wsproto import close_payload as _close_payload  # noqa: E402
+from hubbub.wsproto import unmask  # noqa: E402
 
 pytestmark = pytest.mark.timeout(10)
 
