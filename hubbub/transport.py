@@ -312,6 +312,11 @@ class Connection:
                     self._peer_done = True
                 elif kind is Violation:
                     log.info("WebSocket from %s: %s (%d)", self.remote_addr, event.reason, event.code)
+                    # §7.1.7: after failing the connection, no further processing of the
+                    # peer's data. Not even reading it: a flood would go on costing a recv
+                    # per event until close_timeout. The close frame still goes out, then
+                    # EOF; the socket is closed when the close timer fires.
+                    self._reader.stop()
                     self._closing()
                 # Ping: the pong is pending in the protocol; the flush below sends it.
         except Exception:
