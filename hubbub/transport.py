@@ -16,7 +16,8 @@ its environ, headers and buffered reader are gone once the socket is upgraded.
   meanwhile in one non-blocking ``send``; a full kernel buffer arms a write watcher.
   Nothing ever waits on the socket, so a slow peer cannot block anyone.
 * fairness: the protocol charges every frame to a per-connection budget (4006 over it),
-  a ping flood leaves at most one pending pong, and each read event does bounded work.
+  a ping flood from a peer that does not read leaves at most one pending pong, and
+  each read event does bounded work.
 
 Callbacks run in the hub: they must not block and must not raise (an exception is
 logged and the connection dropped).
@@ -296,9 +297,10 @@ class Connection:
 
     def _feed(self, data: bytes) -> None:
         proto = self._proto
+        proto.feed(data)
+        now = self._loop.now()
         try:
-            events = proto.receive_data(data, self._loop.now())
-            for event in events:
+            while (event := proto.next_event(now)) is not None:
                 kind = type(event)
                 if kind is TextMessage or kind is BinaryMessage:
                     # After our close frame data messages are no longer delivered (the
@@ -372,6 +374,7 @@ class Connection:
                 sent = send(buf)
                 if sent < len(buf):
                     self._buf = buf[sent:]
+                    proto.coalesce_pongs = True  # the peer is not reading: one pending pong
                     self._arm_writer()
                     if self.backlog > self.max_backlog:
                         self._overflow()  # the kernel is full and the rest is over the limit
@@ -380,6 +383,7 @@ class Connection:
         except OSError:
             self._lost()
             return
+        proto.coalesce_pongs = False
         self._flush_pending = False
         if proto.close_code is not None and not self._shut_wr:
             self._shut_wr = True

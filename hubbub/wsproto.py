@@ -1,7 +1,7 @@
 """The WebSocket protocol (RFC 6455) after the handshake, with no I/O at all.
 
-``Protocol`` takes the bytes a socket read (``receive_data(data, now)``) and returns
-events; whatever it wants written waits in ``data_to_send()``. It never touches a socket,
+``Protocol`` takes the bytes a socket read (``feed(data)``) and hands out events one at a
+time (``next_event(now)``, so the app can answer each before the next frame is parsed); whatever it wants written waits in ``data_to_send()``. It never touches a socket,
 a clock or gevent, so every rule below is tested byte for byte in tests/unit/test_wsproto.py
 (the way websockets' ``protocol.py`` and h11 are). ``hubbub/transport.py`` is the shell
 that shuttles the bytes.
@@ -12,8 +12,9 @@ The rules, each decided as early as the bytes allow:
   length with its top bit set, and lengths not in their shortest form (a 126/127 length
   escape for a length that fits the shorter form) are all 1002 - all decided from the
   header, before any payload is buffered;
-* §5.5 control frames: final and at most 125 bytes; a ping is answered by *one* pending
-  pong (a newer ping replaces a pong not yet sent: a ping flood cannot grow the outbox);
+* §5.5 control frames: final and at most 125 bytes; every ping is answered, except
+  while the peer does not read (``coalesce_pongs``): then *one* pong is pending and a
+  newer ping replaces it (§5.5.3), so a ping flood cannot grow the outbox;
 * §5.4 fragmentation: no continuation without a start, no new message inside one;
 * size: a message over ``max_message`` is 1009 as soon as a frame header announces it;
 * §8.1 UTF-8: a text message that is not UTF-8 is 1007 - checked per fragment with an
@@ -269,7 +270,7 @@ class Protocol:
     # Thousands of these stay alive at once: no per-instance __dict__.
     __slots__ = (
         "max_message", "budget", "state", "close_code", "close_reason", "out_bytes",
-        "_out", "_pong", "_buf", "_in_sync", "_eof",
+        "coalesce_pongs", "_out", "_pong", "_buf", "_pos", "_in_sync", "_eof",
         "_msg_op", "_parts", "_total", "_decoder",
     )  # fmt: skip
 
@@ -283,8 +284,13 @@ class Protocol:
         self.close_reason = ""
         self.out_bytes = 0
         self._out: list[bytes] = []
-        self._pong: bytes | None = None  # the one pending pong (§5.5.3 allows replacing)
+        #: set by the transport while the peer is not reading (its writes are blocked):
+        #: then a ping's pong waits in one slot and a newer ping replaces it (§5.5.3),
+        #: so a ping flood cannot grow the outbox. Otherwise every ping is answered.
+        self.coalesce_pongs = False
+        self._pong: bytes | None = None  # the one pending pong while coalescing
         self._buf = bytearray()
+        self._pos = 0  # parsed up to here
         self._in_sync = True  # at a frame boundary we can trust
         self._eof = False
         # the data message being reassembled (§5.4)
@@ -359,34 +365,53 @@ class Protocol:
         frame was exchanged (§7.1.5)."""
         self._eof = True
         self._buf = bytearray()
+        self._pos = 0
         if self.close_code is None:
             self.close_code = CloseCode.ABNORMAL
         self.state = State.CLOSED
 
-    def receive_data(self, data: bytes, now: float = 0.0) -> list[Event]:
-        """Feed bytes read from the socket; returns the events they complete, in order.
-        ``now`` (monotonic seconds) is only used for the budget."""
+    def feed(self, data: bytes) -> None:
+        """Buffer bytes read from the socket; ``next_event`` parses them (h11's split:
+        the app acts on each event before the next frame is parsed, so what it sends in
+        answer to a message goes out before a close frame that a later, broken frame
+        causes - RFC 6455 §7.1.7 "fail" after the valid messages' echoes)."""
         if self.state is State.CLOSED or not self._in_sync:
-            return []  # after the handshake, or out of sync: discarded (§7.1.1)
+            return  # after the handshake, or out of sync: discarded (§7.1.1)
+        self._buf += data
+
+    def next_event(self, now: float = 0.0) -> Event | None:
+        """The next event the buffered bytes complete, or None until more arrive.
+        ``now`` (monotonic seconds) is only used for the budget."""
         buf = self._buf
-        buf += data
         events: list[Event] = []
-        pos = 0
         try:
-            while self._in_sync and self.state is not State.CLOSED:
-                end = self._parse_frame(buf, pos, now, events)
+            while not events and self._in_sync and self.state is not State.CLOSED:
+                end = self._parse_frame(buf, self._pos, now, events)
                 if end < 0:
                     break
-                pos = end
+                self._pos = end
         except ProtocolError as error:
             self._in_sync = False
-            pos = len(buf)
+            self._buf = bytearray()
+            self._pos = 0
             self._msg_op, self._parts, self._decoder = None, [], None
             if self.state is State.OPEN:
                 self._close(error.code, error.reason, State.CLOSING)
-            events.append(Violation(error.code, error.reason))
-        if pos:
-            del buf[:pos]
+            return Violation(error.code, error.reason)
+        if events:
+            return events[0]
+        if self._pos:  # all complete frames consumed: drop them (once per read, not per frame)
+            del buf[: self._pos]
+            self._pos = 0
+        return None
+
+    def receive_data(self, data: bytes, now: float = 0.0) -> list[Event]:
+        """``feed(data)``, then every event the buffer completes, in order: for callers
+        that do not answer between events (tests, benchmarks)."""
+        self.feed(data)
+        events = []
+        while (event := self.next_event(now)) is not None:
+            events.append(event)
         return events
 
     def _parse_frame(self, buf: bytearray, pos: int, now: float, events: list[Event]) -> int:
@@ -491,10 +516,14 @@ class Protocol:
     def _control(self, op: int, payload: bytes, events: list[Event]) -> None:
         if op == _OP_PING:
             if self.state is State.OPEN:
-                # §5.5.3: "if an endpoint receives a Ping frame and has not yet sent Pong
-                # frame(s) in response to previous Ping frame(s), the endpoint MAY elect
-                # to send a Pong frame for only the most recently processed Ping frame."
-                self._pong = payload
+                if self.coalesce_pongs or self._pong is not None:
+                    # §5.5.3: "if an endpoint receives a Ping frame and has not yet sent
+                    # Pong frame(s) in response to previous Ping frame(s), the endpoint
+                    # MAY elect to send a Pong frame for only the most recently
+                    # processed Ping frame."
+                    self._pong = payload
+                else:
+                    self._queue(_OP_PONG, payload)
             events.append(Ping(payload))
         elif op == _OP_PONG:
             events.append(Pong(payload))
@@ -522,6 +551,7 @@ class Protocol:
             self.close_code, self.close_reason = code, reason
         self.state = State.CLOSED
         self._buf = bytearray()
+        self._pos = 0
         events.append(CloseReceived(int(code), reason))
 
     def __repr__(self) -> str:

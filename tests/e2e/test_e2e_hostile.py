@@ -805,14 +805,7 @@ class TestHostileFrames:
                 else:
                     raise AssertionError(f"unexpected server frame {op} {payload!r}")
             assert code == (plan.close or 1000), (code, plan.close)
-            # RFC 6455 §5.5.3: a pong answers the most recent ping; pings that arrive
-            # before their pong was sent may share one (at most one pending pong per
-            # connection: a ping flood cannot grow the outbox). So the pongs are the
-            # pings' payloads in order, some skipped, and the last ping is answered.
-            remaining = iter(plan.pongs)
-            assert all(any(p == q for q in remaining) for p in pongs), (pongs, plan.pongs)
-            if plan.close is None and plan.pongs:
-                assert pongs and pongs[-1] == plan.pongs[-1], (pongs, plan.pongs)
+            assert Counter(pongs) == Counter(plan.pongs), (pongs, plan.pongs)
             if plan.close is None:
                 assert texts == plan.texts, (texts, plan.texts)
             else:

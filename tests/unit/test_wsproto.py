@@ -162,6 +162,19 @@ class TestFraming:
             Violation(1002, "new data frame inside a fragmented message")
         ]
 
+    def test_answers_to_earlier_messages_precede_the_close(self, proto):
+        """A valid message, then a broken frame in the same read: what the app sends in
+        answer to the message (between next_event calls) goes out before the close frame
+        (Autobahn 3.2: echo, then fail)."""
+        proto.feed(client_frame(Opcode.TEXT, b"hi") + client_frame(Opcode.TEXT, b"x", rsv=0x20))
+        assert proto.next_event() == TextMessage("hi")
+        proto.send_text(b"hi")
+        assert proto.next_event() == Violation(1002, "reserved bits set")
+        assert proto.next_event() is None
+        assert proto.data_to_send() == server_frame(Opcode.TEXT, b"hi") + server_frame(
+            Opcode.CLOSE, close_body(1002, "reserved bits set")
+        )
+
     def test_input_after_a_violation_is_discarded(self, proto):
         """Once out of sync, everything until EOF is ignored."""
         proto.receive_data(client_frame(Opcode.TEXT, b"x", masked=False))
@@ -224,15 +237,25 @@ class TestControlFrames:
         assert proto.receive_data(client_frame(Opcode.PING, b"hi")) == [Ping(b"hi")]
         assert proto.data_to_send() == server_frame(Opcode.PONG, b"hi")
 
-    def test_only_the_newest_pong_is_pending(self, proto):
-        """100 pings before a write leave one pong: the last ping's (§5.5.3)."""
+    def test_every_ping_is_answered_while_the_peer_reads(self, proto):
+        """10 pings in one read: 10 pongs, in order (Autobahn 2.10)."""
+        wire = b"".join(client_frame(Opcode.PING, b"%d" % i) for i in range(10))
+        assert len(proto.receive_data(wire)) == 10
+        assert proto.data_to_send() == b"".join(server_frame(Opcode.PONG, b"%d" % i) for i in range(10))
+
+    def test_only_the_newest_pong_is_pending_while_the_peer_does_not_read(self, proto):
+        """With coalesce_pongs (the transport's writes are blocked), 100 pings leave one
+        pong: the last ping's (§5.5.3). A ping flood cannot grow the outbox."""
+        proto.coalesce_pongs = True
         wire = b"".join(client_frame(Opcode.PING, b"%d" % i) for i in range(100))
         assert len(proto.receive_data(wire)) == 100
+        assert proto.out_bytes == 0
         assert proto.data_to_send() == server_frame(Opcode.PONG, b"99")
 
-    def test_pong_goes_before_queued_data(self, proto):
-        """The pending pong is written first."""
+    def test_pending_pong_goes_first(self, proto):
+        """The pong kept while coalescing is written before queued data."""
         proto.send_text(b"data")
+        proto.coalesce_pongs = True
         proto.receive_data(client_frame(Opcode.PING, b"p"))
         assert proto.data_to_send() == server_frame(Opcode.PONG, b"p") + server_frame(Opcode.TEXT, b"data")
 
@@ -332,6 +355,7 @@ class TestBudget:
     def test_any_frame_kind_over_budget_is_4006(self, frame):
         """The 11th frame of any kind in one window with a budget of 10: close 4006."""
         proto = Protocol(budget=Budget(frames=10, nbytes=0, window=1.0))
+        proto.coalesce_pongs = True  # a flooder that does not read
         events = proto.receive_data(frame * 11, now=5.0)
         assert events[-1] == Violation(4006, "rate_limited") and len(events) == 11
         assert proto.data_to_send().endswith(server_frame(Opcode.CLOSE, close_body(4006, "rate_limited")))
