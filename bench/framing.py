@@ -150,7 +150,7 @@ def run(repeat: int) -> dict[str, dict[str, float]]:
         parse, new, send, take = make()
         assert parse(reads) == N_FRAMES, name
 
-        def sends() -> None:
+        def sends(new=new, send=send, take=take) -> None:
             c = new()
             for _ in range(N_FRAMES):
                 r = send(c, payload)
@@ -161,7 +161,7 @@ def run(repeat: int) -> dict[str, dict[str, float]]:
 
         conns = [new() for _ in range(FANOUT)]
 
-        def fanout() -> None:
+        def fanout(conns=conns, send=send, take=take) -> None:
             for c in conns:
                 r = send(c, payload)
                 if take is not None:
@@ -170,7 +170,7 @@ def run(repeat: int) -> dict[str, dict[str, float]]:
                     assert r
 
         results[name] = {
-            "parse_us_per_frame": best(lambda: parse(reads), repeat) / N_FRAMES * 1e6,
+            "parse_us_per_frame": best(lambda parse=parse: parse(reads), repeat) / N_FRAMES * 1e6,
             "send_us_per_frame": best(sends, repeat) / N_FRAMES * 1e6,
             "fanout_us_per_delivery": best(fanout, repeat * 20) / FANOUT * 1e6,
         }
