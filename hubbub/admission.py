@@ -23,12 +23,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from actors.clock import Clock, MonotonicClock
 
 from .http import is_loopback
-from .websocket import HardenedHandler
+from .transport import HardenedHandler
 
 __all__ = [
     "AdmissionHandler",
@@ -268,12 +269,18 @@ class AdmissionHandler(HardenedHandler):
         # One request per call (a keep-alive connection may bring several): whatever
         # ends it - the peer's close, an error, a reset, or the server killing this
         # greenlet with GreenletExit - the slot taken in check_upgrade is given back.
+        # An upgraded connection outlives this call (it lives on in watchers): its slot
+        # is given back when the connection is released.
         try:
             super().run_application()
         finally:
             ip, self._admitted, self._refusal = self._admitted, None, None
+            conn, self._detached = self._detached, None
             if ip is not None:
-                self.limits.release(ip)
+                if conn is not None:
+                    conn.add_done_callback(partial(self.limits.release, ip))
+                else:
+                    self.limits.release(ip)
 
     def _refuse(
         self, status: str, message: str, headers: Iterable[tuple[str, str]] = ()
@@ -298,6 +305,11 @@ def handler_for(config: Any) -> type[AdmissionHandler]:
         {
             "max_message": config.max_message,
             "max_backlog": config.max_backlog,
+            "header_timeout": config.header_timeout,
+            "keepalive_timeout": config.keepalive_timeout,
+            "max_header_bytes": config.max_header_bytes,
+            "frame_budget": config.frame_budget,
+            "byte_budget": config.byte_budget,
             "origins": OriginPolicy(config.allowed_origins),
             "limits": ConnectionLimits(
                 config.max_connections, rate, AdmissionHandler.connection_burst

@@ -1,8 +1,7 @@
-"""The HTTP edge: routes, the admin/debug access rule, and the per-connection reader.
+"""The HTTP edge: routes, the admin/debug access rule, and the hand-over of a chat socket.
 
-Each WebSocket connection is served by the WSGI handler's greenlet, which is
-also the connection's only reader: it turns frames into ``ClientFrame``
-messages for the connection's UserActor and never decides anything itself.
+An upgraded connection is handed to ``ActorSystem.spawn_user``, which sets the
+transport's callbacks; the handler greenlet then returns (hubbub/transport.py).
 """
 
 from __future__ import annotations
@@ -12,8 +11,9 @@ import hmac
 import ipaddress
 import json
 import os
+from collections.abc import Callable, Iterable
 from importlib import resources
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pykka
 from greenlet import greenlet
@@ -94,22 +94,9 @@ class App:
     # --- the chat socket ------------------------------------------------------------
 
     def serve_websocket(self, conn: Any) -> None:
-        # spawn_user sets conn.on_message/on_pong/on_overflow/on_close.  Until the
-        # transport calls them from its own read path, this loop feeds them.
-        ref = self.system.spawn_user(conn)
-        try:
-            while not ref.actor_stopped.is_set():
-                data = conn.receive()
-                # receive() yields after every message: a flooding client cannot
-                # starve the others (buffered data never makes recv() block).
-                if data is None:
-                    break
-                conn.on_message(data)
-        finally:
-            conn.on_close(conn.close_code)
-            # Let the actor finish (leave rooms, last writes) before the handler
-            # closes the socket; bounded, the actor never waits on the client.
-            ref.actor_stopped.wait(2.0)
+        """A new chat socket: its user actor gets the transport's callbacks; nothing waits
+        here (the connection lives on in watchers, hubbub/transport.py)."""
+        self.system.spawn_user(conn)
 
     # --- plain HTTP -----------------------------------------------------------------
 

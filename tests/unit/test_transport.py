@@ -1,6 +1,6 @@
-"""hubbub.websocket: the hardened WebSocket edge, over real sockets.
+"""hubbub.transport: the gevent shell of the WebSocket edge, over real sockets.
 
-Every test starts an in-process gevent ``WSGIServer`` with ``HardenedHandler`` (small
+Every test starts an in-process gevent ``WSGIServer`` with ``Handler`` (small
 limits) and a tiny echo app, then talks to it either through the ``websockets`` sync
 client (under monkey-patching its background thread is a greenlet) or through raw
 sockets that can build the broken frames a real client library refuses to send.
@@ -23,11 +23,13 @@ import gevent  # noqa: E402
 import gevent.queue  # noqa: E402
 import pytest  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
-from geventwebsocket.websocket import Header  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from hubbub.websocket import Connection, HardenedHandler, _close_payload, unmask  # noqa: E402
+from hubbub.transport import Connection  # noqa: E402
+from hubbub.transport import Handler as HardenedHandler  # noqa: E402
+from hubbub.wsproto import close_payload as _close_payload  # noqa: E402
+from hubbub.wsproto import unmask  # noqa: E402
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -46,30 +48,32 @@ class EchoApp:
         self.connections: gevent.queue.Queue[Connection] = gevent.queue.Queue()
         self.ended: gevent.queue.Queue[Connection] = gevent.queue.Queue()
         self.pongs = 0
-        self.after_end: list[object] = []
+        self.closes: list[tuple[Connection, int | None]] = []  # every on_close call
 
     def __call__(self, environ, start_response):
         conn = environ.get("hubbub.connection")
         if conn is None:
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"plain http"]
-        assert environ["wsgi.websocket"] is conn
         conn.on_pong = self._pong
+        conn.on_message = lambda message: self._message(conn, message)
+        conn.on_close = lambda code: self._closed(conn, code)
         self.connections.put(conn)
-        while True:
-            message = conn.receive()
-            if message is None:
-                break
-            if isinstance(message, bytes):
-                conn.send_text(b"bin:" + message.hex().encode())
-            elif message.startswith("close:"):
-                _, code, reason = message.split(":", 2)
-                conn.close(int(code), reason)
-            else:
-                conn.send_text(message.encode())
-        self.after_end.append(conn.receive())
-        self.ended.put(conn)
         return []
+
+    @staticmethod
+    def _message(conn: Connection, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            conn.send_text(b"bin:" + message.hex().encode())
+        elif message.startswith("close:"):
+            _, code, reason = message.split(":", 2)
+            conn.close(int(code), reason)
+        else:
+            conn.send_text(message.encode())
+
+    def _closed(self, conn: Connection, code: int | None) -> None:
+        self.closes.append((conn, code))
+        self.ended.put(conn)
 
     def _pong(self) -> None:
         self.pongs += 1
@@ -79,6 +83,10 @@ class Handler(HardenedHandler):
     max_message = MAX_MESSAGE
     max_backlog = MAX_BACKLOG
     close_timeout = CLOSE_TIMEOUT
+    header_timeout = 0.5
+    keepalive_timeout = 0.3
+    max_header_bytes = 4096
+    frame_budget = 200
 
     def check_upgrade(self, environ):
         if environ.get("HTTP_ORIGIN") == "https://evil.example":
@@ -402,7 +410,7 @@ class TestDataFrames:
             assert (ws.close_code, ws.close_reason) == (4321, "done")
         conn = server.ended()
         assert (conn.close_code, conn.close_reason) == (4321, "done")
-        assert server.app.after_end == [None]
+        assert server.app.closes == [(conn, conn.close_code)]  # on_close, exactly once
 
     def test_server_close_carries_code_and_reason(self, server):
         """close(4001, "hello_timeout") reaches the client with that code and reason."""
@@ -560,21 +568,21 @@ class TestRawFraming:
         client.send_frame(CLOSE, payload)
         assert client.recv_close()[0] == code
 
-    def test_eof_returns_none_without_close_frame(self, server, raw):
-        """A client that just disconnects ends receive() with None; close_code is 1006."""
+    def test_eof_ends_the_connection_without_close_frame(self, server, raw):
+        """A client that just disconnects: on_close(1006), once."""
         client = raw()
         conn = server.accepted()
         client.close()
         assert server.ended() is conn
         assert conn.close_code == 1006 and conn.closed
-        assert server.app.after_end == [None]
+        assert server.app.closes == [(conn, 1006)]
 
 
 class TestClosingHandshake:
     """RFC 6455 §7: closing from the server side."""
 
-    def test_close_waits_for_peer_then_returns_none(self, server, raw):
-        """After close(), receive() discards data until the peer's close frame arrives."""
+    def test_close_waits_for_the_peers_close_frame(self, server, raw):
+        """After close(), data is discarded until the peer's close frame; then on_close, once."""
         client = raw()
         conn = server.accepted()
         conn.close(4005, "kicked")
@@ -585,7 +593,7 @@ class TestClosingHandshake:
         client.send_frame(CLOSE, struct.pack("!H", 4005))
         assert server.ended() is conn
         assert conn.close_code == 4005
-        assert server.app.after_end == [None]
+        assert server.app.closes == [(conn, 4005)]
 
     def test_silent_peer_is_dropped_after_close_timeout(self, server, raw):
         """A peer that never answers our close frame is dropped after close_timeout."""
@@ -670,7 +678,7 @@ class TestOutbound:
                 break
         assert len(overflows) == 1 and overflows[0] > MAX_BACKLOG
         assert conn.backlog > 2 * MAX_BACKLOG
-        assert conn._watcher is not None and conn._watcher.active  # waiting for writability
+        assert conn._writer is not None and conn._writer.active  # waiting for writability
         assert worst < 0.05
         t = time.perf_counter()
         conn.close(4007, "slow_consumer")
@@ -681,7 +689,7 @@ class TestOutbound:
         assert len(overflows) == 1
 
     def test_write_error_marks_connection_gone(self, server, raw):
-        """If the peer is gone when we flush, the outbox is dropped and receive() ends."""
+        """If the peer is gone when we flush, the outbox is dropped and on_close is called."""
         client = raw()
         conn = server.accepted()
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -708,12 +716,10 @@ class TestUnmasking:
     """RFC 6455 §5.3: the masking transform, at C speed."""
 
     @pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 125, 2047, 2048, 2049, 65537])
-    def test_matches_upstream(self, n):
-        """unmask() gives the same bytes as gevent-websocket's per-byte loop."""
+    def test_matches_the_definition(self, n):
+        """unmask() gives the bytes of §5.3's per-byte definition."""
         payload, mask = os.urandom(n), os.urandom(4)
-        header = Header(length=n)
-        header.mask = mask
-        assert unmask(payload, mask) == bytes(header.unmask_payload(payload))
+        assert unmask(payload, mask) == bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
     def test_is_fast(self):
         """1 MiB unmasks in well under the ~60 ms the per-byte loop needs."""
@@ -721,3 +727,95 @@ class TestUnmasking:
         t = time.perf_counter()
         unmask(payload, mask)
         assert time.perf_counter() - t < 0.02
+
+
+class TestLightweight:
+    """Issue 11: after the upgrade a connection is a watcher, not a parked greenlet."""
+
+    def test_upgraded_connections_hold_no_greenlet(self, server, raw):
+        """20 open, idle connections add no live greenlet (the handler greenlets return)."""
+        import gc
+
+        from greenlet import greenlet
+
+        def live() -> int:
+            gc.collect()
+            return sum(1 for o in gc.get_objects() if isinstance(o, greenlet) and not o.dead)
+
+        raw()
+        server.accepted()
+        gevent.sleep(0.05)
+        before = live()
+        clients = [raw() for _ in range(20)]
+        for _ in clients:
+            server.accepted()
+        gevent.sleep(0.05)
+        assert live() - before <= 1
+        clients[0].send_frame(TEXT, b"still served")  # ... and they still work
+        assert clients[0].recv_frame().payload == b"still served"
+
+
+class TestFairness:
+    """Issue 15: every frame kind counts; a ping flood cannot grow the outbox."""
+
+    def test_pings_in_one_segment_are_all_answered(self, server, raw):
+        """150 pings in one segment (within the budget) from a reading peer: 150 pongs,
+        in order (RFC 6455 §5.5.2; Autobahn 2.10)."""
+        client = raw()
+        conn = server.accepted()
+        client.sock.sendall(b"".join(RawClient.frame(PING, b"%d" % i) for i in range(150)))
+        client.send_frame(TEXT, b"marker")
+        pongs = []
+        while (frame := client.recv_frame()).opcode == PONG:
+            pongs.append(frame.payload)
+        assert frame.payload == b"marker"
+        assert pongs == [b"%d" % i for i in range(150)]
+        assert conn.backlog == 0
+
+    def test_over_budget_is_closed_4006(self, server, raw):
+        """More frames than the budget allows in one second: close 4006, nothing served
+        after it."""
+        client = raw()
+        conn = server.accepted()
+        n = Handler.frame_budget + 10
+        client.sock.sendall(b"".join(RawClient.frame(PONG, b"") for _ in range(n)))
+        client.send_frame(TEXT, b"not served")
+        assert client.recv_close() == (4006, "rate_limited")
+        assert server.ended() is conn
+        assert server.app.pongs <= Handler.frame_budget
+
+
+class TestRequestHead:
+    """RFC 9112 request heads: the limits and the strict parser, from the socket."""
+
+    def test_conflicting_content_length_is_400(self, server):
+        """Two different Content-Length values: 400, never a second request (§6.3)."""
+        status, _, _ = http_exchange(
+            server.port,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",
+        )
+        assert status == 400
+
+    def test_head_over_max_header_bytes_is_431(self, server):
+        """A request head larger than max_header_bytes: 431."""
+        big = b"X-Pad: " + b"a" * Handler.max_header_bytes + b"\r\n"
+        status, _, _ = http_exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
+        assert status == 431
+
+    def test_slow_head_is_dropped_after_header_timeout(self, server):
+        """A head that never completes is answered 408 and closed after header_timeout."""
+        start = time.monotonic()
+        status, _, _ = http_exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert status == 408
+        assert Handler.header_timeout * 0.8 <= time.monotonic() - start < Handler.header_timeout + 1
+
+    def test_idle_keepalive_is_closed_after_keepalive_timeout(self, server):
+        """After a response, an idle keep-alive connection is closed after keepalive_timeout."""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=3) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            start = time.monotonic()
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200")
+            assert Handler.keepalive_timeout * 0.8 <= time.monotonic() - start < Handler.keepalive_timeout + 1
