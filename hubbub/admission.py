@@ -30,7 +30,7 @@ from typing import Any
 
 from actors.clock import Clock, MonotonicClock
 
-from .http import is_loopback
+from .http import SECURITY_HEADERS, is_loopback
 from .websocket import HardenedHandler
 
 __all__ = [
@@ -479,7 +479,7 @@ class AdmissionHandler(HardenedHandler):
         if self._refusal is not None:
             message, extra = self._refusal
             headers = [*headers, *extra]
-        return super()._refuse(status, message, headers)
+        return super()._refuse(status, message, [*headers, *SECURITY_HEADERS])
 
 
 def handler_for(config: Any) -> type[AdmissionHandler]:

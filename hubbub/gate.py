@@ -37,8 +37,8 @@ log = logging.getLogger("hubbub.gate")
 # Sent to a plain-HTTP socket the gate refuses: the contract's answer to a client over a
 # connection limit, and short enough to fit any fresh socket's send buffer (never blocks).
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 30\r\n\r\n"
-            b"too many connections, retry\r\n\r\n")
+            b"Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
+            b"Content-Length: 29\r\n\r\ntoo many connections, retry\r\n")
 # Kept for everything that is not a client socket: the listener, epoll, logs, the SQLite
 # store, Redis, plugin files.  server.py's auto --max-sockets leaves this many spare.
 SPARE_FDS = 64

@@ -21,6 +21,7 @@ import pytest
 from gevent.pywsgi import WSGIServer
 
 from hubbub.admission import (
+    AcceptGate,
     AdmissionHandler,
     ConnectionLimits,
     OriginPolicy,
@@ -501,3 +502,151 @@ class TestHandler:
             for sock in socks:
                 sock.close()
             node.wait_released()
+
+
+class TestAcceptGate:
+    """Issue 15 item 2: caps counted at accept, shedding the oldest waiting socket, and a
+    deadline for every phase before the chat (AcceptGate, on a fake clock)."""
+
+    @staticmethod
+    def gate(**kw):
+        kw.setdefault("max_sockets", 4)
+        kw.setdefault("timeouts", {"handshake": 3.0, "headers": 5.0, "body": 7.0, "idle": 11.0})
+        return AcceptGate(**kw)
+
+    def test_under_the_cap_every_socket_is_admitted(self):
+        """Up to max_sockets sockets are admitted and counted; release gives each back."""
+        g, clock = self.gate(), FakeClock()
+        tickets = [g.admit("198.51.100.1", clock.monotonic())[0] for _ in range(4)]
+        assert all(tickets) and g.open == 4 and g.pending == {"198.51.100.1": 4}
+        for t in tickets:
+            g.release(t)
+        assert g.open == 0 and g.pending == {} and g.waiting() == 0
+
+    def test_over_the_cap_the_oldest_waiting_socket_is_shed(self):
+        """A socket over max_sockets takes the place of the one waiting longest."""
+        g, clock = self.gate(), FakeClock()
+        first = [g.admit(f"198.51.100.{i}", clock.monotonic())[0] for i in range(4)]
+        clock.jump(1)
+        g.enter(first[0], "idle", clock.monotonic())  # a new phase: now the youngest
+        ticket, shed = g.admit("203.0.113.5", clock.monotonic())
+        assert ticket is not None and shed == [first[1]] and first[1].phase == "gone"
+        assert g.open == 4
+        g.release(first[1])  # the shed socket's handler ends later: a no-op
+        assert g.open == 4
+
+    def test_sockets_in_chat_or_being_served_are_never_shed(self):
+        """With every socket in chat or in a request body, a new one is refused."""
+        g, clock = self.gate(), FakeClock()
+        tickets = [g.admit(f"198.51.100.{i}", clock.monotonic())[0] for i in range(4)]
+        for t in tickets[:3]:
+            g.enter(t, "chat", clock.monotonic())
+        g.enter(tickets[3], "body", clock.monotonic())
+        assert g.admit("203.0.113.5", clock.monotonic()) == (None, [])
+        assert g.counts["refused"] == 1 and g.open == 4
+
+    def test_loopback_has_a_reserve(self):
+        """Over max_sockets, loopback still gets admin_reserve sockets without shedding."""
+        g, clock = self.gate(max_sockets=2, admin_reserve=1), FakeClock()
+        for i in range(2):
+            g.enter(g.admit(f"198.51.100.{i}", clock.monotonic())[0], "chat", clock.monotonic())
+        assert g.admit("203.0.113.5", clock.monotonic()) == (None, [])
+        ticket, shed = g.admit("127.0.0.1", clock.monotonic(), loopback=True)
+        assert ticket is not None and shed == []
+        g.enter(ticket, "body", clock.monotonic())  # being served: not sheddable
+        assert g.admit("127.0.0.1", clock.monotonic(), loopback=True)[0] is None  # reserve used up
+
+    def test_per_ip_cap_sheds_that_ips_own_oldest(self):
+        """Over max_pending_per_ip, the same IP's oldest waiting socket makes room; others are untouched."""
+        g, clock = self.gate(max_sockets=100, max_pending_per_ip=2), FakeClock()
+        other = g.admit("198.51.100.9", clock.monotonic())[0]
+        a = g.admit("203.0.113.5", clock.monotonic())[0]
+        clock.jump(1)
+        b = g.admit("203.0.113.5", clock.monotonic())[0]
+        c, shed = g.admit("203.0.113.5", clock.monotonic())
+        assert shed == [a] and c is not None and b.phase == "headers" and other.phase == "headers"
+        assert g.pending["203.0.113.5"] == 2
+
+    def test_sockets_in_chat_do_not_count_against_the_per_ip_cap(self):
+        """The per-IP cap counts sockets not yet upgraded; those in chat are --max-connections' business."""
+        g, clock = self.gate(max_sockets=100, max_pending_per_ip=1), FakeClock()
+        for _ in range(5):
+            t, shed = g.admit("203.0.113.5", clock.monotonic())
+            assert shed == []
+            g.enter(t, "chat", clock.monotonic())
+        assert g.pending == {} and g.open == 5
+
+    def test_every_phase_has_its_deadline(self):
+        """handshake, headers, body and idle each expire after their own timeout; chat never."""
+        g, clock = self.gate(max_sockets=100), FakeClock()
+        tls = g.admit("198.51.100.1", clock.monotonic(), tls=True)[0]
+        plain = g.admit("198.51.100.2", clock.monotonic())[0]
+        chat = g.admit("198.51.100.3", clock.monotonic())[0]
+        g.enter(chat, "chat", clock.monotonic())
+        clock.jump(2.9)
+        assert g.due(clock.monotonic()) == []
+        clock.jump(0.1)
+        assert g.due(clock.monotonic()) == [tls] and tls.expired
+        g.enter(plain, "body", clock.monotonic())  # headers done at t=3: body until t=10
+        clock.jump(6.9)
+        assert g.due(clock.monotonic()) == []
+        clock.jump(0.1)
+        assert g.due(clock.monotonic()) == [plain]
+        g.enter(plain, "idle", clock.monotonic())
+        clock.jump(11)
+        assert g.due(clock.monotonic()) == [plain]
+        clock.jump(1000)
+        assert g.due(clock.monotonic()) == [] and not chat.expired
+
+    def test_a_new_phase_replaces_the_old_deadline(self):
+        """A socket that moves on is not expired by its previous phase's deadline."""
+        g, clock = self.gate(max_sockets=100), FakeClock()
+        t = g.admit("198.51.100.1", clock.monotonic())[0]
+        clock.jump(4)
+        g.enter(t, "body", clock.monotonic())
+        clock.jump(2)  # the headers deadline (t=5) passed; the body one (t=11) did not
+        assert g.due(clock.monotonic()) == []
+
+    def test_released_and_shed_tickets_never_expire(self):
+        """A closed socket's deadline is forgotten."""
+        g, clock = self.gate(max_sockets=1), FakeClock()
+        a = g.admit("198.51.100.1", clock.monotonic())[0]
+        b, shed = g.admit("198.51.100.2", clock.monotonic())
+        assert shed == [a]
+        g.release(b)
+        clock.jump(100)
+        assert g.due(clock.monotonic()) == []
+
+    def test_chat_is_final(self):
+        """An upgraded socket never goes back to a pre-chat phase (the handler's last 'idle')."""
+        g, clock = self.gate(), FakeClock()
+        t = g.admit("198.51.100.1", clock.monotonic())[0]
+        g.enter(t, "chat", clock.monotonic())
+        g.enter(t, "idle", clock.monotonic())
+        assert t.phase == "chat" and t.deadline is None and g.waiting() == 0
+
+    def test_bad_settings_are_refused(self):
+        """max_sockets below 1 or negative reserves are errors."""
+        with pytest.raises(ValueError):
+            AcceptGate(max_sockets=0)
+        with pytest.raises(ValueError):
+            AcceptGate(max_sockets=1, admin_reserve=-1)
+
+
+class TestGateFor:
+    """gate_for(config, fd_limit): the caps stay under the open-file limit."""
+
+    def test_auto_max_sockets_leaves_the_reserve_and_spare_fds(self):
+        """--max-sockets 0: the fd limit minus --admin-reserve minus the spare fds."""
+        from hubbub.gate import SPARE_FDS, gate_for
+
+        g = gate_for(Config(), 20_000)
+        assert g.max_sockets + g.admin_reserve + SPARE_FDS == 20_000
+        assert g.max_pending_per_ip == 1000 and g.timeouts["headers"] == 60.0
+
+    def test_max_connections_zero_turns_off_the_per_ip_cap(self):
+        """Behind a proxy (--max-connections 0) every client shares an IP: no per-IP cap."""
+        from hubbub.gate import gate_for
+
+        assert gate_for(Config(max_connections=0), 20_000).max_pending_per_ip == 0
+        assert gate_for(Config(max_sockets=500), 20_000).max_sockets == 500
