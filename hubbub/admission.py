@@ -231,9 +231,12 @@ class ConnectionLimits:
 
 #: A socket's phases before the chat starts, and after.  Only ``chat`` has no deadline;
 #: ``handshake``, ``headers`` and ``idle`` are "waiting for the client", so the gate may
-#: shed such a socket to make room; ``body`` is a request being served (not shed).
-PHASES = ("handshake", "headers", "body", "idle", "chat")
-_SHEDDABLE = frozenset({"handshake", "headers", "idle"})
+#: shed such a socket to make room; ``body`` is a request being served (its body read,
+#: the app run, the response written: not shed); ``closing`` is a request whose body
+#: deadline passed, given a short while to send its 408 (a slow reader may block that).
+PHASES = ("handshake", "headers", "body", "closing", "idle", "chat")
+_SHEDDABLE = frozenset({"handshake", "headers", "idle", "closing"})
+CLOSING_GRACE = 5.0  #: seconds; at most the body timeout
 
 
 class GateTicket:
@@ -289,6 +292,7 @@ class AcceptGate:
         self.max_pending_per_ip = max_pending_per_ip
         self.timeouts = dict.fromkeys(("handshake", "headers", "body", "idle"), 60.0)
         self.timeouts.update(timeouts or {})
+        self.timeouts["closing"] = min(CLOSING_GRACE, self.timeouts["body"])
         self.open = 0  #: sockets held (every phase)
         self.pending: dict[str, int] = {}  #: per IP: sockets not in chat; dropped at 0
         # Waiting sockets, oldest phase start first: shedding takes the first (O(1)).

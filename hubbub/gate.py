@@ -159,8 +159,13 @@ class GatedServer(WSGIServer):
                 ticket.expired = False
                 self.gate.enter(ticket, "headers", now)
             elif ticket.phase == "body":
-                log.info("request body from %s timed out", ticket.ip)
-                _shutdown(ticket.conn, socket.SHUT_RD)  # the app still answers 408
+                # Shut for reading only: a body read returns short and the app answers
+                # 408.  If the client does not read that either (a slow reader), the
+                # closing grace ends it for good.
+                log.info("request from %s timed out (body or response)", ticket.ip)
+                _shutdown(ticket.conn, socket.SHUT_RD)
+                ticket.expired = True
+                self.gate.enter(ticket, "closing", now)
             else:
                 log.info("connection from %s closed: %s timed out", ticket.ip, ticket.phase)
                 _shutdown(ticket.conn, socket.SHUT_RDWR)

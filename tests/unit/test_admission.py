@@ -598,6 +598,19 @@ class TestAcceptGate:
         clock.jump(1000)
         assert g.due(clock.monotonic()) == [] and not chat.expired
 
+    def test_a_request_past_its_deadline_gets_a_short_grace(self):
+        """After the body deadline the socket may still send its 408, for at most CLOSING_GRACE."""
+        from hubbub.admission import CLOSING_GRACE
+
+        g, clock = self.gate(max_sockets=100, timeouts={"body": 60.0}), FakeClock()
+        t = g.admit("198.51.100.1", clock.monotonic())[0]
+        g.enter(t, "body", clock.monotonic())
+        clock.jump(60)
+        assert g.due(clock.monotonic()) == [t]
+        g.enter(t, "closing", clock.monotonic())
+        clock.jump(CLOSING_GRACE)
+        assert g.due(clock.monotonic()) == [t] and g.timeouts["closing"] == CLOSING_GRACE
+
     def test_a_new_phase_replaces_the_old_deadline(self):
         """A socket that moves on is not expired by its previous phase's deadline."""
         g, clock = self.gate(max_sockets=100), FakeClock()
