@@ -45,7 +45,9 @@ def build(config, listener=None, **system_options):
     # Every socket passes the accept-level gate (caps and pre-chat deadlines) before any
     # HTTP is read; the caps stay under the open-file limit (raised by raise_open_file_limit).
     gate = gate_for(config, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    server = GatedServer(listener or (config.host, config.port), App(system, config, telemetry),
+    app = App(system, config, telemetry)
+    app.gate = gate
+    server = GatedServer(listener or (config.host, config.port), app,
                          handler_class=handler, log=None, error_log=logging.getLogger("hubbub.http"),
                          gate=gate, **tls)
     return system, server

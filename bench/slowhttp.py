@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import platform
 import re
 import shutil
@@ -98,7 +99,10 @@ def run_mode(mode: str, *, connections: int, rate: int, length: int, nofile: int
         sampler.join(10)
         rss_kb = node.rss_kb() if node.alive() else None
         alive = node.alive()
-        traceback = "Traceback" in node.log_text()
+        text = node.log_text()
+        traceback = "Traceback" in text
+        if traceback:
+            log(f"{mode}: the node printed a traceback:\n{text[text.index('Traceback'):][:3000]}")
         rows = list(csv.DictReader(open(prefix + ".csv"))) if Path(prefix + ".csv").exists() else []
     if not rows:
         raise RuntimeError(f"slowhttptest wrote no CSV: {attack.stdout[-2000:]} {attack.stderr[-2000:]}")
@@ -130,8 +134,8 @@ def table(results: list[dict[str, Any]], nofile: int, connections: int) -> str:
         "user logs in (upgrade, hello, profile) and the operator asks /healthz from loopback. "
         "With the defaults one attacking IP is held to 1,000 waiting sockets "
         "(`--max-pending-per-ip`); `--max-pending-per-ip 0` stands for an attack from many "
-        "addresses, where the total cap (`--max-sockets`, automatic: the fd limit minus 96) "
-        "and shedding the oldest waiting socket do the work.",
+        "addresses, where the total cap (`--max-sockets`, automatic: the fd limit minus 260) "
+        "and shedding the socket longest before the chat do the work.",
         "",
         "| attack | node FLAGS | slowhttptest \"service available\" | polite logins | slowest login | /healthz answered | node's fds (max) | RSS after | traceback |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -160,12 +164,14 @@ def write_doc(path: Path, text: str) -> None:
 
 def main(modes: str, connections: int, rate: int, length: int, nofile: int, doc: str,
          log: Any) -> int:
+    # The polite client's library logs its own connections cut under load: noise here.
+    logging.getLogger("websockets").setLevel(logging.CRITICAL)
     if shutil.which("slowhttptest") is None:
         log("slowhttptest is not installed (Debian: apt install slowhttptest)")
         return 2
     # The node's defaults.  A mode runs for less than the 60 s pre-chat deadlines, so what
     # keeps the node available here is the accept-level cap (under the fd limit) and the
-    # shedding of the oldest waiting sockets; the deadlines have their own tests.
+    # shedding of the sockets longest before the chat; the deadlines have their own tests.
     results = [run_mode(m, connections=connections, rate=rate, length=length, nofile=nofile,
                         flags=flags, log=log)
                for m in re.findall(r"[HBX]", modes)

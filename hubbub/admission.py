@@ -35,6 +35,7 @@ from .websocket import HardenedHandler
 
 __all__ = [
     "PHASES",
+    "SHED_SLACK",
     "AcceptGate",
     "AdmissionHandler",
     "GateTicket",
@@ -229,14 +230,16 @@ class ConnectionLimits:
             del self.buckets[ip]
 
 
-#: A socket's phases before the chat starts, and after.  Only ``chat`` has no deadline;
-#: ``handshake``, ``headers`` and ``idle`` are "waiting for the client", so the gate may
-#: shed such a socket to make room; ``body`` is a request being served (its body read,
-#: the app run, the response written: not shed); ``closing`` is a request whose body
-#: deadline passed, given a short while to send its 408 (a slow reader may block that).
+#: A socket's phases before the chat starts, and after.  Only ``chat`` has no deadline.
+#: ``handshake``, ``headers`` and ``idle`` wait for the client; ``body`` is a request
+#: being served (its body read, the app run, the response written); ``closing`` is a
+#: request whose deadline passed, given a short while to send its 408 (a slow reader
+#: may block even that).  Every phase but ``chat`` may be shed to make room.
 PHASES = ("handshake", "headers", "body", "closing", "idle", "chat")
-_SHEDDABLE = frozenset({"handshake", "headers", "idle", "closing"})
 CLOSING_GRACE = 5.0  #: seconds; at most the body timeout
+#: Shed sockets still hold their fd until their handler has run and closed it; at most
+#: this many may be on their way out before a new socket is refused instead.
+SHED_SLACK = 64
 
 
 class GateTicket:
@@ -248,10 +251,10 @@ class GateTicket:
         self.ip = ip
         self.loopback = loopback
         self.conn = conn
-        self.phase = "new"  #: one of PHASES, or "new" / "gone"
+        self.phase = "new"  #: one of PHASES, or "new" / "shed" (closing) / "gone" (closed)
         self.since = 0.0  #: when the current phase began (monotonic seconds)
         self.deadline: float | None = None  #: when the current phase must be over
-        self.expired = False  #: a deadline fired for this socket (the shell closes it)
+        self.expired = False  #: a deadline fired for this socket, or it was shed
 
     def __repr__(self) -> str:
         return f"<GateTicket {self.ip} {self.phase}>"
@@ -266,18 +269,21 @@ class AcceptGate:
     the caps count sockets and the deadlines bound how long one may wait for its client:
 
     - ``max_sockets``: accepted sockets in total.  A new one over it takes the place of
-      the oldest socket still waiting for its client (TLS handshake, request headers,
-      keep-alive idle): the one most likely to be a slow attacker, and the one whose
-      loss costs least (a polite client reconnects).  If every socket is busy or in chat,
-      the new one is refused.
+      the socket that has been longest in its pre-chat phase: the one most likely to be
+      a slow attacker, and the one whose loss costs least (a polite client reconnects).
+      Sockets in chat are never shed; if every socket is, the new one is refused.
     - ``admin_reserve``: ``max_sockets`` plus this many for loopback clients only, so an
       operator on the machine reaches /healthz, /metrics, /debug and /admin while the
-      node is full.  Set ``max_sockets`` + ``admin_reserve`` below the open-file limit.
+      node is full.
     - ``max_pending_per_ip``: sockets from one IP not yet in chat; a new one over it takes
-      the place of that IP's oldest waiting socket, so one address cannot push the
-      others' sockets out.  The per-IP cap on sockets *in chat* is ``--max-connections``,
-      enforced at the upgrade with the contract's 503.  0: no per-IP cap.
+      the place of that IP's oldest, so one address cannot push the others' sockets out.
+      The per-IP cap on sockets *in chat* is ``--max-connections``, enforced at the
+      upgrade with the contract's 503.  0: no per-IP cap.
     - ``timeouts``: seconds allowed in each phase but ``chat``.
+
+    ``open`` counts file descriptors: a shed socket counts until ``release`` (its handler
+    closed it), and at most ``SHED_SLACK`` may be closing at once, so ``open`` never
+    exceeds ``max_sockets`` + ``admin_reserve`` + ``SHED_SLACK``.
 
     Pure: the caller passes ``now`` (monotonic seconds) and does the closing.  ``due(now)``
     returns the sockets whose deadline passed, each once per deadline.
@@ -293,9 +299,10 @@ class AcceptGate:
         self.timeouts = dict.fromkeys(("handshake", "headers", "body", "idle"), 60.0)
         self.timeouts.update(timeouts or {})
         self.timeouts["closing"] = min(CLOSING_GRACE, self.timeouts["body"])
-        self.open = 0  #: sockets held (every phase)
-        self.pending: dict[str, int] = {}  #: per IP: sockets not in chat; dropped at 0
-        # Waiting sockets, oldest phase start first: shedding takes the first (O(1)).
+        self.open = 0  #: sockets whose fd is open (every phase, shed ones included)
+        self.shedding = 0  #: shed sockets not yet released
+        self.pending: dict[str, int] = {}  #: per IP: sockets not in chat nor shed; dropped at 0
+        # Pre-chat sockets, oldest phase start first: shedding takes the first (O(1)).
         self._waiting: OrderedDict[GateTicket, None] = OrderedDict()
         self._waiting_by_ip: dict[str, OrderedDict[GateTicket, None]] = {}
         # Deadlines with lazy deletion: an entry whose ticket moved on is skipped.
@@ -307,33 +314,29 @@ class AcceptGate:
     def admit(self, ip: str, now: float, conn: Any = None, *, loopback: bool = False,
               tls: bool = False) -> tuple[GateTicket | None, list[GateTicket]]:
         """A socket from ``ip`` was accepted: ``(ticket, shed)``.  ``ticket`` None: refuse
-        it.  ``shed``: sockets to close to make room (already forgotten by the gate)."""
+        it.  ``shed``: sockets to close to make room."""
         shed: list[GateTicket] = []
         cap = self.max_pending_per_ip
         if cap and self.pending.get(ip, 0) >= cap:
-            victim = self._oldest(self._waiting_by_ip.get(ip))
-            if victim is None:  # all of them are being served: this one must wait outside
-                self.counts["refused"] += 1
-                return None, shed
-            shed.append(victim)
+            # The IP's own oldest makes room; it is gone from the IP's count at once (the
+            # fd still counts in ``open`` until it is closed).
+            shed.append(self._shed(next(iter(self._waiting_by_ip[ip]))))
         limit = self.max_sockets + (self.admin_reserve if loopback else 0)
         if self.open >= limit:
-            victim = self._oldest(self._waiting)
-            if victim is None:
+            if not self._waiting or self.shedding >= SHED_SLACK:
                 self.counts["refused"] += 1
                 return None, shed
-            shed.append(victim)
+            shed.append(self._shed(next(iter(self._waiting))))
         ticket = GateTicket(ip, loopback, conn)
         self.open += 1
         self.pending[ip] = self.pending.get(ip, 0) + 1
         self.enter(ticket, "handshake" if tls else "headers", now)
         self.counts["accepted"] += 1
-        self.counts["shed"] += len(shed)
         return ticket, shed
 
     def enter(self, ticket: GateTicket, phase: str, now: float) -> None:
         """``ticket``'s socket starts ``phase`` (one of PHASES) now."""
-        if ticket.phase == "gone" or ticket.phase == "chat":
+        if ticket.phase in ("shed", "gone", "chat"):
             return  # shed or released meanwhile; a socket in chat never goes back
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
@@ -345,49 +348,50 @@ class AcceptGate:
             return
         ticket.deadline = now + self.timeouts[phase]
         heapq.heappush(self._heap, (ticket.deadline, next(self._seq), ticket))
-        if phase in _SHEDDABLE:
-            self._waiting[ticket] = None
-            self._waiting_by_ip.setdefault(ticket.ip, OrderedDict())[ticket] = None
+        self._waiting[ticket] = None
+        self._waiting_by_ip.setdefault(ticket.ip, OrderedDict())[ticket] = None
 
     def release(self, ticket: GateTicket) -> None:
-        """The socket is closed.  A no-op for a ticket already shed or released."""
-        if ticket.phase != "gone":
-            self._forget(ticket)
-        ticket.conn = None  # stale heap entries keep the ticket a while, not the socket
+        """The socket is closed.  A no-op for a ticket already released."""
+        if ticket.phase == "gone":
+            return
+        if ticket.phase == "shed":
+            self.shedding -= 1
+        else:
+            self._unwait(ticket)
+            if ticket.phase != "chat":
+                self._unpend(ticket.ip)
+        ticket.phase, ticket.deadline, ticket.conn = "gone", None, None
+        self.open -= 1
 
     def due(self, now: float) -> list[GateTicket]:
         """Tickets whose phase deadline has passed (each returned once per deadline)."""
         out = []
         while self._heap and self._heap[0][0] <= now:
             deadline, _, ticket = heapq.heappop(self._heap)
-            if ticket.deadline == deadline and ticket.phase not in ("gone", "chat"):
+            if ticket.deadline == deadline and ticket.phase not in ("shed", "gone", "chat"):
                 ticket.deadline = None
                 ticket.expired = True
                 out.append(ticket)
                 self.counts["expired"] += 1
         return out
 
-    def next_deadline(self) -> float | None:
-        """The earliest deadline that may still be live (None: nothing waits)."""
-        return self._heap[0][0] if self._heap else None
+    def shed_oldest(self) -> GateTicket | None:
+        """Shed the socket longest in a pre-chat phase (None if there is none), e.g. when
+        the process is out of file descriptors after all."""
+        return self._shed(next(iter(self._waiting))) if self._waiting else None
 
     def waiting(self) -> int:
-        """Sockets waiting for their client (the ones that may be shed)."""
+        """Sockets not yet in chat (the ones that may be shed)."""
         return len(self._waiting)
 
-    def _oldest(self, queue: OrderedDict[GateTicket, None] | None) -> GateTicket | None:
-        if not queue:
-            return None
-        victim = next(iter(queue))
-        self._forget(victim)
+    def _shed(self, victim: GateTicket) -> GateTicket:
+        self._unwait(victim)
+        self._unpend(victim.ip)
+        victim.phase, victim.deadline, victim.expired = "shed", None, True
+        self.shedding += 1
+        self.counts["shed"] += 1
         return victim
-
-    def _forget(self, ticket: GateTicket) -> None:
-        self._unwait(ticket)
-        if ticket.phase != "chat":
-            self._unpend(ticket.ip)
-        ticket.phase, ticket.deadline = "gone", None
-        self.open -= 1
 
     def _unwait(self, ticket: GateTicket) -> None:
         if self._waiting.pop(ticket, 0) is None:

@@ -18,6 +18,7 @@ reading, so the application can still answer ``408``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from typing import Any
@@ -27,7 +28,7 @@ from gevent.pywsgi import WSGIServer
 
 from actors.clock import Clock, MonotonicClock
 
-from .admission import AcceptGate, GateTicket
+from .admission import SHED_SLACK, AcceptGate, GateTicket
 from .http import is_loopback
 
 __all__ = ["GatedServer", "gate_for"]
@@ -39,9 +40,11 @@ log = logging.getLogger("hubbub.gate")
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
             b"Content-Length: 29\r\n\r\ntoo many connections, retry\r\n")
-# Kept for everything that is not a client socket: the listener, epoll, logs, the SQLite
-# store, Redis, plugin files.  server.py's auto --max-sockets leaves this many spare.
-SPARE_FDS = 64
+# File descriptors the automatic --max-sockets leaves spare: 64 for everything that is
+# not a client socket (the listener, epoll, logs, the SQLite store, Redis, plugin files),
+# SHED_SLACK for shed sockets on their way out, and one accept batch (gevent accepts up to
+# ``max_accept`` = 100 sockets before their handlers run and ask the gate).
+SPARE_FDS = 64 + SHED_SLACK + 100
 
 
 def gate_for(config: Any, fd_limit: int) -> AcceptGate:
@@ -86,6 +89,8 @@ class GatedServer(WSGIServer):
         super().__init__(*args, **kwargs)
         self.gate = gate
         self._ticker: gevent.Greenlet | None = None
+        self._quiet_until = float("-inf")
+        self._pause: Any = None
         # Fine enough that a deadline fires within a tenth of the shortest phase, coarse
         # enough that the ticker costs nothing (a heap peek).
         self.tick = min(1.0, max(0.02, min(gate.timeouts.values()) / 10))
@@ -96,6 +101,9 @@ class GatedServer(WSGIServer):
             self._ticker = gevent.spawn(self._run_ticker)
 
     def close(self) -> None:
+        if self._pause is not None:
+            self._pause.close()
+            self._pause = None
         if self._ticker is not None:
             self._ticker.kill(block=False)
             self._ticker = None
@@ -103,16 +111,38 @@ class GatedServer(WSGIServer):
 
     # --- accept ---------------------------------------------------------------------
 
+    def do_read(self) -> Any:
+        # Out of file descriptors (the caps keep us under the limit, but other files
+        # count too): gevent would print a traceback per failed accept.  Instead, shed
+        # the oldest pre-chat socket and pause accepting for a moment.
+        try:
+            return super().do_read()
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            now = self.clock.monotonic()
+            if now >= self._quiet_until:
+                self._quiet_until = now + 10.0
+                log.warning("out of file descriptors (%s): shedding the oldest connection "
+                            "not yet in chat; lower --max-sockets", exc.strerror)
+            victim = self.gate.shed_oldest()
+            if victim is not None:
+                self._drop(victim)
+            self.stop_accepting()
+            self._pause = self.loop.timer(0.05)
+            self._pause.start(self._start_accepting_if_started)
+            return None
+
     def handle(self, sock: Any, address: Any) -> None:
         ip = address[0] if isinstance(address, tuple) else ""
         tls = hasattr(sock, "do_handshake")
         ticket, shed = self.gate.admit(ip, self.clock.monotonic(), sock,
                                        loopback=is_loopback(ip), tls=tls)
         for victim in shed:
-            log.info("closing a waiting connection from %s (%s) to make room", victim.ip, victim.phase)
+            log.debug("closing a connection from %s (%s) to make room", victim.ip, victim.phase)
             self._drop(victim)
         if ticket is None:
-            log.info("connection from %s refused: too many connections", ip)
+            log.debug("connection from %s refused: too many connections", ip)
             if not tls:
                 try:
                     _raw(sock).send(_REFUSAL, socket.MSG_DONTWAIT)
@@ -136,20 +166,37 @@ class GatedServer(WSGIServer):
             sock.do_handshake()
         except OSError as exc:  # ssl.SSLError is an OSError, and so is our shutdown's EOF
             why = "timed out" if ticket.expired else (str(exc) or type(exc).__name__)
-            log.info("TLS handshake with %s failed: %s", ip, why)
+            log.debug("TLS handshake with %s failed: %s", ip, why)
             return False
         self.gate.enter(ticket, "headers", self.clock.monotonic())
         return True
 
     # --- deadlines ------------------------------------------------------------------
 
+    #: seconds between the summary lines; per socket the gate logs at DEBUG only, so
+    #: that a flood of slow sockets cannot flood the log too
+    summary_every = 10.0
+
     def _run_ticker(self) -> None:
+        seen = dict(self.gate.counts)
+        next_summary = self.clock.monotonic() + self.summary_every
         while True:
             gevent.sleep(self.tick)
+            now = self.clock.monotonic()
             try:
-                self.expire(self.clock.monotonic())
+                self.expire(now)
             except Exception:  # never let one bad socket stop every deadline
                 log.exception("gate ticker")
+            if now >= next_summary:
+                next_summary = now + self.summary_every
+                counts = dict(self.gate.counts)
+                delta = {k: counts[k] - seen[k] for k in ("shed", "refused", "expired")}
+                seen = counts
+                if any(delta.values()):
+                    log.info("gate: %d closed at a deadline, %d shed to make room, %d refused in the "
+                             "last %gs; %d sockets open, %d before the chat", delta["expired"],
+                             delta["shed"], delta["refused"], self.summary_every, self.gate.open,
+                             self.gate.waiting())
 
     def expire(self, now: float) -> None:
         """Act on every deadline that has passed."""
@@ -162,12 +209,12 @@ class GatedServer(WSGIServer):
                 # Shut for reading only: a body read returns short and the app answers
                 # 408.  If the client does not read that either (a slow reader), the
                 # closing grace ends it for good.
-                log.info("request from %s timed out (body or response)", ticket.ip)
+                log.debug("request from %s timed out (body or response)", ticket.ip)
                 _shutdown(ticket.conn, socket.SHUT_RD)
                 ticket.expired = True
                 self.gate.enter(ticket, "closing", now)
             else:
-                log.info("connection from %s closed: %s timed out", ticket.ip, ticket.phase)
+                log.debug("connection from %s closed: %s timed out", ticket.ip, ticket.phase)
                 _shutdown(ticket.conn, socket.SHUT_RDWR)
 
     @staticmethod

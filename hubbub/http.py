@@ -85,6 +85,7 @@ class App:
     """The WSGI application: one instance per node."""
 
     clock: Clock = MonotonicClock()
+    gate: Any = None  #: the node's AcceptGate, set by server.py, shown in /debug/stats
 
     def __init__(self, system: Any, config: Any, telemetry: Any) -> None:
         # Imported here: hubbub.admin builds on hubbub.admission, which imports this module.
@@ -178,6 +179,9 @@ class App:
     def debug_stats(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
         """Counts for leak hunting: the tree's totals plus the process's greenlets, fds and RSS."""
         body = dict(self.system.stats(), **process_stats())
+        if self.gate is not None:  # the accept gate's counts (hubbub/gate.py)
+            body["gate"] = dict(self.gate.counts, open=self.gate.open, before_chat=self.gate.waiting(),
+                                shedding=self.gate.shedding)
         return 200, "application/json", json.dumps(body).encode()
 
     def admin_kick(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:

@@ -64,10 +64,11 @@ def read_response(sock: socket.socket, timeout: float = 3.0) -> bytes:
 
 
 def still_open(sock: socket.socket) -> bool:
-    """Whether the server has not closed the socket (nothing to read, no EOF)."""
+    """Whether the server still holds the socket: no EOF, and no refusal (a 503 at accept)."""
     sock.setblocking(False)
     try:
-        return sock.recv(1, socket.MSG_PEEK) != b""
+        data = sock.recv(64, socket.MSG_PEEK)
+        return data != b"" and not data.startswith(b"HTTP/1.1 503 ")
     except BlockingIOError:
         return True
     except OSError:
@@ -229,8 +230,10 @@ class TestAcceptCaps:
                 chat_works(srv, "under-flood")
                 assert srv.http("/healthz")[0] == 200
                 stats = srv.json("/debug/stats")
-                # 100 + 10 sockets, plus the process's own files; far below the 300 opened.
+                # 100 + 10 sockets (127.0.0.2 is loopback: the reserve is open to it), plus
+                # the process's own files; far below the 300 opened.
                 assert stats["fds"] < 100 + 10 + 64, stats
+                assert stats["gate"]["open"] <= 110 and stats["gate"]["shed"] >= 100, stats
                 open_now = sum(still_open(s) for s in socks)
                 assert open_now <= 110 and still_open(socks[-1]) and not still_open(socks[0])
             finally:
@@ -333,3 +336,56 @@ class TestSecurityHeaders:
         sock, response = raw_upgrade(server, headers={"Origin": "https://evil.example"})
         sock.close()
         assert response.startswith(b"HTTP/1.1 403") and b"X-Content-Type-Options: nosniff" in response
+
+
+# Requests a client may send before the chat starts: each gets an HTTP answer or a close,
+# and none may print a traceback (item 6 outside the WebSocket framing).
+ODD_REQUESTS = {
+    "negative length": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: -5\r\n\r\n",
+    "length not a number": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1e3\r\n\r\n",
+    "chunked kick": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n10\r\n{\"nick\": \"nobody\"}\r\n0\r\n\r\n",
+    "bad chunk size": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    "chunked then cut": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\nffff\r\n{\"ni",
+    "expect 100-continue": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           b"Expect: 100-continue\r\nContent-Length: 16\r\n\r\n",
+    "huge length": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: 99999999999999999999\r\n\r\n",
+    "garbage line": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    "http2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    "absolute uri": b"GET http://evil.example/debug/actors HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+    "nul in path": b"GET /he%00althz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "latin-1 header": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Name: \xe9\xff\r\n\r\n",
+    "no host http/1.0": b"GET /debug/actors HTTP/1.0\r\n\r\n",
+    "options": b"OPTIONS /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n"
+               b"Access-Control-Request-Method: POST\r\n\r\n",
+    "head": b"HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    "folded header": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\r\n b\r\n\r\n",
+    "bare lf": b"GET /healthz HTTP/1.1\nHost: 127.0.0.1\n\n",
+    "reset mid-headers": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-",
+}
+
+
+@pytest.fixture(scope="module")
+def odd():
+    with Server(*SHORT) as srv:  # __exit__ fails the test on any traceback
+        yield srv
+
+
+class TestOddRequests:
+    """Item 6: odd HTTP before the chat → an answer or a close, never a traceback."""
+
+    @pytest.mark.parametrize("name", sorted(ODD_REQUESTS))
+    def test_answered_or_closed(self, odd, name):
+        """The request gets an HTTP status line or a close within the deadlines."""
+        with connect(odd) as sock:
+            sock.sendall(ODD_REQUESTS[name])
+            if name.startswith("reset"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                return
+            _took, data = until_closed(sock, 6)
+        assert data == b"" or data.startswith(b"HTTP/1."), data[:200]
+        assert odd.http("/healthz")[0] == 200

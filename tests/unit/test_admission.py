@@ -524,26 +524,38 @@ class TestAcceptGate:
         assert g.open == 0 and g.pending == {} and g.waiting() == 0
 
     def test_over_the_cap_the_oldest_waiting_socket_is_shed(self):
-        """A socket over max_sockets takes the place of the one waiting longest."""
+        """A socket over max_sockets takes the place of the one longest in its phase; the
+        shed one's fd counts until its handler releases it."""
         g, clock = self.gate(), FakeClock()
         first = [g.admit(f"198.51.100.{i}", clock.monotonic())[0] for i in range(4)]
         clock.jump(1)
-        g.enter(first[0], "idle", clock.monotonic())  # a new phase: now the youngest
+        g.enter(first[0], "body", clock.monotonic())  # a new phase: now the youngest
         ticket, shed = g.admit("203.0.113.5", clock.monotonic())
-        assert ticket is not None and shed == [first[1]] and first[1].phase == "gone"
-        assert g.open == 4
-        g.release(first[1])  # the shed socket's handler ends later: a no-op
+        assert ticket is not None and shed == [first[1]] and first[1].phase == "shed"
+        assert g.open == 5 and g.shedding == 1 and "198.51.100.1" not in g.pending
+        g.release(first[1])  # its handler saw the shutdown and closed the socket
+        assert g.open == 4 and g.shedding == 0
+        g.release(first[1])  # twice is harmless
         assert g.open == 4
 
-    def test_sockets_in_chat_or_being_served_are_never_shed(self):
-        """With every socket in chat or in a request body, a new one is refused."""
+    def test_sockets_in_chat_are_never_shed(self):
+        """With every socket in chat, a new one is refused."""
         g, clock = self.gate(), FakeClock()
-        tickets = [g.admit(f"198.51.100.{i}", clock.monotonic())[0] for i in range(4)]
-        for t in tickets[:3]:
-            g.enter(t, "chat", clock.monotonic())
-        g.enter(tickets[3], "body", clock.monotonic())
+        for i in range(4):
+            g.enter(g.admit(f"198.51.100.{i}", clock.monotonic())[0], "chat", clock.monotonic())
         assert g.admit("203.0.113.5", clock.monotonic()) == (None, [])
         assert g.counts["refused"] == 1 and g.open == 4
+
+    def test_shedding_is_bounded_while_fds_are_still_closing(self):
+        """At most SHED_SLACK shed sockets may be on their way out; then new ones are refused."""
+        from hubbub.admission import SHED_SLACK
+
+        g, clock = self.gate(max_sockets=1), FakeClock()
+        g.admit("198.51.100.1", clock.monotonic())
+        for _ in range(SHED_SLACK):
+            assert g.admit("198.51.100.1", clock.monotonic())[0] is not None
+        assert g.admit("198.51.100.1", clock.monotonic())[0] is None
+        assert g.open == 1 + SHED_SLACK and g.shedding == SHED_SLACK
 
     def test_loopback_has_a_reserve(self):
         """Over max_sockets, loopback still gets admin_reserve sockets without shedding."""
@@ -553,8 +565,16 @@ class TestAcceptGate:
         assert g.admit("203.0.113.5", clock.monotonic()) == (None, [])
         ticket, shed = g.admit("127.0.0.1", clock.monotonic(), loopback=True)
         assert ticket is not None and shed == []
-        g.enter(ticket, "body", clock.monotonic())  # being served: not sheddable
+        g.enter(ticket, "chat", clock.monotonic())
         assert g.admit("127.0.0.1", clock.monotonic(), loopback=True)[0] is None  # reserve used up
+
+    def test_shed_oldest_when_out_of_files(self):
+        """shed_oldest() gives the socket longest in its phase, or None when all are in chat."""
+        g, clock = self.gate(), FakeClock()
+        a = g.admit("198.51.100.1", clock.monotonic())[0]
+        b = g.admit("198.51.100.2", clock.monotonic())[0]
+        g.enter(a, "chat", clock.monotonic())
+        assert g.shed_oldest() is b and g.shed_oldest() is None
 
     def test_per_ip_cap_sheds_that_ips_own_oldest(self):
         """Over max_pending_per_ip, the same IP's oldest waiting socket makes room; others are untouched."""
@@ -654,7 +674,7 @@ class TestGateFor:
         from hubbub.gate import SPARE_FDS, gate_for
 
         g = gate_for(Config(), 20_000)
-        assert g.max_sockets + g.admin_reserve + SPARE_FDS == 20_000
+        assert g.max_sockets + g.admin_reserve + SPARE_FDS == 20_000 and SPARE_FDS >= 100
         assert g.max_pending_per_ip == 1000 and g.timeouts["headers"] == 60.0
 
     def test_max_connections_zero_turns_off_the_per_ip_cap(self):
