@@ -114,7 +114,7 @@ def run_mode(mode: str, *, connections: int, rate: int, length: int, nofile: int
         "mode": mode, "title": title, "flags": " ".join(flags) or "(defaults)",
         "command": " ".join(argv[:-3] + ["run", "-u", "http://127.0.0.1:PORT/"]),
         "seconds": len(rows), "available": sum(available), "first_unavailable":
-            next((int(r["Seconds"]) for r, a in zip(rows, available) if not a), None),
+            next((int(r["Seconds"]) for r, a in zip(rows, available, strict=True) if not a), None),
         "max_connected": max(int(r["Connected"]) for r in rows),
         "closed": int(rows[-1]["Closed"]),
         "logins": len(logins), "logins_ok": len(ok), "login_max": max(ok, default=None),
