@@ -11,11 +11,11 @@ import sys
 
 import gevent
 import gevent.event
-from gevent.pywsgi import WSGIServer
 
 from actors import ActorSystem, Limits, Timeouts
 from hubbub.admission import handler_for
 from hubbub.config import ConfigError, load_config
+from hubbub.gate import GatedServer, gate_for
 from hubbub.http import App
 from hubbub.plugins import PluginError, start_plugins
 from hubbub.telemetry import Telemetry, setup_logging
@@ -37,13 +37,19 @@ def build(config, listener=None, **system_options):
     tls = {}
     if config.certfile:
         # One context per node (gevent's default re-reads the PEM files per connection),
-        # and the handshake on the handler's first read, where a failed one is a dropped
-        # client instead of a traceback in the log for every plain-HTTP probe.
+        # and the handshake done by the gate under --tls-handshake-timeout, where a failed
+        # one is a dropped client instead of a traceback for every plain-HTTP probe.
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(config.certfile, config.keyfile)
         tls = {"ssl_context": context, "do_handshake_on_connect": False}
-    server = WSGIServer(listener or (config.host, config.port), App(system, config, telemetry),
-                        handler_class=handler, log=None, error_log=logging.getLogger("hubbub.http"), **tls)
+    # Every socket passes the accept-level gate (caps and pre-chat deadlines) before any
+    # HTTP is read; the caps stay under the open-file limit (raised by raise_open_file_limit).
+    gate = gate_for(config, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    app = App(system, config, telemetry)
+    app.gate = gate
+    server = GatedServer(listener or (config.host, config.port), app,
+                         handler_class=handler, log=None, error_log=logging.getLogger("hubbub.http"),
+                         gate=gate, **tls)
     return system, server
 
 

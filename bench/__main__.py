@@ -7,6 +7,7 @@
     python -m bench memprofile                # hubbub under tracemalloc while users log in
     python -m bench faults --seconds 60       # the cluster under a nemesis, history checked
                                               # (bench/faults.py; docs/reliability.md)
+    python -m bench slowhttp --doc docs/reliability.md   # slowhttptest -H/-B/-X vs one node
 """
 
 from __future__ import annotations
@@ -84,7 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--scale", choices=sorted(SCALES), default="full")
     m.add_argument("--top", type=int, default=25)
 
+    h = sub.add_parser("slowhttp", help="slowhttptest (slowloris, slow body, slow read) against a node")
+    h.add_argument("--modes", default="HBX", help="any of H (headers), B (body), X (slow read)")
+    h.add_argument("--connections", type=int, default=4000, help="slowhttptest -c")
+    h.add_argument("--rate", type=int, default=1000, help="slowhttptest -r (connections per second)")
+    h.add_argument("--length", type=int, default=20, help="slowhttptest -l (seconds per mode)")
+    h.add_argument("--nofile", type=int, default=2000, help="the node's open-file limit")
+    h.add_argument("--doc", default="", help="markdown with slowhttp markers to write the table into")
+
     args = p.parse_args(argv)
+    if args.command == "slowhttp":
+        from .slowhttp import main as slowhttp
+        return slowhttp(args.modes, args.connections, args.rate, args.length, args.nofile, args.doc,
+                        log=_log)
     if args.command == "run":
         from .scenarios import RetryBudget
 

@@ -20,19 +20,26 @@ that feeds them the request and holds a slot for as long as the connection lives
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
 from actors.clock import Clock, MonotonicClock
 
-from .http import is_loopback
+from .http import SECURITY_HEADERS, is_loopback
 from .transport import HardenedHandler
 
 __all__ = [
+    "PHASES",
+    "SHED_SLACK",
+    "AcceptGate",
     "AdmissionHandler",
+    "GateTicket",
     "ConnectionLimits",
     "OriginPolicy",
     "handler_for",
@@ -224,6 +231,184 @@ class ConnectionLimits:
             del self.buckets[ip]
 
 
+#: A socket's phases before the chat starts, and after.  Only ``chat`` has no deadline.
+#: ``handshake``, ``headers`` and ``idle`` wait for the client; ``body`` is a request
+#: being served (its body read, the app run, the response written); ``closing`` is a
+#: request whose deadline passed, given a short while to send its 408 (a slow reader
+#: may block even that).  Every phase but ``chat`` may be shed to make room.
+PHASES = ("handshake", "headers", "body", "closing", "idle", "chat")
+CLOSING_GRACE = 5.0  #: seconds; at most the body timeout
+#: Shed sockets still hold their fd until their handler has run and closed it; at most
+#: this many may be on their way out before a new socket is refused instead.
+SHED_SLACK = 64
+
+
+class GateTicket:
+    """One accepted socket, as the gate sees it.  ``conn`` is the shell's (the socket)."""
+
+    __slots__ = ("conn", "deadline", "expired", "ip", "loopback", "phase", "since")
+
+    def __init__(self, ip: str, loopback: bool, conn: Any) -> None:
+        self.ip = ip
+        self.loopback = loopback
+        self.conn = conn
+        self.phase = "new"  #: one of PHASES, or "new" / "shed" (closing) / "gone" (closed)
+        self.since = 0.0  #: when the current phase began (monotonic seconds)
+        self.deadline: float | None = None  #: when the current phase must be over
+        self.expired = False  #: a deadline fired for this socket, or it was shed
+
+    def __repr__(self) -> str:
+        return f"<GateTicket {self.ip} {self.phase}>"
+
+
+class AcceptGate:
+    """Which accepted sockets may stay: caps counted at ``accept``, before any HTTP, and
+    a deadline for every phase before the chat starts (issue 15 item 2).
+
+    Sockets are the scarce thing: each is a file descriptor, and a process has a fixed
+    number (20,000 here).  A slowloris client needs no bandwidth to hold thousands, so
+    the caps count sockets and the deadlines bound how long one may wait for its client:
+
+    - ``max_sockets``: accepted sockets in total.  A new one over it takes the place of
+      the socket that has been longest in its pre-chat phase: the one most likely to be
+      a slow attacker, and the one whose loss costs least (a polite client reconnects).
+      Sockets in chat are never shed; if every socket is, the new one is refused.
+    - ``admin_reserve``: ``max_sockets`` plus this many for loopback clients only, so an
+      operator on the machine reaches /healthz, /metrics, /debug and /admin while the
+      node is full.
+    - ``max_pending_per_ip``: sockets from one IP not yet in chat; a new one over it takes
+      the place of that IP's oldest, so one address cannot push the others' sockets out.
+      The per-IP cap on sockets *in chat* is ``--max-connections``, enforced at the
+      upgrade with the contract's 503.  0: no per-IP cap.
+    - ``timeouts``: seconds allowed in each phase but ``chat``.
+
+    ``open`` counts file descriptors: a shed socket counts until ``release`` (its handler
+    closed it), and at most ``SHED_SLACK`` may be closing at once, so ``open`` never
+    exceeds ``max_sockets`` + ``admin_reserve`` + ``SHED_SLACK``.
+
+    Pure: the caller passes ``now`` (monotonic seconds) and does the closing.  ``due(now)``
+    returns the sockets whose deadline passed, each once per deadline.
+    """
+
+    def __init__(self, *, max_sockets: int, admin_reserve: int = 0, max_pending_per_ip: int = 0,
+                 timeouts: dict[str, float] | None = None) -> None:
+        if max_sockets < 1 or admin_reserve < 0 or max_pending_per_ip < 0:
+            raise ValueError("need max_sockets >= 1, admin_reserve >= 0, max_pending_per_ip >= 0")
+        self.max_sockets = max_sockets
+        self.admin_reserve = admin_reserve
+        self.max_pending_per_ip = max_pending_per_ip
+        self.timeouts = dict.fromkeys(("handshake", "headers", "body", "idle"), 60.0)
+        self.timeouts.update(timeouts or {})
+        self.timeouts["closing"] = min(CLOSING_GRACE, self.timeouts["body"])
+        self.open = 0  #: sockets whose fd is open (every phase, shed ones included)
+        self.shedding = 0  #: shed sockets not yet released
+        self.pending: dict[str, int] = {}  #: per IP: sockets not in chat nor shed; dropped at 0
+        # Pre-chat sockets, oldest phase start first: shedding takes the first (O(1)).
+        self._waiting: OrderedDict[GateTicket, None] = OrderedDict()
+        self._waiting_by_ip: dict[str, OrderedDict[GateTicket, None]] = {}
+        # Deadlines with lazy deletion: an entry whose ticket moved on is skipped.
+        self._heap: list[tuple[float, int, GateTicket]] = []
+        self._seq = itertools.count()
+        #: what happened so far, for /debug/stats
+        self.counts = {"accepted": 0, "refused": 0, "shed": 0, "expired": 0}
+
+    def admit(self, ip: str, now: float, conn: Any = None, *, loopback: bool = False,
+              tls: bool = False) -> tuple[GateTicket | None, list[GateTicket]]:
+        """A socket from ``ip`` was accepted: ``(ticket, shed)``.  ``ticket`` None: refuse
+        it.  ``shed``: sockets to close to make room."""
+        shed: list[GateTicket] = []
+        cap = self.max_pending_per_ip
+        if cap and self.pending.get(ip, 0) >= cap:
+            # The IP's own oldest makes room; it is gone from the IP's count at once (the
+            # fd still counts in ``open`` until it is closed).
+            shed.append(self._shed(next(iter(self._waiting_by_ip[ip]))))
+        limit = self.max_sockets + (self.admin_reserve if loopback else 0)
+        if self.open >= limit:
+            if not self._waiting or self.shedding >= SHED_SLACK:
+                self.counts["refused"] += 1
+                return None, shed
+            shed.append(self._shed(next(iter(self._waiting))))
+        ticket = GateTicket(ip, loopback, conn)
+        self.open += 1
+        self.pending[ip] = self.pending.get(ip, 0) + 1
+        self.enter(ticket, "handshake" if tls else "headers", now)
+        self.counts["accepted"] += 1
+        return ticket, shed
+
+    def enter(self, ticket: GateTicket, phase: str, now: float) -> None:
+        """``ticket``'s socket starts ``phase`` (one of PHASES) now."""
+        if ticket.phase in ("shed", "gone", "chat"):
+            return  # shed or released meanwhile; a socket in chat never goes back
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+        self._unwait(ticket)
+        ticket.phase, ticket.since = phase, now
+        if phase == "chat":
+            ticket.deadline = None
+            self._unpend(ticket.ip)
+            return
+        ticket.deadline = now + self.timeouts[phase]
+        heapq.heappush(self._heap, (ticket.deadline, next(self._seq), ticket))
+        self._waiting[ticket] = None
+        self._waiting_by_ip.setdefault(ticket.ip, OrderedDict())[ticket] = None
+
+    def release(self, ticket: GateTicket) -> None:
+        """The socket is closed.  A no-op for a ticket already released."""
+        if ticket.phase == "gone":
+            return
+        if ticket.phase == "shed":
+            self.shedding -= 1
+        else:
+            self._unwait(ticket)
+            if ticket.phase != "chat":
+                self._unpend(ticket.ip)
+        ticket.phase, ticket.deadline, ticket.conn = "gone", None, None
+        self.open -= 1
+
+    def due(self, now: float) -> list[GateTicket]:
+        """Tickets whose phase deadline has passed (each returned once per deadline)."""
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _, ticket = heapq.heappop(self._heap)
+            if ticket.deadline == deadline and ticket.phase not in ("shed", "gone", "chat"):
+                ticket.deadline = None
+                ticket.expired = True
+                out.append(ticket)
+                self.counts["expired"] += 1
+        return out
+
+    def shed_oldest(self) -> GateTicket | None:
+        """Shed the socket longest in a pre-chat phase (None if there is none), e.g. when
+        the process is out of file descriptors after all."""
+        return self._shed(next(iter(self._waiting))) if self._waiting else None
+
+    def waiting(self) -> int:
+        """Sockets not yet in chat (the ones that may be shed)."""
+        return len(self._waiting)
+
+    def _shed(self, victim: GateTicket) -> GateTicket:
+        self._unwait(victim)
+        self._unpend(victim.ip)
+        victim.phase, victim.deadline, victim.expired = "shed", None, True
+        self.shedding += 1
+        self.counts["shed"] += 1
+        return victim
+
+    def _unwait(self, ticket: GateTicket) -> None:
+        if self._waiting.pop(ticket, 0) is None:
+            by_ip = self._waiting_by_ip[ticket.ip]
+            del by_ip[ticket]
+            if not by_ip:
+                del self._waiting_by_ip[ticket.ip]
+
+    def _unpend(self, ip: str) -> None:
+        left = self.pending[ip] - 1
+        if left:
+            self.pending[ip] = left
+        else:
+            del self.pending[ip]
+
+
 class AdmissionHandler(HardenedHandler):
     """``HardenedHandler`` with the origin check and the per-IP limits.
 
@@ -250,6 +435,8 @@ class AdmissionHandler(HardenedHandler):
     clock: Clock = MonotonicClock()
 
     _admitted: str | None = None  # the IP this request holds a slot for
+    #: set by hubbub.gate.GatedServer: this socket's place at the accept-level gate
+    gate_ticket: GateTicket | None = None
     _refusal: tuple[str, list[tuple[str, str]]] | None = None  # (message, headers)
 
     def check_upgrade(self, environ: dict[str, Any]) -> str | None:
@@ -263,7 +450,24 @@ class AdmissionHandler(HardenedHandler):
             self._refusal = (why, [("Retry-After", self.retry_after)])
             return "503 Service Unavailable"
         self._admitted = ip
+        self._enter("chat")  # no more deadlines: the chat's own rules (hello, pong) take over
         return None
+
+    def _enter(self, phase: str) -> None:
+        ticket = self.gate_ticket
+        if ticket is not None:
+            self.server.gate.enter(ticket, phase, self.server.clock.monotonic())
+
+    def handle_one_response(self) -> None:
+        # Called once the request line and headers are read: from here the request
+        # (its body included) runs on the body deadline, and once it is answered the
+        # connection is idle until the next request or the keep-alive deadline.
+        self._enter("body")
+        self.environ["hubbub.gate_ticket"] = self.gate_ticket
+        try:
+            super().handle_one_response()
+        finally:
+            self._enter("idle")
 
     def run_application(self) -> None:
         # One request per call (a keep-alive connection may bring several): whatever
@@ -290,7 +494,7 @@ class AdmissionHandler(HardenedHandler):
         if self._refusal is not None:
             message, extra = self._refusal
             headers = [*headers, *extra]
-        return super()._refuse(status, message, headers)
+        return super()._refuse(status, message, [*headers, *SECURITY_HEADERS])
 
 
 def handler_for(config: Any) -> type[AdmissionHandler]:

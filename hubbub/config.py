@@ -53,9 +53,13 @@ class Config:
     header_timeout: float = 60.0  #: request line + headers must arrive within this, else dropped
     keepalive_timeout: float = 75.0  #: an idle keep-alive HTTP connection is closed after this
     max_header_bytes: int = 32768  #: request line + headers larger than this -> HTTP 431
-    # The transport's per-connection fairness budget (every frame kind counts).
-    frame_budget: int = 1000  #: WebSocket frames one connection may send per second, else 4006
-    byte_budget: int = 8388608  #: WebSocket bytes one connection may send per second, else 4006
+    # The accept-level gate (hubbub/gate.py) and the admin rules (issue 15 items 2 and 5).
+    tls_handshake_timeout: float = 60.0  #: a TLS handshake must finish within this
+    body_timeout: float = 60.0  #: a request body must arrive within this, else HTTP 408
+    max_sockets: int = 0  #: accepted sockets in total; 0: the open-file limit minus headroom
+    admin_reserve: int = 32  #: sockets over max_sockets that only loopback clients may use
+    max_pending_per_ip: int = 1000  #: sockets from one IP not yet in chat; 0: no limit
+    admin_hosts: tuple[str, ...] = ()  #: Host names /admin and /debug answer besides loopback
 
     @property
     def timeouts(self) -> dict[str, float]:
@@ -130,7 +134,15 @@ def _origins(v: Any) -> tuple[str, ...]:
     return tuple(o.lower() for o in origins)  # browsers send scheme and host in lower case
 
 
-_REDIS = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+# A host name or IP literal as a Host header carries it (no port, no scheme).
+_HOSTNAME = re.compile(r"\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?", re.I)
+
+
+def _hosts(v: Any) -> tuple[str, ...]:
+    return tuple(h.lower() for h in _listed(_HOSTNAME, "chat.example.com")(v))
+
+
+_REDIS = ("redis://", "rediss://", "unix://")
 _KINDS: dict[str, Callable[[Any], Any]] = {
     "str": _text(),
     "0..65535": _number(int, 0, 65535),
@@ -145,6 +157,7 @@ _KINDS: dict[str, Callable[[Any], Any]] = {
     "file": _text(lambda s: Path(s).is_file(), "no such file: {}"),
     "text|json": _text(lambda s: s in ("text", "json"), "must be 'text' or 'json' (got {!r})"),
     "origins": _origins,
+    "hosts": _hosts,
     "module:Class": _listed(_PLUGIN, "module:Class"),
 }
 # The contract's "Running" table, one row per option: flag name (also the TOML key and
@@ -175,8 +188,12 @@ plugin           module:Class  MODULE:CLASS  repeatable: load an extra actor typ
 header-timeout   float>0       SECONDS       the request line and headers must arrive within this, else the socket is closed
 keepalive-timeout float>0      SECONDS       an idle keep-alive HTTP connection is closed after this
 max-header-bytes int>=1        BYTES         request line + headers larger than this -> HTTP 431
-frame-budget     int>=0        N             WebSocket frames of any kind (pings, pongs, fragments included) one connection may send per second; over it -> close 4006; 0 = no limit
-byte-budget      int>=0        BYTES         WebSocket bytes one connection may send per second; over it -> close 4006; 0 = no limit
+tls-handshake-timeout float>0  SECONDS       with --certfile: the TLS handshake must finish within this, else the socket is closed
+body-timeout     float>0       SECONDS       a request body must arrive within this, else HTTP 408 and the socket is closed
+max-sockets      int>=0        N             accepted sockets in total; over it the one longest before the chat is closed (503 if all are in chat); 0 = the open-file limit minus --admin-reserve minus 228
+admin-reserve    int>=0        N             sockets over --max-sockets that only loopback clients may use (/healthz, /metrics, /debug, /admin while the node is full)
+max-pending-per-ip int>=0      N             sockets from one IP not yet upgraded; over it that IP's oldest one is closed; 0 = no limit (also off with --max-connections 0)
+admin-hosts      hosts         NAMES         comma-separated Host names /admin and /debug answer without --admin-token, besides loopback names and --host (DNS rebinding)
 """
 _ROWS = [line.split(None, 3) for line in _TABLE.strip().splitlines()]
 _OPTIONS = {name: (_KINDS[kind], metavar, text) for name, kind, metavar, text in _ROWS}

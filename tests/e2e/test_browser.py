@@ -357,6 +357,48 @@ class TestDebugPage:
             assert len(prompts) == 1 and "token" in prompts[0]
 
 
+class TestContentSecurityPolicy:
+    """Issue 15 "HTTP edges": the shipped pages satisfy their own Content-Security-Policy,
+    and the policy is live (an injected inline script does not run)."""
+
+    WATCH = """window.__csp = [];
+    document.addEventListener('securitypolicyviolation',
+        e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"""
+
+    def test_pages_run_under_their_policy(self, window, server):
+        """Chat (login, join, say) and the debug page work with no CSP violation reported."""
+        console: list[str] = []
+        room, nick = unique("csp"), unique("csp")
+        page = window()
+        page.add_init_script(self.WATCH)
+        page.on("console", lambda m: console.append(m.text))
+        page.goto(server.url)
+        page.get_by_role("textbox", name="Nickname").fill(nick)
+        page.get_by_role("button", name="Enter chat").click()
+        expect(page.locator("#status")).to_have_text("online")
+        join(page, room)
+        say(page, "under a policy")
+        debug = window()
+        debug.add_init_script(self.WATCH)
+        debug.on("console", lambda m: console.append(m.text))
+        debug.goto(server.url + "/debug?every=0.25")
+        expect(debug_user(debug, nick=nick)).to_have_attribute("data-state", "InChat")
+        assert page.evaluate("window.__csp") == [] and debug.evaluate("window.__csp") == []
+        assert not [m for m in console if "Content Security Policy" in m], console
+
+    def test_injected_script_is_blocked(self, window, server):
+        """A script injected into the page (as an XSS would) is refused by the policy."""
+        page = window()
+        page.add_init_script(self.WATCH)
+        page.goto(server.url)
+        page.evaluate("""() => { const s = document.createElement('script');
+            s.textContent = 'window.__injected = 1'; document.body.appendChild(s); }""")
+        expect(page.locator("body")).to_be_attached()
+        page.wait_for_function("window.__csp.length > 0")
+        assert page.evaluate("window.__injected") is None
+        assert page.evaluate("window.__csp")[0].startswith("script-src")
+
+
 # --- screenshots for the README -------------------------------------------------------
 
 

@@ -56,7 +56,12 @@ class Server:
     def http(self, path: str, method: str = "GET", body: Any = None,
              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
+        headers = dict(headers or {})
+        if data is not None and not any(k.lower() == "content-type" for k in headers):
+            # What a script posting JSON sends (urllib's default is a form's type, which
+            # the admin routes refuse without a token: a web page can send forms).
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 return resp.status, dict(resp.headers), resp.read()

@@ -22,6 +22,7 @@ import pytest
 from gevent.pywsgi import WSGIServer
 
 from hubbub.admission import (
+    AcceptGate,
     AdmissionHandler,
     ConnectionLimits,
     OriginPolicy,
@@ -505,3 +506,184 @@ class TestHandler:
             for sock in socks:
                 sock.close()
             node.wait_released()
+
+
+class TestAcceptGate:
+    """Issue 15 item 2: caps counted at accept, shedding the oldest waiting socket, and a
+    deadline for every phase before the chat (AcceptGate, on a fake clock)."""
+
+    @staticmethod
+    def gate(**kw):
+        kw.setdefault("max_sockets", 4)
+        kw.setdefault("timeouts", {"handshake": 3.0, "headers": 5.0, "body": 7.0, "idle": 11.0})
+        return AcceptGate(**kw)
+
+    def test_under_the_cap_every_socket_is_admitted(self):
+        """Up to max_sockets sockets are admitted and counted; release gives each back."""
+        g, clock = self.gate(), FakeClock()
+        tickets = [g.admit("198.51.100.1", clock.monotonic())[0] for _ in range(4)]
+        assert all(tickets) and g.open == 4 and g.pending == {"198.51.100.1": 4}
+        for t in tickets:
+            g.release(t)
+        assert g.open == 0 and g.pending == {} and g.waiting() == 0
+
+    def test_over_the_cap_the_oldest_waiting_socket_is_shed(self):
+        """A socket over max_sockets takes the place of the one longest in its phase; the
+        shed one's fd counts until its handler releases it."""
+        g, clock = self.gate(), FakeClock()
+        first = [g.admit(f"198.51.100.{i}", clock.monotonic())[0] for i in range(4)]
+        clock.jump(1)
+        g.enter(first[0], "body", clock.monotonic())  # a new phase: now the youngest
+        ticket, shed = g.admit("203.0.113.5", clock.monotonic())
+        assert ticket is not None and shed == [first[1]] and first[1].phase == "shed"
+        assert g.open == 5 and g.shedding == 1 and "198.51.100.1" not in g.pending
+        g.release(first[1])  # its handler saw the shutdown and closed the socket
+        assert g.open == 4 and g.shedding == 0
+        g.release(first[1])  # twice is harmless
+        assert g.open == 4
+
+    def test_sockets_in_chat_are_never_shed(self):
+        """With every socket in chat, a new one is refused."""
+        g, clock = self.gate(), FakeClock()
+        for i in range(4):
+            g.enter(g.admit(f"198.51.100.{i}", clock.monotonic())[0], "chat", clock.monotonic())
+        assert g.admit("203.0.113.5", clock.monotonic()) == (None, [])
+        assert g.counts["refused"] == 1 and g.open == 4
+
+    def test_shedding_is_bounded_while_fds_are_still_closing(self):
+        """At most SHED_SLACK shed sockets may be on their way out; then new ones are refused."""
+        from hubbub.admission import SHED_SLACK
+
+        g, clock = self.gate(max_sockets=1), FakeClock()
+        g.admit("198.51.100.1", clock.monotonic())
+        for _ in range(SHED_SLACK):
+            assert g.admit("198.51.100.1", clock.monotonic())[0] is not None
+        assert g.admit("198.51.100.1", clock.monotonic())[0] is None
+        assert g.open == 1 + SHED_SLACK and g.shedding == SHED_SLACK
+
+    def test_loopback_has_a_reserve(self):
+        """Over max_sockets, loopback still gets admin_reserve sockets without shedding."""
+        g, clock = self.gate(max_sockets=2, admin_reserve=1), FakeClock()
+        for i in range(2):
+            g.enter(g.admit(f"198.51.100.{i}", clock.monotonic())[0], "chat", clock.monotonic())
+        assert g.admit("203.0.113.5", clock.monotonic()) == (None, [])
+        ticket, shed = g.admit("127.0.0.1", clock.monotonic(), loopback=True)
+        assert ticket is not None and shed == []
+        g.enter(ticket, "chat", clock.monotonic())
+        assert g.admit("127.0.0.1", clock.monotonic(), loopback=True)[0] is None  # reserve used up
+
+    def test_shed_oldest_when_out_of_files(self):
+        """shed_oldest() gives the socket longest in its phase, or None when all are in chat."""
+        g, clock = self.gate(), FakeClock()
+        a = g.admit("198.51.100.1", clock.monotonic())[0]
+        b = g.admit("198.51.100.2", clock.monotonic())[0]
+        g.enter(a, "chat", clock.monotonic())
+        assert g.shed_oldest() is b and g.shed_oldest() is None
+
+    def test_per_ip_cap_sheds_that_ips_own_oldest(self):
+        """Over max_pending_per_ip, the same IP's oldest waiting socket makes room; others are untouched."""
+        g, clock = self.gate(max_sockets=100, max_pending_per_ip=2), FakeClock()
+        other = g.admit("198.51.100.9", clock.monotonic())[0]
+        a = g.admit("203.0.113.5", clock.monotonic())[0]
+        clock.jump(1)
+        b = g.admit("203.0.113.5", clock.monotonic())[0]
+        c, shed = g.admit("203.0.113.5", clock.monotonic())
+        assert shed == [a] and c is not None and b.phase == "headers" and other.phase == "headers"
+        assert g.pending["203.0.113.5"] == 2
+
+    def test_sockets_in_chat_do_not_count_against_the_per_ip_cap(self):
+        """The per-IP cap counts sockets not yet upgraded; those in chat are --max-connections' business."""
+        g, clock = self.gate(max_sockets=100, max_pending_per_ip=1), FakeClock()
+        for _ in range(5):
+            t, shed = g.admit("203.0.113.5", clock.monotonic())
+            assert shed == []
+            g.enter(t, "chat", clock.monotonic())
+        assert g.pending == {} and g.open == 5
+
+    def test_every_phase_has_its_deadline(self):
+        """handshake, headers, body and idle each expire after their own timeout; chat never."""
+        g, clock = self.gate(max_sockets=100), FakeClock()
+        tls = g.admit("198.51.100.1", clock.monotonic(), tls=True)[0]
+        plain = g.admit("198.51.100.2", clock.monotonic())[0]
+        chat = g.admit("198.51.100.3", clock.monotonic())[0]
+        g.enter(chat, "chat", clock.monotonic())
+        clock.jump(2.9)
+        assert g.due(clock.monotonic()) == []
+        clock.jump(0.1)
+        assert g.due(clock.monotonic()) == [tls] and tls.expired
+        g.enter(plain, "body", clock.monotonic())  # headers done at t=3: body until t=10
+        clock.jump(6.9)
+        assert g.due(clock.monotonic()) == []
+        clock.jump(0.1)
+        assert g.due(clock.monotonic()) == [plain]
+        g.enter(plain, "idle", clock.monotonic())
+        clock.jump(11)
+        assert g.due(clock.monotonic()) == [plain]
+        clock.jump(1000)
+        assert g.due(clock.monotonic()) == [] and not chat.expired
+
+    def test_a_request_past_its_deadline_gets_a_short_grace(self):
+        """After the body deadline the socket may still send its 408, for at most CLOSING_GRACE."""
+        from hubbub.admission import CLOSING_GRACE
+
+        g, clock = self.gate(max_sockets=100, timeouts={"body": 60.0}), FakeClock()
+        t = g.admit("198.51.100.1", clock.monotonic())[0]
+        g.enter(t, "body", clock.monotonic())
+        clock.jump(60)
+        assert g.due(clock.monotonic()) == [t]
+        g.enter(t, "closing", clock.monotonic())
+        clock.jump(CLOSING_GRACE)
+        assert g.due(clock.monotonic()) == [t] and g.timeouts["closing"] == CLOSING_GRACE
+
+    def test_a_new_phase_replaces_the_old_deadline(self):
+        """A socket that moves on is not expired by its previous phase's deadline."""
+        g, clock = self.gate(max_sockets=100), FakeClock()
+        t = g.admit("198.51.100.1", clock.monotonic())[0]
+        clock.jump(4)
+        g.enter(t, "body", clock.monotonic())
+        clock.jump(2)  # the headers deadline (t=5) passed; the body one (t=11) did not
+        assert g.due(clock.monotonic()) == []
+
+    def test_released_and_shed_tickets_never_expire(self):
+        """A closed socket's deadline is forgotten."""
+        g, clock = self.gate(max_sockets=1), FakeClock()
+        a = g.admit("198.51.100.1", clock.monotonic())[0]
+        b, shed = g.admit("198.51.100.2", clock.monotonic())
+        assert shed == [a]
+        g.release(b)
+        clock.jump(100)
+        assert g.due(clock.monotonic()) == []
+
+    def test_chat_is_final(self):
+        """An upgraded socket never goes back to a pre-chat phase (the handler's last 'idle')."""
+        g, clock = self.gate(), FakeClock()
+        t = g.admit("198.51.100.1", clock.monotonic())[0]
+        g.enter(t, "chat", clock.monotonic())
+        g.enter(t, "idle", clock.monotonic())
+        assert t.phase == "chat" and t.deadline is None and g.waiting() == 0
+
+    def test_bad_settings_are_refused(self):
+        """max_sockets below 1 or negative reserves are errors."""
+        with pytest.raises(ValueError):
+            AcceptGate(max_sockets=0)
+        with pytest.raises(ValueError):
+            AcceptGate(max_sockets=1, admin_reserve=-1)
+
+
+class TestGateFor:
+    """gate_for(config, fd_limit): the caps stay under the open-file limit."""
+
+    def test_auto_max_sockets_leaves_the_reserve_and_spare_fds(self):
+        """--max-sockets 0: the fd limit minus --admin-reserve minus the spare fds."""
+        from hubbub.gate import SPARE_FDS, gate_for
+
+        g = gate_for(Config(), 20_000)
+        assert g.max_sockets + g.admin_reserve + SPARE_FDS == 20_000 and SPARE_FDS >= 100
+        assert g.max_pending_per_ip == 1000 and g.timeouts["headers"] == 60.0
+
+    def test_max_connections_zero_turns_off_the_per_ip_cap(self):
+        """Behind a proxy (--max-connections 0) every client shares an IP: no per-IP cap."""
+        from hubbub.gate import gate_for
+
+        assert gate_for(Config(max_connections=0), 20_000).max_pending_per_ip == 0
+        assert gate_for(Config(max_sockets=500), 20_000).max_sockets == 500

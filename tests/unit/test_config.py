@@ -65,6 +65,20 @@ class TestDefaults:
         cfg = load_config([], environ={})
         assert (cfg.header_timeout, cfg.keepalive_timeout, cfg.max_header_bytes) == (60.0, 75.0, 32768)
 
+    def test_gate_and_admin_defaults(self):
+        """The accept gate's and admin rules' options: nginx-like deadlines, caps under the fd limit."""
+        cfg = load_config([], environ={})
+        assert (cfg.tls_handshake_timeout, cfg.body_timeout) == (60.0, 60.0)
+        assert (cfg.max_sockets, cfg.admin_reserve, cfg.max_pending_per_ip) == (0, 32, 1000)
+        assert cfg.admin_hosts == ()
+
+    def test_admin_hosts_are_names(self):
+        """--admin-hosts takes comma-separated host names (lower-cased), not URLs."""
+        cfg = load_config(["--admin-hosts", "Chat.Example.com,10.0.0.5,[::1]"], environ={})
+        assert cfg.admin_hosts == ("chat.example.com", "10.0.0.5", "[::1]")
+        with pytest.raises(ConfigError, match="--admin-hosts"):
+            load_config(["--admin-hosts", "https://chat.example.com"], environ={})
+
     def test_timeouts_use_the_welcome_frame_names(self):
         """`timeouts` maps the five welcome names to the configured durations."""
         cfg = load_config(["--hello-timeout", "1", "--max-session", "9"], environ={})
