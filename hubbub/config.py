@@ -53,6 +53,9 @@ class Config:
     header_timeout: float = 60.0  #: request line + headers must arrive within this, else dropped
     keepalive_timeout: float = 75.0  #: an idle keep-alive HTTP connection is closed after this
     max_header_bytes: int = 32768  #: request line + headers larger than this -> HTTP 431
+    # The transport's per-connection fairness budget (every frame kind counts).
+    frame_budget: int = 1000  #: WebSocket frames one connection may send per second, else 4006
+    byte_budget: int = 8388608  #: WebSocket bytes one connection may send per second, else 4006
     # The accept-level gate (hubbub/gate.py) and the admin rules (issue 15 items 2 and 5).
     tls_handshake_timeout: float = 60.0  #: a TLS handshake must finish within this
     body_timeout: float = 60.0  #: a request body must arrive within this, else HTTP 408
@@ -188,6 +191,8 @@ plugin           module:Class  MODULE:CLASS  repeatable: load an extra actor typ
 header-timeout   float>0       SECONDS       the request line and headers must arrive within this, else the socket is closed
 keepalive-timeout float>0      SECONDS       an idle keep-alive HTTP connection is closed after this
 max-header-bytes int>=1        BYTES         request line + headers larger than this -> HTTP 431
+frame-budget     int>=0        N             WebSocket frames of any kind (pings, pongs, fragments included) one connection may send per second; over it -> close 4006; 0 = no limit
+byte-budget      int>=0        BYTES         WebSocket bytes one connection may send per second; over it -> close 4006; 0 = no limit
 tls-handshake-timeout float>0  SECONDS       with --certfile: the TLS handshake must finish within this, else the socket is closed
 body-timeout     float>0       SECONDS       a request body must arrive within this, else HTTP 408 and the socket is closed
 max-sockets      int>=0        N             accepted sockets in total; over it the one longest before the chat is closed (503 if all are in chat); 0 = the open-file limit minus --admin-reserve minus 228
