@@ -8,6 +8,7 @@ when empty (the history goes back to the directory, so `seq` continues).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from .core import codec
@@ -42,6 +43,8 @@ class RoomActor(HubbubActor):
         """session id → the member's connection, for members that have one (users)."""
         self.watchers = room_watchers(self)
         """Plugins watching every room (a live list, usually empty; actors/plugin.py)."""
+        self.fanouts: deque[tuple[float, float, int]] = deque(maxlen=16)
+        """The last says: (wall time, seconds until every member was told, members) for /debug."""
 
     def describe_fields(self) -> dict[str, Any]:
         return {"room": self.name, "members": len(self.members), "seq": self.history.last_seq}
@@ -100,7 +103,9 @@ class RoomActor(HubbubActor):
         counters = self.counters
         counters.messages += 1
         counters.deliveries += len(self.members)
-        counters.fanout_seconds.observe(max(0.0, self.clock.wall() - msg.ts))
+        took = max(0.0, self.clock.wall() - msg.ts)
+        counters.fanout_seconds.observe(took)
+        self.fanouts.append((msg.ts, took, len(self.members)))
 
     def _join(self, msg: RoomJoin) -> None:
         fresh = msg.session not in self.members

@@ -49,6 +49,8 @@ class UserActor(HubbubActor):
         self.counters = counters or Counters()
         self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits())
         self.handled = 0
+        self.timeline = self.counters.timelines.open()
+        """The last notable events and the transitions they caused (/debug/actors/<id>)."""
         self.watchers = user_watchers(self)
         """Plugins told about this user's life (a live list, usually empty; actors/plugin.py)."""
 
@@ -75,12 +77,17 @@ class UserActor(HubbubActor):
             self.events.connected(self)
         if self.watchers:
             publish(self.watchers, UserConnected(self.session.session_id))
-        self._apply(self.session.handle(Opened(self.opened_at), self.clock.monotonic()))
+        now, opened = self.clock.monotonic(), Opened(self.opened_at)
+        effects = self.session.handle(opened, now)
+        self.timeline.record(now, opened, self.session.state, effects)
+        self._apply(effects)
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is ClientFrame:
             self.counters.frames_in += 1
-        effects = self.session.handle(message, self.clock.monotonic())
+        now = self.clock.monotonic()
+        effects = self.session.handle(message, now)
+        self.timeline.record(now, message, self.session.state, effects)
         self._apply(effects)
         self.handled += 1
         # Fairness: a greenlet whose mailbox is never empty never yields, and a
@@ -137,6 +144,10 @@ class UserActor(HubbubActor):
 
     def _gone(self) -> None:
         self.counters.disconnects[self.session.close_reason or "client_closed"] += 1
+        s = self.session
+        self.timeline.close(self.clock.monotonic(), s.session_id, s.nick, s.close_reason or "client_closed",
+                            s.opened_at, {"remote": getattr(self.conn, "remote_addr", None),
+                                          "rooms": sorted(s.rooms), "handled": self.handled})
         if self.watchers:
             s = self.session
             publish(self.watchers, UserDisconnected(s.session_id, s.nick, s.close_reason or "client_closed"))

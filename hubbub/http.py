@@ -21,6 +21,7 @@ from greenlet import greenlet
 from actors.base import tell
 from actors.core.messages import ClientFrame, ConnectionLost, Overflow, PongFrame
 
+from .inspect import Inspector
 from .telemetry import CONTENT_TYPE
 
 __all__ = ["App"]
@@ -60,15 +61,25 @@ class App:
         self.config = config
         self.telemetry = telemetry
         self.pages = {"/": _static("index.html"), "/debug": _static("debug.html")}
-        self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], tuple[int, str, bytes]]] = {
+        # /debug's queries cost a bounded amount per request (hubbub/inspect.py); /metrics
+        # reads the same incremental counts instead of walking every actor.
+        self.inspector = Inspector(system)
+        if telemetry is not None:
+            telemetry.stats = self.inspector.stats
+        self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], tuple[int, str, Any]]] = {
             ("GET", "/healthz"): self.healthz,
             ("GET", "/metrics"): self.metrics,
-            ("GET", "/debug/actors"): self.guarded(self.debug_actors),
+            ("GET", "/rooms"): self.inspector.room_names,
+            ("GET", "/debug/actors"): self.guarded(self.inspector.full_tree),
+            **{key: self.guarded(route) for key, route in self.inspector.routes().items()},
             ("GET", "/debug"): self.debug_page,
             ("GET", "/debug/stats"): self.guarded(self.debug_stats),
             ("GET", "/"): lambda env: self.page("/"),
             ("POST", "/admin/kick"): self.guarded(self.admin_kick),
         }
+        self.prefix_routes: list[tuple[str, str, Callable[[dict[str, Any]], tuple[int, str, Any]]]] = [
+            ("GET", "/debug/actors/", self.guarded(self.inspector.actor_route)),
+        ]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", "/"), environ.get("REQUEST_METHOD", "GET")
@@ -78,9 +89,11 @@ class App:
                 return self.respond(start_response, 426, "text/plain", b"WebSocket upgrade required\n")
             self.serve_websocket(conn)
             return []
-        route = self.routes.get((method, path))
+        route = self.routes.get((method, path)) or next(
+            (r for m, p, r in self.prefix_routes if m == method and path.startswith(p)), None)
         if route is None:
-            known = any(p == path for _m, p in self.routes)
+            known = any(p == path for _m, p in self.routes) or any(path.startswith(p) for _m, p, _r in
+                                                                   self.prefix_routes)
             code = 405 if known else 404
             return self.respond(start_response, code, "application/json",
                                 json.dumps({"error": _STATUS[code][4:]}).encode())
@@ -88,8 +101,14 @@ class App:
         return self.respond(start_response, status, ctype, body)
 
     @staticmethod
-    def respond(start_response: StartResponse, status: int, ctype: str, body: bytes,
-                headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    def respond(start_response: StartResponse, status: int, ctype: str, body: Any,
+                headers: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
+        if not isinstance(body, bytes):
+            # A stream of chunks (the full /debug/actors tree): written as it is made,
+            # chunked, so the walk can yield to the chat between slices.
+            start_response(_STATUS[status], [("Content-Type", ctype), ("Cache-Control", "no-store"),
+                                             *(headers or [])])
+            return body
         start_response(_STATUS[status], [("Content-Type", ctype), ("Content-Length", str(len(body))),
                                          ("Cache-Control", "no-store"), *(headers or [])])
         return [body]
@@ -132,9 +151,6 @@ class App:
 
     def metrics(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
         return 200, CONTENT_TYPE, self.telemetry.render()
-
-    def debug_actors(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
-        return 200, "application/json", json.dumps(self.system.describe()).encode()
 
     def debug_stats(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
         """Counts for leak hunting: the tree's totals plus the process's greenlets, fds and RSS."""
