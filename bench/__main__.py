@@ -5,6 +5,7 @@
     python -m bench run --server hubbub --scale smoke --json     # once, one server
     python -m bench profile saturated         # hubbub under py-spy during one scenario
     python -m bench memprofile                # hubbub under tracemalloc while users log in
+    python -m bench debug --users 19000       # chat latency with and without /debug open
 """
 
 from __future__ import annotations
@@ -78,7 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--scale", choices=sorted(SCALES), default="full")
     m.add_argument("--top", type=int, default=25)
 
+    d = sub.add_parser("debug", help="say→ack latency of a chat user with and without /debug open")
+    d.add_argument("--users", type=int, default=19000)
+    d.add_argument("--seconds", type=float, default=20.0, help="per phase")
+    d.add_argument("--interval", type=float, default=0.05, help="seconds between the probe's says")
+    d.add_argument("--every", type=float, default=1.0, help="the debug poll interval (the page's default)")
+    d.add_argument("--json", default="", help="also write the figures here")
+
     args = p.parse_args(argv)
+    if args.command == "debug":
+        from .debug_load import describe, measure
+        result = measure(args.users, args.seconds, args.interval, args.every, log=_log)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(_clean(result), f, indent=1)
+        print(describe(result))
+        return 0
     if args.command == "run":
         from .scenarios import RetryBudget
 

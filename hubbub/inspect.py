@@ -45,6 +45,8 @@ __all__ = ["Inspector", "user_row", "room_row", "top_page", "percentile", "strea
 
 SLICE = 256
 """Actors visited between two yields to the event loop (~0.2 ms of work)."""
+PAUSE = 0.0002
+"""Seconds a walk sleeps between slices (see _pause)."""
 SWEEP_EVERY = 1.0
 """Seconds between two sweeps at most, however many clients poll."""
 SWEEP_STALE = 5.0
@@ -64,7 +66,11 @@ class QueryError(ValueError):
 
 
 def _pause() -> None:
-    gevent.sleep(0)
+    # Not sleep(0): that only queues a callback, and gevent runs up to 50 callbacks
+    # before it looks at the clock and polls the sockets again, so 50 slices would run
+    # back to back (measured: ~100 ms stalls at 19,000 users).  A timer, however short,
+    # ends the loop iteration: the sockets are polled between every two slices.
+    gevent.sleep(PAUSE)
 
 
 def sliced(items: Iterable[Any], pause: Callable[[], None] = _pause, every: int = SLICE) -> Iterator[Any]:
@@ -206,40 +212,68 @@ def percentile(sorted_nonzero: list[int], zeros: int, q: float) -> int:
 # --- the full tree, streamed ---------------------------------------------------------------
 
 
+def _head(actor: Any) -> str:
+    """An actor's node without its closing: ``{"kind": ..., ..., "children": [``."""
+    try:
+        node: dict[str, Any] = {"kind": actor.kind, "id": actor.actor_id, "mailbox": actor.actor_inbox.qsize()}
+        node.update(actor.describe_fields())
+    except Exception:  # noqa: BLE001 - an actor that cannot describe itself still appears
+        node = {"kind": type(actor).__name__, "id": getattr(actor, "actor_id", "?"), "mailbox": 0}
+    return json.dumps(node)[:-1] + ', "children": ['
+
+
+TREE_SLICE = 64
+"""Actors written per chunk of /debug/actors (a user's node costs ~10 µs to describe)."""
+
+
 def stream_tree(root: Any, depth: int | None = None, pause: Callable[[], None] = _pause,
-                every: int = SLICE) -> Iterator[bytes]:
+                every: int = TREE_SLICE) -> Iterator[bytes]:
     """``{"actors": <root>}`` in the shape of ``describe()``, one chunk per ``every`` actors.
 
     Each actor's children are listed when the walk reaches it, so an actor is written
     once, under the one parent it has; actors started after their parent was written
     are not in this answer (the next one has them).  With ``depth``, nodes at that depth
-    are written with ``children: []`` and ``more``: how many they have."""
+    are written with ``children: []`` and ``more``: how many they have.
+
+    The walk keeps one iterator per level, not one object per pending actor: objects
+    that live as long as a 19,000-actor walk get promoted to the oldest GC generation,
+    and enough of those trigger a full collection, which at that size stalls the node
+    for longer than the walk itself."""
     buf: list[str] = ['{"actors": ']
     count = 0
-    stack: list[tuple[Any, int] | str] = [(root, 0)]
-    while stack:
-        top = stack.pop()
-        if isinstance(top, str):
-            buf.append(top)
-            continue
-        actor, level = top
-        try:
-            node: dict[str, Any] = {"kind": actor.kind, "id": actor.actor_id,
-                                    "mailbox": actor.actor_inbox.qsize()}
-            node.update(actor.describe_fields())
-        except Exception:  # noqa: BLE001 - an actor that cannot describe itself still appears
-            node = {"kind": type(actor).__name__, "id": getattr(actor, "actor_id", "?"), "mailbox": 0}
+
+    def enter(actor: Any, level: int) -> list[Any] | None:
         children = list(actor.children.values())
         if depth is not None and level >= depth and children:
-            node["more"] = len(children)
+            head = _head(actor)
+            buf.append(head[:head.rindex(', "children": [')] + f', "more": {len(children)}, "children": [')
             children = []
-        head = json.dumps(node)
-        buf.append(head[:-1] + ', "children": [')
-        stack.append("]}")
-        for i in range(len(children) - 1, -1, -1):
-            stack.append((children[i], level + 1))
-            if i:
-                stack.append(",")
+        else:
+            buf.append(_head(actor))
+        if not children:
+            buf.append("]}")
+            return None
+        return [iter(children), level + 1, True]
+
+    stack: list[list[Any]] = []
+    frame = enter(root, 0)
+    if frame is not None:
+        stack.append(frame)
+    count = 1
+    while stack:
+        top = stack[-1]
+        child = next(top[0], None)
+        if child is None:
+            buf.append("]}")
+            stack.pop()
+            continue
+        if top[2]:
+            top[2] = False
+        else:
+            buf.append(",")
+        frame = enter(child, top[1])
+        if frame is not None:
+            stack.append(frame)
         count += 1
         if count % every == 0:
             yield "".join(buf).encode()
@@ -342,8 +376,7 @@ class Inspector:
         try:
             zeros, total, actors = 0, 0, 0
             nonzero: list[tuple[int, Any]] = []
-            stack = [self.system.node]
-            for actor in sliced(_walk(stack)):
+            for actor in sliced(_walk(self.system.node)):
                 actors += 1
                 depth = actor.actor_inbox.qsize()
                 if depth:
@@ -542,13 +575,19 @@ class Inspector:
         return 200, JSON, cached[1]
 
 
-def _walk(stack: list[Any]) -> Iterator[Any]:
-    """Every actor under the ones on ``stack``, each once (children listed when reached)."""
+def _walk(root: Any) -> Iterator[Any]:
+    """Every actor under ``root`` and itself, each once (children listed when reached; one
+    iterator per level, see stream_tree)."""
+    yield root
+    stack = [iter(list(root.children.values()))]
     while stack:
-        actor = stack.pop()
+        actor = next(stack[-1], None)
+        if actor is None:
+            stack.pop()
+            continue
         yield actor
         if actor.children:
-            stack.extend(list(actor.children.values()))
+            stack.append(iter(list(actor.children.values())))
 
 
 def _brief(actor: Any) -> dict[str, Any]:
