@@ -144,6 +144,10 @@ def measure(users: int, seconds: float, interval: float, every: float,
                 with urllib.request.urlopen(base + path, timeout=30) as res:
                     size = len(res.read())
                 out.setdefault("single", {})[path] = {"ms": (time.perf_counter() - t0) * 1e3, "bytes": size}
+            # Warm-up, not reported: the first full GC collection after 19,000 logins takes
+            # seconds, and whichever phase it lands in would carry it.
+            log("warm-up (10 s) ...")
+            _phase(probe, base, (*PAGE_POLLS, *TREE_POLLS), 10.0, interval, every)
             for name, polls in (("quiet", ()), ("page", PAGE_POLLS), ("tree", TREE_POLLS), ("quiet2", ())):
                 log(f"phase {name} ({seconds:g} s) ...")
                 out["phases"][name] = _phase(probe, base, polls, seconds, interval, every)
