@@ -203,6 +203,57 @@ class TestChat:
             expect(page.get_by_role("textbox", name="Nickname")).to_have_attribute("aria-invalid", "true")
 
 
+class TestFirstSteps:
+    """The client's rough edges found trying it as a new user (issue 14, item 6)."""
+
+    def test_status_waits_for_the_nickname(self, window, server):
+        """While the nickname dialog is open the chip does not say "online"."""
+        page = window()
+        page.goto(server.url)
+        expect(page.get_by_role("textbox", name="Nickname")).to_be_visible()
+        expect(page.locator("#status")).to_have_text("choose a nickname")
+        page.get_by_role("textbox", name="Nickname").fill(unique("newbie"))
+        page.get_by_role("button", name="Enter chat").click()
+        expect(page.locator("#status")).to_have_text("online")
+
+    def test_rooms_are_suggested_after_login(self, window, server):
+        """After login: lobby and the rooms that exist, one click to join."""
+        busy = unique("busy")
+        with Client(server) as c:
+            c.login(unique("host"), busy)
+            page = open_chat(window, server.url, unique("guest"))
+            suggest = page.get_by_role("button", name=f"Join room {busy}")
+            expect(page.get_by_role("button", name="Join room lobby")).to_be_visible()
+            expect(suggest).to_be_visible()
+            suggest.click()
+            expect(page.locator("#conv-title")).to_have_text(f"# {busy}")
+            expect(members(page)).to_have_count(2)
+
+    def test_members_go_grey_after_a_kick(self, window, server):
+        """Kicked: the member list is marked as last known (no green dots), the header says offline."""
+        room, nick = unique("greyed"), unique("kicked")
+        page = open_chat(window, server.url, nick, room)
+        dot = page.locator("#members li .dot").first
+        green = dot.evaluate("e => getComputedStyle(e, '::after').backgroundColor")
+        assert server.http("/admin/kick", "POST", {"nick": nick, "reason": "test"})[0] == 200
+        expect(page.locator("#status")).to_have_text("offline")
+        expect(page.locator("#members")).to_have_class(re.compile("stale"))
+        expect(page.locator("#members-note")).to_contain_text("not in")
+        assert dot.evaluate("e => getComputedStyle(e, '::after').backgroundColor") != green
+        expect(page.locator("#conv-sub")).to_have_text("offline")
+
+    def test_phone_shows_own_nick_and_rooms_to_join(self, window, server):
+        """At phone width the own nick is in the header and rooms can be joined without the drawer."""
+        nick = unique("pnick")
+        phone = {"viewport": PHONE, "is_mobile": True, "has_touch": True}
+        page = open_chat(window, server.url, nick, **phone)
+        expect(page.locator("#me")).to_be_visible()
+        expect(page.get_by_role("button", name="Join room lobby")).to_be_in_viewport()
+        page.get_by_role("button", name="Another room…").tap()
+        expect(page.locator("#sidebar")).to_be_in_viewport(ratio=0.99)
+        expect(page.get_by_label("Room to join")).to_be_focused()
+
+
 class TestDisconnects:
     """Reconnect with backoff and `since`; a banner for each disconnect reason."""
 
