@@ -20,6 +20,7 @@ Times are the monotonic clock the caller passes in; nothing here reads a clock.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
+from sys import intern
 from typing import Any
 
 from .messages import ClientFrame, ConnectionLost, Kick, NickResult, TimerFired
@@ -27,7 +28,7 @@ from .session import (
     Arm, ClaimNickFx, Close, JoinRoomFx, LeaveRoomFx, Send, UserState,
 )
 
-__all__ = ["Timeline", "Timelines", "WindowCounts", "GoneUser", "entry_dict"]
+__all__ = ["Timeline", "Timelines", "WindowCounts", "GoneUser", "Entry", "entry_dict"]
 
 UNDEFINED = UserState.UNDEFINED.value
 
@@ -92,13 +93,23 @@ def _outcome(effects: list[Any]) -> str:
     return ", ".join(out)
 
 
+Entry = tuple[float, str, str, str, str, int]
+"""(at, event, state before, state after, outcome, how many times in a row)."""
+
+
 class Timeline:
-    """One user's last ``size`` notable events: (at, event, state before, state after, outcome)."""
+    """One user's last ``size`` notable events: (at, event, state before, state after, outcome, count).
+
+    Routine repeats (a ping sent every 30 s, the pong rule re-armed) do not push the
+    story out of the ring: an event equal to one of the last two entries replaces it,
+    moved to the end with its count raised and its time updated.  So a user idle for
+    hours still shows how it logged in, and memory stays ~1 KB per user (strings are
+    interned: most labels are the same few words)."""
 
     __slots__ = ("entries", "state", "_owner")
 
-    def __init__(self, owner: Timelines | None = None, size: int = 32) -> None:
-        self.entries: deque[tuple[float, str, str, str, str]] = deque(maxlen=size)
+    def __init__(self, owner: Timelines | None = None, size: int = 16) -> None:
+        self.entries: deque[Entry] = deque(maxlen=size)
         self.state = UNDEFINED
         """The state after the last recorded event (the tally moves with it)."""
         self._owner = owner
@@ -120,12 +131,27 @@ class Timeline:
                 label = type(event).__name__
         elif label is None:
             return  # chat traffic: it changes nothing worth a line
-        self.entries.append((now, label, before, after, _outcome(effects)))
+        self._add(now, intern(label), before, after, intern(_outcome(effects)))
+
+    def _add(self, now: float, label: str, before: str, after: str, outcome: str) -> None:
+        entries = self.entries
+        for back in (1, 2):
+            if len(entries) >= back:
+                e = entries[-back]
+                if e[1] is label and e[2] is before and e[3] is after and e[4] is outcome:
+                    repeated = (now, label, before, after, outcome, e[5] + 1)
+                    if back == 1:
+                        entries[-1] = repeated
+                    else:
+                        entries[-2] = entries[-1]
+                        entries[-1] = repeated
+                    return
+        entries.append((now, label, before, after, outcome, 1))
 
     def close(self, now: float, session_id: str, nick: str | None, reason: str,
               opened_at: float, info: dict[str, Any] | None = None) -> None:
         """The user is gone: leave the tally, file the timeline with the recently gone."""
-        self.entries.append((now, f"gone: {reason}", self.state, "Disconnected", ""))
+        self.entries.append((now, f"gone: {reason}", self.state, "Disconnected", "", 1))
         if self._owner is not None:
             self._owner.by_state[self.state] -= 1
             self._owner.gone(GoneUser(session_id, nick, reason, opened_at, now, tuple(self.entries),
@@ -134,11 +160,12 @@ class Timeline:
         self.state = "Disconnected"
 
 
-def entry_dict(entry: tuple[float, str, str, str, str], to_wall: float) -> dict[str, Any]:
-    """One timeline entry as JSON; ``to_wall`` turns monotonic times into Unix seconds."""
-    at, event, before, after, outcome = entry
+def entry_dict(entry: Entry, to_wall: float) -> dict[str, Any]:
+    """One timeline entry as JSON; ``to_wall`` turns monotonic times into Unix seconds.
+    ``count`` > 1: the same event this many times in a row, ``at`` the last one."""
+    at, event, before, after, outcome, count = entry
     return {"at": round(at + to_wall, 3), "event": event, "from": before, "to": after,
-            "outcome": outcome}
+            "outcome": outcome, "count": count}
 
 
 class GoneUser:
@@ -188,7 +215,7 @@ class WindowCounts:
 class Timelines:
     """The node's side: users per state, the recently gone, disconnects in the last minute."""
 
-    def __init__(self, keep: int = 1000, keep_seconds: float = 3600.0, size: int = 32) -> None:
+    def __init__(self, keep: int = 1000, keep_seconds: float = 3600.0, size: int = 16) -> None:
         self.keep = keep
         self.keep_seconds = keep_seconds
         self.size = size

@@ -45,9 +45,10 @@ class TestTimeline:
         d.event(ConnectionLost(4002))
         events = d.events()
         assert events[:5] == ["Opened", "hello", "profile alice", "NickResult(alice, ok)", "join lobby"]
-        assert events.count("TimerFired(ping)") == 2
+        ping = d.timeline.entries[events.index("TimerFired(ping)")]
+        assert events.count("TimerFired(ping)") == 1 and ping[4:] == ("sent ping", 2)  # twice, one line
         fired = d.timeline.entries[events.index("TimerFired(pong)")]
-        assert fired[2:] == ("InChat", "ToBeDisconnected", "sent bye pong_timeout, close 4002")
+        assert fired[2:] == ("InChat", "ToBeDisconnected", "sent bye pong_timeout, close 4002", 1)
         assert events[-1] == "ConnectionLost(4002)" and d.timeline.state == "Disconnected"
 
     def test_chat_traffic_is_not_recorded(self):
@@ -64,14 +65,19 @@ class TestTimeline:
         d.send({"type": "say", "room": "nowhere", "text": "hi"})
         assert d.events()[before:] == ["frame → error not_in_room"]
 
-    def test_ring_is_bounded(self):
-        """Only the last `size` entries are kept."""
+    def test_routine_repeats_fold_and_the_ring_is_bounded(self):
+        """Hours of pings and pong checks fold into two lines; only the last `size` entries stay."""
         tl = Timelines(size=8)
         d = Recorded(tl)
-        d.send({"type": "hello"})
-        for _ in range(20):  # a ping every 10 s, answered: far more than 8 events
+        d.login("idle")
+        for _ in range(200):  # a ping every 10 s, answered; the pong rule re-arms every 25 s
             d.advance(10)
             d.send({"type": "pong"})
+        assert d.events() == ["Opened", "hello", "profile idle", "NickResult(idle, ok)",
+                              "TimerFired(pong)", "TimerFired(ping)"]
+        assert d.timeline.entries[-1][5] == 200 and d.timeline.entries[-2][5] > 50
+        for i in range(20):
+            d.send({"type": "join", "room": f"r{i}"})
         assert len(d.timeline.entries) == 8
 
     def test_users_per_state_follow_transitions(self):
@@ -134,8 +140,9 @@ class TestGone:
 
 def test_entry_as_json():
     """Monotonic times become Unix seconds with the offset given."""
-    assert entry_dict((10.0, "hello", "Undefined", "Connected", "sent welcome"), 1000.0) == {
-        "at": 1010.0, "event": "hello", "from": "Undefined", "to": "Connected", "outcome": "sent welcome"}
+    assert entry_dict((10.0, "hello", "Undefined", "Connected", "sent welcome", 1), 1000.0) == {
+        "at": 1010.0, "event": "hello", "from": "Undefined", "to": "Connected", "outcome": "sent welcome",
+        "count": 1}
 
 
 def test_timer_fired_names_the_timer():
