@@ -177,7 +177,7 @@ class App:
             return 404, "application/json", json.dumps({"kicked": False, "error": "no such user"}).encode()
         return 200, "application/json", b'{"kicked": true}'
 
-    # --- /admin and /debug access rule (CONTRACT.md) --------------------------------
+    # --- /admin and /debug access rule (docs/operations.md) --------------------------------
 
     def debug_page(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
         status, ctype, body = self.guarded(lambda env: self.page("/debug"))(environ)
