@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     d = sub.add_parser("debug", help="say→ack latency of a chat user with and without /debug open")
     d.add_argument("--users", type=int, default=19000)
-    d.add_argument("--seconds", type=float, default=20.0, help="per phase")
+    d.add_argument("--seconds", type=float, default=10.0, help="per phase")
+    d.add_argument("--rounds", type=int, default=3, help="rounds of (quiet, page, tree)")
     d.add_argument("--interval", type=float, default=0.05, help="seconds between the probe's says")
     d.add_argument("--every", type=float, default=1.0, help="the debug poll interval (the page's default)")
     d.add_argument("--json", default="", help="also write the figures here")
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.command == "debug":
         from .debug_load import describe, measure
-        result = measure(args.users, args.seconds, args.interval, args.every, log=_log)
+        result = measure(args.users, args.seconds, args.interval, args.every, args.rounds, log=_log)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(_clean(result), f, indent=1)

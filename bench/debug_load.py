@@ -2,16 +2,18 @@
 
 N users log in with the load generator (rooms of 10) and stay. One more chat user, alone
 in a quiet room, says something every ``--interval`` seconds and times `say` → `ack`.
-That is measured in phases of ``--seconds`` each:
+That is measured in phases of ``--seconds`` each, interleaved over ``--rounds`` rounds
+(so that a machine shared with other work disturbs every kind of phase alike):
 
 * ``quiet``: nobody looks at /debug;
 * ``page``: a client polls what the /debug page fetches at its default refresh (once a
   second: ``/debug/summary`` and the default users page);
 * ``tree``: a client fetches the whole ``/debug/actors`` tree once a second (what the
-  old page did; the contract's JSON, now streamed in slices);
-* ``quiet`` again, so a busy machine shows as two different quiet figures.
+  old page did; the contract's JSON, now streamed in slices).
 
-Each debug request's time and bytes are recorded.  The pollers run in processes of
+Each kind's figures pool its rounds' samples; each phase also records the CPU that
+other processes used meanwhile (``other_cpu_pct``, % of one core), the sign of a busy
+machine.  Each debug request's time and bytes are recorded.  The pollers run in processes of
 their own (forked), so their JSON parsing never delays the probe's clock.
 """
 
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .harness import Fleet, ServerProcess, cores
-from .scenarios import SCALES, _login, _timeouts, hubbub_flags, pct
+from .scenarios import SCALES, _cores_busy, _login, _proc_cpu, _timeouts, hubbub_flags, pct
 
 __all__ = ["measure", "PAGE_POLLS"]
 
@@ -108,7 +110,9 @@ def _phase(probe: Probe, base: str, polls: tuple[str, ...], seconds: float, inte
         proc = ctx.Process(target=_poller, args=(base, polls, every, seconds, theirs), daemon=True)
         proc.start()
         theirs.close()
+    t0, busy0, ours0 = time.monotonic(), _cores_busy(), _ours()
     rtts = probe.run(seconds, interval)
+    other = (_cores_busy() - busy0) - (_ours() - ours0)
     requests: dict[str, Any] = {}
     if proc is not None and pipe is not None:
         got = pipe.recv() if pipe.poll(60) else []
@@ -118,11 +122,38 @@ def _phase(probe: Probe, base: str, polls: tuple[str, ...], seconds: float, inte
             sizes = [b for p, _, b in got if p == path]
             requests[path] = {"n": len(times), "p50_ms": pct(times, 50) * 1e3, "max_ms": max(times, default=0) * 1e3,
                               "bytes": max(sizes, default=0)}
+    return {"rtts": rtts, "says": len(rtts), "p50_ms": pct(rtts, 50) * 1e3, "p99_ms": pct(rtts, 99) * 1e3,
+            "max_ms": max(rtts) * 1e3, "requests": requests,
+            "other_cpu_pct": max(0.0, 100 * other / max(1e-9, time.monotonic() - t0))}
+
+
+_PIDS: list[int] = []  #: the server's and the load generator's pids (set by measure)
+
+
+def _ours() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system + sum(_proc_cpu(p) for p in _PIDS)
+
+
+def _pool(phases: list[dict[str, Any]]) -> dict[str, Any]:
+    rtts = [r for p in phases for r in p["rtts"]]
+    requests: dict[str, Any] = {}
+    for p in phases:
+        for path, r in p["requests"].items():
+            agg = requests.setdefault(path, {"n": 0, "p50s": [], "max_ms": 0.0, "bytes": 0})
+            agg["n"] += r["n"]
+            agg["p50s"].append(r["p50_ms"])
+            agg["max_ms"] = max(agg["max_ms"], r["max_ms"])
+            agg["bytes"] = max(agg["bytes"], r["bytes"])
+    for agg in requests.values():
+        agg["p50_ms"] = pct(agg.pop("p50s"), 50)
     return {"says": len(rtts), "p50_ms": pct(rtts, 50) * 1e3, "p99_ms": pct(rtts, 99) * 1e3,
-            "max_ms": max(rtts) * 1e3, "requests": requests}
+            "max_ms": max(rtts) * 1e3, "requests": requests,
+            "round_p99_ms": [round(p["p99_ms"], 2) for p in phases],
+            "other_cpu_pct": [round(p["other_cpu_pct"]) for p in phases]}
 
 
-def measure(users: int, seconds: float, interval: float, every: float,
+def measure(users: int, seconds: float, interval: float, every: float, rounds: int = 3,
             log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     server_core, load_core = cores()
     scale = dataclasses.replace(SCALES["full"], connect_users=users)
@@ -131,12 +162,13 @@ def measure(users: int, seconds: float, interval: float, every: float,
     flags = [*_timeouts(ping=30, pong=3600, session=7200), *hubbub_flags()]
     with Fleet(scale.workers, load_core) as fleet, ServerProcess("hubbub", flags, core=server_core) as server:
         base = f"http://{server.host}:{server.port}"
+        _PIDS[:] = [server.pid, *(p.pid for p in fleet.procs)]
         log(f"logging in {users} users (rooms of {scale.room_size}) ...")
         login = _login(fleet, server, scale, users, "join")
         log(f"{login['ok']} logged in in {login['seconds']:.1f} s; RSS {server.rss_kb() / 1024:.0f} MB")
         probe = Probe(server.host, server.port)
         out: dict[str, Any] = {"users": login["ok"], "failed": login["failed"], "seconds": seconds,
-                               "interval": interval, "every": every, "phases": {}}
+                               "interval": interval, "every": every, "rounds": rounds, "phases": {}}
         try:
             # What one request costs at this size, on an otherwise idle node.
             for path in (*PAGE_POLLS, *TREE_POLLS):
@@ -148,12 +180,16 @@ def measure(users: int, seconds: float, interval: float, every: float,
             # seconds, and whichever phase it lands in would carry it.
             log("warm-up (10 s) ...")
             _phase(probe, base, (*PAGE_POLLS, *TREE_POLLS), 10.0, interval, every)
-            for name, polls in (("quiet", ()), ("page", PAGE_POLLS), ("tree", TREE_POLLS), ("quiet2", ())):
-                log(f"phase {name} ({seconds:g} s) ...")
-                out["phases"][name] = _phase(probe, base, polls, seconds, interval, every)
-                ph = out["phases"][name]
-                log(f"  say→ack p50 {ph['p50_ms']:.2f} ms, p99 {ph['p99_ms']:.2f} ms, max {ph['max_ms']:.2f} ms"
-                    + "".join(f"; {p} {r['p50_ms']:.0f} ms {r['bytes']} B" for p, r in ph["requests"].items()))
+            kinds = (("quiet", ()), ("page", PAGE_POLLS), ("tree", TREE_POLLS))
+            raw: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in kinds}
+            for i in range(rounds):
+                for name, polls in kinds:
+                    ph = _phase(probe, base, polls, seconds, interval, every)
+                    raw[name].append(ph)
+                    log(f"round {i + 1} {name}: say→ack p50 {ph['p50_ms']:.2f} ms, p99 {ph['p99_ms']:.2f} ms, "
+                        f"max {ph['max_ms']:.2f} ms, other processes {ph['other_cpu_pct']:.0f}% of a core"
+                        + "".join(f"; {p} {r['p50_ms']:.0f} ms {r['bytes']} B" for p, r in ph["requests"].items()))
+            out["phases"] = {name: _pool(phases) for name, phases in raw.items()}
         finally:
             probe.close()
             fleet.all({"cmd": "close_all", "timeout": 10.0})
@@ -167,17 +203,19 @@ def measure(users: int, seconds: float, interval: float, every: float,
 
 def describe(r: dict[str, Any]) -> str:
     ph = r["phases"]
-    quiet = max(ph["quiet"]["p99_ms"], ph["quiet2"]["p99_ms"])
+    quiet = ph["quiet"]["p99_ms"]
     lines = [f"{r['users']} users logged in (rooms of 10), probe says every {r['interval']:g} s, "
-             f"{r['seconds']:g} s per phase, debug polled every {r['every']:g} s",
-             "", "| phase | says | say→ack p50 | p99 | max | debug requests (median time, bytes) |",
-             "| --- | ---: | ---: | ---: | ---: | --- |"]
+             f"{r['rounds']} rounds of {r['seconds']:g} s per phase, debug polled every {r['every']:g} s",
+             "", "| phase | says | say→ack p50 | p99 | max | p99 per round | other CPU per round | "
+             "debug requests (median time, bytes) |",
+             "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     for name, p in ph.items():
         req = "; ".join(f"`{k}` {v['p50_ms']:.0f} ms, {v['bytes']:,} B" for k, v in p["requests"].items()) or "—"
         lines.append(f"| {name} | {p['says']} | {p['p50_ms']:.2f} ms | {p['p99_ms']:.2f} ms | "
-                     f"{p['max_ms']:.2f} ms | {req} |")
+                     f"{p['max_ms']:.2f} ms | {', '.join(f'{x:g}' for x in p['round_p99_ms'])} ms | "
+                     f"{', '.join(f'{x}%' for x in p['other_cpu_pct'])} | {req} |")
     lines += ["", "One request each on the idle node: " + "; ".join(
         f"`{k}` {v['ms']:.0f} ms, {v['bytes']:,} B" for k, v in r["single"].items()),
-        "", f"p99 with the page open / worse quiet p99: {ph['page']['p99_ms'] / quiet:.2f}×; "
+        "", f"p99 with the page open / quiet p99: {ph['page']['p99_ms'] / quiet:.2f}×; "
         f"with the whole tree every second: {ph['tree']['p99_ms'] / quiet:.2f}×"]
     return "\n".join(lines)
