@@ -19,7 +19,9 @@ costs a bounded amount of work in the event loop:
   it short and ``/debug/tree`` pages one actor's children, so the page never needs it.
 
 The pure parts (rows, keys, filters, the top-k, percentiles, the JSON stream) take
-their inputs as arguments and are unit-tested without a server.
+their inputs as arguments and are unit-tested without a server.  (Over 500 lines: the
+pure query parts and the routes that use them are read together; split the pure half
+out if either grows.)
 """
 
 from __future__ import annotations

@@ -24,9 +24,7 @@ from sys import intern
 from typing import Any
 
 from .messages import ClientFrame, ConnectionLost, Kick, NickResult, TimerFired
-from .session import (
-    Arm, ClaimNickFx, Close, JoinRoomFx, LeaveRoomFx, Send, UserState,
-)
+from .session import Arm, ClaimNickFx, Close, JoinRoomFx, LeaveRoomFx, Send, UserState
 
 __all__ = ["Timeline", "Timelines", "WindowCounts", "GoneUser", "Entry", "entry_dict"]
 

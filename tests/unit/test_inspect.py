@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from hubbub.inspect import QueryError, USER_COLUMNS, parse_list_query, percentile, stream_tree, top_page
+from hubbub.inspect import (
+    USER_COLUMNS,
+    QueryError,
+    parse_list_query,
+    percentile,
+    stream_tree,
+    top_page,
+)
 
 
 class Node:
