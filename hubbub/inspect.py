@@ -45,8 +45,8 @@ from actors.user import UserActor
 __all__ = ["Inspector", "user_row", "room_row", "top_page", "percentile", "stream_tree",
            "QueryError", "parse_list_query", "USER_COLUMNS", "ROOM_COLUMNS"]
 
-SLICE = 256
-"""Actors visited between two yields to the event loop (~0.2 ms of work)."""
+SLICE = 128
+"""Actors visited between two yields to the event loop (~0.1–0.2 ms of work)."""
 PAUSE = 0.0002
 """Seconds a walk sleeps between slices (see _pause)."""
 SWEEP_EVERY = 1.0
@@ -224,7 +224,7 @@ def _head(actor: Any) -> str:
     return json.dumps(node)[:-1] + ', "children": ['
 
 
-TREE_SLICE = 64
+TREE_SLICE = 32
 """Actors written per chunk of /debug/actors (a user's node costs ~10 µs to describe)."""
 
 
@@ -415,6 +415,9 @@ class Inspector:
         return _json(self.users(q))
 
     def users(self, q: dict[str, Any]) -> dict[str, Any]:
+        fast = self._users_by_age(q)
+        if fast is not None:
+            return fast
         column = USER_COLUMNS[q["sort"]]
         with self._scan:
             now = self.clock.monotonic()
@@ -424,6 +427,28 @@ class Inspector:
                                      q["offset"], q["limit"], q["order"] == "desc", user_filter(q))
             rows = [user_row(u, now) for u in page]
         return {**q, "matched": matched, "items": rows}
+
+    def _users_by_age(self, q: dict[str, Any]) -> dict[str, Any] | None:
+        """The default view (by age, no filter) without a scan: users enter the node's
+        children as they connect, so age order is the children's order, newest last.  It
+        costs the page asked for (one C-speed copy of the list, then offset + limit steps)."""
+        if q["sort"] != "age" or q["nick"] or q["room"] or q["state"] or q["remote"]:
+            return None
+        now = self.clock.monotonic()
+        children = list(self.system.node.children.values())
+        if q["order"] == "asc":
+            children.reverse()  # youngest first
+        page: list[Any] = []
+        need, seen = q["offset"] + q["limit"], 0
+        for actor in children:
+            if isinstance(actor, UserActor):
+                seen += 1
+                if seen > q["offset"]:
+                    page.append(actor)
+                if seen >= need:
+                    break
+        users = sum(max(0, n) for n in self.system.counters.timelines.by_state.values())
+        return {**q, "matched": users, "items": [user_row(u, now) for u in page]}
 
     def rooms_route(self, environ: dict[str, Any]) -> Result:
         try:

@@ -48,6 +48,16 @@ def test_users_sorted_filtered_paged(server):
         assert row["next"]["name"] in ("ping", "pong", "session") and row["backlog"] == 0
         assert server.json("/debug/users?state=Undefined&nick=pg")["matched"] == 0
         assert server.http("/debug/users?sort=secret")[0] == 400
+        # the default view (by age, no filter) is read in connection order, without a scan:
+        # the same answer as the scan a filter forces
+        every_state = "state=Undefined,Connected,InChat,ToBeDisconnected,Disconnected"
+        for order in ("asc", "desc"):
+            fast = server.json(f"/debug/users?sort=age&order={order}&limit=4&offset=1")
+            scan = server.json(f"/debug/users?sort=age&order={order}&limit=4&offset=1&{every_state}")
+            assert [u["id"] for u in fast["items"]] == [u["id"] for u in scan["items"]]
+            assert fast["matched"] == scan["matched"]
+        newest = server.json("/debug/users?sort=age&limit=1")["items"][0]
+        assert newest["nick"] == "pg05"
         rooms = server.json("/debug/rooms?name=pgroom")
         assert rooms["items"][0]["room"] == "pgroom" and rooms["items"][0]["members"] == 3
     finally:
