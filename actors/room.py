@@ -13,6 +13,7 @@ The port decides *when*; the room's public methods below (``ack``, ``deliver``,
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from .core import codec
@@ -54,6 +55,8 @@ class RoomActor(HubbubActor):
     def on_start(self) -> None:
         if self.port is not None:
             self.port.attach(self)
+        self.fanouts: deque[tuple[float, float, int]] = deque(maxlen=16)
+        """The last says: (wall time, seconds until every member was told, members) for /debug."""
 
     def describe_fields(self) -> dict[str, Any]:
         fields = {"room": self.name, "members": len(self.members), "seq": self.history.last_seq}
@@ -143,7 +146,9 @@ class RoomActor(HubbubActor):
             publish(self.watchers, RoomMessage(self.name, frame["from"], frame["text"], frame["seq"], frame["ts"]))
         counters = self.counters
         counters.deliveries += len(self.members)
-        counters.fanout_seconds.observe(max(0.0, self.clock.wall() - frame["ts"]))
+        took = max(0.0, self.clock.wall() - frame["ts"])
+        counters.fanout_seconds.observe(took)
+        self.fanouts.append((frame["ts"], took, len(self.members)))
 
     def announce(self, event: str, nick: str, skip: str | None = None) -> None:
         """`presence` to the members here (but ``skip``), and to the watching plugins."""

@@ -62,6 +62,8 @@ class UserActor(HubbubActor):
         self.opened_at = clock.monotonic()  # now, in the greenlet that accepted the socket
         self.counters = counters or Counters()
         self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits())
+        self.timeline = self.counters.timelines.open()
+        """The last notable events and the transitions they caused (/debug/actors/<id>)."""
         self.watchers = user_watchers(self)
         """Plugins told about this user's life (a live list, usually empty; actors/plugin.py)."""
 
@@ -87,12 +89,17 @@ class UserActor(HubbubActor):
             self.events.connected(self)
         if self.watchers:
             publish(self.watchers, UserConnected(self.session.session_id))
-        self._apply(self.session.handle(Opened(self.opened_at), self.clock.monotonic()))
+        now, opened = self.clock.monotonic(), Opened(self.opened_at)
+        effects = self.session.handle(opened, now)
+        self.timeline.record(now, opened, self.session.state, effects)
+        self._apply(effects)
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is ClientFrame:
             self.counters.frames_in += 1
-        effects = self.session.handle(message, self.clock.monotonic())
+        now = self.clock.monotonic()
+        effects = self.session.handle(message, now)
+        self.timeline.record(now, message, self.session.state, effects)
         self._apply(effects)
         # Fairness is the runtime's: a drain handles a bounded batch (actors/base.py).
         return None
@@ -195,6 +202,10 @@ class UserActor(HubbubActor):
         if getattr(conn, "on_message", None) == self.on_message:
             conn.on_message = conn.on_pong = conn.on_overflow = conn.on_close = _nothing
         self.counters.disconnects[self.session.close_reason or "client_closed"] += 1
+        s = self.session
+        self.timeline.close(self.clock.monotonic(), s.session_id, s.nick, s.close_reason or "client_closed",
+                            s.opened_at, {"remote": getattr(self.conn, "remote_addr", None),
+                                          "rooms": sorted(s.rooms)})
         if self.watchers:
             s = self.session
             publish(self.watchers, UserDisconnected(s.session_id, s.nick, s.close_reason or "client_closed"))

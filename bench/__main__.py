@@ -8,6 +8,7 @@
     python -m bench faults --seconds 60       # the cluster under a nemesis, history checked
                                               # (bench/faults.py; docs/reliability.md)
     python -m bench slowhttp --doc docs/reliability.md   # slowhttptest -H/-B/-X vs one node
+    python -m bench debug --users 19000       # chat latency with and without /debug open
 """
 
 from __future__ import annotations
@@ -93,11 +94,27 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--nofile", type=int, default=2000, help="the node's open-file limit")
     h.add_argument("--doc", default="", help="markdown with slowhttp markers to write the table into")
 
+    d = sub.add_parser("debug", help="say→ack latency of a chat user with and without /debug open")
+    d.add_argument("--users", type=int, default=19000)
+    d.add_argument("--seconds", type=float, default=10.0, help="per phase")
+    d.add_argument("--rounds", type=int, default=3, help="rounds of (quiet, page, tree)")
+    d.add_argument("--interval", type=float, default=0.05, help="seconds between the probe's says")
+    d.add_argument("--every", type=float, default=1.0, help="the debug poll interval (the page's default)")
+    d.add_argument("--json", default="", help="also write the figures here")
+
     args = p.parse_args(argv)
     if args.command == "slowhttp":
         from .slowhttp import main as slowhttp
         return slowhttp(args.modes, args.connections, args.rate, args.length, args.nofile, args.doc,
                         log=_log)
+    if args.command == "debug":
+        from .debug_load import describe, measure
+        result = measure(args.users, args.seconds, args.interval, args.every, args.rounds, log=_log)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(_clean(result), f, indent=1)
+        print(describe(result))
+        return 0
     if args.command == "run":
         from .scenarios import RetryBudget
 

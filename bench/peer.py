@@ -3,7 +3,7 @@
 Plain asyncio and ``websockets`` (14.x, the new asyncio API), no actors: one handler
 coroutine per connection, five ``loop.call_later`` timers per user, and
 ``websockets.broadcast`` for fan-out (one encode, one non-blocking write per member).
-It speaks the subset of CONTRACT.md the benchmarks use, with the same frames byte
+It speaks the subset of docs/protocol.md the benchmarks use, with the same frames byte
 for byte (compact JSON, ``type`` first) and the same close codes:
 
     hello → welcome      profile → profile_ok | error      join → joined (+ presence)
@@ -38,7 +38,7 @@ from websockets.exceptions import ConnectionClosed
 NAME = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
-# The user states of CONTRACT.md ("Disconnected" is the handler having returned).
+# The user states of docs/protocol.md ("Disconnected" is the handler having returned).
 UNDEFINED, CONNECTED, IN_CHAT, TO_BE_DISCONNECTED = range(4)
 CODES = {"hello_timeout": 4001, "pong_timeout": 4002, "session_expired": 4003,
          "profile_timeout": 4004, "policy": 1008, "bye": 1000}

@@ -2,7 +2,7 @@
 
 ``handler_for(config)`` returns the WSGI handler class for a node: the hardened
 WebSocket handler with this node's limits and two questions asked of every valid
-upgrade request, in this order (CONTRACT.md "Running"):
+upgrade request, in this order (docs/operations.md "Running"):
 
 1. **Origin** (``--allowed-origins``): a browser always sends ``Origin`` on a
    WebSocket upgrade, and the same-origin policy does not apply to WebSockets, so
@@ -111,7 +111,7 @@ def _is_loopback(host: str) -> bool:
 
 
 class OriginPolicy:
-    """Which ``Origin`` may open a WebSocket (CONTRACT.md ``--allowed-origins``).
+    """Which ``Origin`` may open a WebSocket (docs/operations.md ``--allowed-origins``).
 
     ``allowed`` is ``config.allowed_origins``: None for the default (the request's own
     host, http or https, plus any loopback origin), ``("*",)`` for anyone, or a tuple

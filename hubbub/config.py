@@ -1,4 +1,4 @@
-"""Configuration from flags, ``HUBBUB_*`` env vars and a TOML file (CONTRACT.md "Running").
+"""Configuration from flags, ``HUBBUB_*`` env vars and a TOML file (docs/operations.md "Running").
 
 Pure (no gevent, no sockets): the only I/O is reading the TOML file and checking that the
 TLS files exist, so a typo fails at start-up, not at the first ``wss://`` handshake.

@@ -24,6 +24,7 @@ from greenlet import greenlet
 
 from actors.clock import Clock, MonotonicClock
 
+from .inspect import Inspector
 from .telemetry import CONTENT_TYPE
 
 __all__ = ["App"]
@@ -97,15 +98,25 @@ class App:
         self.policies = {body: page_policy(body) for body in self.pages.values()}
         self.admin_hosts = AdminHosts(getattr(config, "host", None), getattr(config, "admin_hosts", ()))
         self.throttle = FailureThrottle()
+        # /debug's queries cost a bounded amount per request (hubbub/inspect.py); /metrics
+        # reads the same incremental counts instead of walking every actor.
+        self.inspector = Inspector(system)
+        if telemetry is not None:
+            telemetry.stats = self.inspector.stats
         self.routes: dict[tuple[str, str], Route] = {
             ("GET", "/healthz"): self.healthz,
             ("GET", "/metrics"): self.metrics,
-            ("GET", "/debug/actors"): self.guarded(self.debug_actors),
+            ("GET", "/rooms"): self.inspector.room_names,
+            ("GET", "/debug/actors"): self.guarded(self.inspector.full_tree),
+            **{key: self.guarded(route) for key, route in self.inspector.routes().items()},
             ("GET", "/debug"): self.debug_page,
             ("GET", "/debug/stats"): self.guarded(self.debug_stats),
             ("GET", "/"): lambda env: self.page("/"),
             ("POST", "/admin/kick"): self.guarded(self.admin_kick),
         }
+        self.prefix_routes: list[tuple[str, str, Callable[[dict[str, Any]], tuple[int, str, Any]]]] = [
+            ("GET", "/debug/actors/", self.guarded(self.inspector.actor_route)),
+        ]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", "/"), environ.get("REQUEST_METHOD", "GET")
@@ -115,17 +126,26 @@ class App:
                 return self.respond(start_response, 426, "text/plain", b"WebSocket upgrade required\n")
             self.serve_websocket(conn)
             return []
-        route = self.routes.get((method, path))
+        route = self.routes.get((method, path)) or next(
+            (r for m, p, r in self.prefix_routes if m == method and path.startswith(p)), None)
         if route is None:
-            known = any(p == path for _m, p in self.routes)
+            known = any(p == path for _m, p in self.routes) or any(path.startswith(p) for _m, p, _r in
+                                                                   self.prefix_routes)
             code = 405 if known else 404
             return self.respond(start_response, code, "application/json",
                                 json.dumps({"error": _STATUS[code][4:]}).encode())
         status, ctype, body, *extra = route(environ)
         return self.respond(start_response, status, ctype, body, *extra)
 
-    def respond(self, start_response: StartResponse, status: int, ctype: str, body: bytes,
-                headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    def respond(self, start_response: StartResponse, status: int, ctype: str, body: Any,
+                headers: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
+        if not isinstance(body, bytes):
+            # A stream of chunks (the full /debug/actors tree): written as it is made,
+            # chunked, so the walk can yield to the chat between slices.
+            start_response(_STATUS[status], [("Content-Type", ctype), ("Cache-Control", "no-store"),
+                                             *SECURITY_HEADERS, ("Content-Security-Policy", _NOTHING),
+                                             *(headers or [])])
+            return body
         policy = self.policies.get(body, _NOTHING) if ctype.startswith("text/html") else _NOTHING
         start_response(_STATUS[status], [("Content-Type", ctype), ("Content-Length", str(len(body))),
                                          ("Cache-Control", "no-store"), *SECURITY_HEADERS,
@@ -158,9 +178,6 @@ class App:
 
     def metrics(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
         return 200, CONTENT_TYPE, self.telemetry.render()
-
-    def debug_actors(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
-        return 200, "application/json", json.dumps(self.system.describe()).encode()
 
     def debug_stats(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
         """Counts for leak hunting: the tree's totals plus the process's greenlets, fds and RSS."""
@@ -199,7 +216,7 @@ class App:
             return 404, "application/json", json.dumps({"kicked": False, "error": "no such user"}).encode()
         return 200, "application/json", b'{"kicked": true}'
 
-    # --- /admin and /debug access rule (CONTRACT.md) --------------------------------
+    # --- /admin and /debug access rule (docs/operations.md) --------------------------------
 
     def debug_page(self, environ: dict[str, Any]) -> tuple[Any, ...]:
         status, ctype, body, *extra = self.guarded(lambda env: self.page("/debug"))(environ)

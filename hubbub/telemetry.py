@@ -2,7 +2,7 @@
 
 Everything is read from the actor system at scrape time by one custom collector:
 gauges that describe the tree (users by state, rooms, pending timers, mailbox
-depth) and the plain counters the actors bump (actors/core/counters.py), so the hot
+depth: kept incrementally or by the inspector's sliced sweep, hubbub/inspect.py) and the plain counters the actors bump (actors/core/counters.py), so the hot
 paths pay no lock and there is nothing to keep in sync.
 """
 
@@ -37,7 +37,8 @@ class _Collector:
         system = self.telemetry.system
         if system is None:
             return
-        stats, c = system.stats(), system.counters
+        stats = self.telemetry.stats() if self.telemetry.stats is not None else system.stats()
+        c = system.counters
         yield _labelled(GaugeMetricFamily("hubbub_users", "Connected users by state", labels=["state"]),
                         stats["users_by_state"])
         yield GaugeMetricFamily("hubbub_rooms", "Rooms with members", value=stats["rooms"])
@@ -73,6 +74,8 @@ class Telemetry:
     def __init__(self, log_format: str = "text") -> None:
         self.log_format = log_format
         self.system: Any = None
+        self.stats: Any = None
+        """Cheap stats for the scrape (the inspector's incremental counts), else system.stats()."""
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 
+from .timeline import Timelines
+
 __all__ = ["Counters", "Histogram"]
 
 
@@ -49,6 +51,8 @@ class Counters:
         """Disconnects by reason."""
         self.actor_failures: Counter[str] = Counter()
         """Actors that raised, by kind."""
+        self.timelines = Timelines()
+        """Users per state, recently gone users' timelines, disconnects in the last minute."""
         # From the sender's actor handling `say` to the room having told every member.
         self.fanout_seconds = Histogram((0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                          0.25, 0.5, 1.0, 2.5))

@@ -45,7 +45,7 @@ U, C, I, T, D = (UserState.UNDEFINED, UserState.CONNECTED, UserState.IN_CHAT,
                  UserState.TO_BE_DISCONNECTED, UserState.DISCONNECTED)
 LIVE = (U, C, I)
 
-# reason → close code (CONTRACT.md, "Disconnect reasons and close codes").
+# reason → close code (docs/protocol.md, "Close codes").
 CLOSE_CODES = {
     "bye": 1000,
     "shutdown": 1001,
@@ -278,7 +278,7 @@ class Session:
         name = codec.message_type(msg)
         if (self.state, name) not in TRANSITIONS:
             if self.state is U:
-                # CONTRACT: any message other than hello while Undefined → 1008.
+                # docs/protocol.md: any message other than hello while Undefined → 1008.
                 return self._dispatch("not_hello", msg, now)
             return [Send(codec.error("not_ready", f"`{name}` is not allowed in state {self.state.value}"))]
         return self._dispatch(name, msg, now)
@@ -503,7 +503,7 @@ def _rows(states: tuple[UserState, ...], event: str, method: Callable[..., list[
 
 
 S = Session
-# Client messages (CONTRACT.md "Client → server", column "allowed in").
+# Client messages (docs/protocol.md "Client → server", column "allowed in").
 _rows((U,), "hello", S._hello, C)
 _rows((C, I), "profile", S._profile)
 _rows((I,), "join", S._join)

@@ -203,6 +203,57 @@ class TestChat:
             expect(page.get_by_role("textbox", name="Nickname")).to_have_attribute("aria-invalid", "true")
 
 
+class TestFirstSteps:
+    """The client's rough edges found trying it as a new user (issue 14, item 6)."""
+
+    def test_status_waits_for_the_nickname(self, window, server):
+        """While the nickname dialog is open the chip does not say "online"."""
+        page = window()
+        page.goto(server.url)
+        expect(page.get_by_role("textbox", name="Nickname")).to_be_visible()
+        expect(page.locator("#status")).to_have_text("choose a nickname")
+        page.get_by_role("textbox", name="Nickname").fill(unique("newbie"))
+        page.get_by_role("button", name="Enter chat").click()
+        expect(page.locator("#status")).to_have_text("online")
+
+    def test_rooms_are_suggested_after_login(self, window, server):
+        """After login: lobby and the rooms that exist, one click to join."""
+        busy = unique("busy")
+        with Client(server) as c:
+            c.login(unique("host"), busy)
+            page = open_chat(window, server.url, unique("guest"))
+            suggest = page.get_by_role("button", name=f"Join room {busy}")
+            expect(page.get_by_role("button", name="Join room lobby")).to_be_visible()
+            expect(suggest).to_be_visible()
+            suggest.click()
+            expect(page.locator("#conv-title")).to_have_text(f"# {busy}")
+            expect(members(page)).to_have_count(2)
+
+    def test_members_go_grey_after_a_kick(self, window, server):
+        """Kicked: the member list is marked as last known (no green dots), the header says offline."""
+        room, nick = unique("greyed"), unique("kicked")
+        page = open_chat(window, server.url, nick, room)
+        dot = page.locator("#members li .dot").first
+        green = dot.evaluate("e => getComputedStyle(e, '::after').backgroundColor")
+        assert server.http("/admin/kick", "POST", {"nick": nick, "reason": "test"})[0] == 200
+        expect(page.locator("#status")).to_have_text("offline")
+        expect(page.locator("#members")).to_have_class(re.compile("stale"))
+        expect(page.locator("#members-note")).to_contain_text("not in")
+        assert dot.evaluate("e => getComputedStyle(e, '::after').backgroundColor") != green
+        expect(page.locator("#conv-sub")).to_have_text("offline")
+
+    def test_phone_shows_own_nick_and_rooms_to_join(self, window, server):
+        """At phone width the own nick is in the header and rooms can be joined without the drawer."""
+        nick = unique("pnick")
+        phone = {"viewport": PHONE, "is_mobile": True, "has_touch": True}
+        page = open_chat(window, server.url, nick, **phone)
+        expect(page.locator("#me")).to_be_visible()
+        expect(page.get_by_role("button", name="Join room lobby")).to_be_in_viewport()
+        page.get_by_role("button", name="Another room…").tap()
+        expect(page.locator("#sidebar")).to_be_in_viewport(ratio=0.99)
+        expect(page.get_by_label("Room to join")).to_be_focused()
+
+
 class TestDisconnects:
     """Reconnect with backoff and `since`; a banner for each disconnect reason."""
 
@@ -277,66 +328,100 @@ class TestDisconnects:
             expect(page.locator("#retry-now")).to_be_hidden()
 
 
-# --- the debug page -------------------------------------------------------------------
+# --- the debug page (the inspector) ---------------------------------------------------------
 
 
-def debug_user(page: Any, **attrs: str) -> Any:
-    """User nodes of the debug tree (those with a state, whatever their class)."""
-    sel = "".join(f'[data-{k}="{v}"]' for k, v in attrs.items())
-    return page.locator(f"#tree li[data-state]{sel}")
+def stat(page: Any, label: str) -> Any:
+    return page.locator(f'#summary [data-stat="{label}"]')
 
 
-class TestDebugPage:
-    """The live actor tree (issue 7, "Debug view")."""
+def user_rows(page: Any) -> Any:
+    return page.locator("#users-table tbody tr[data-id]")
 
-    def test_users_move_through_states(self, window, server):
-        """Both chat pages' users appear; a raw client is seen Undefined → Connected → InChat,
-        with its timers counting down, and disappears when it leaves."""
-        room, a_nick, b_nick, c_nick = unique("dbg"), unique("alice"), unique("bob"), unique("carol")
-        open_chat(window, server.url, a_nick, room)
-        open_chat(window, server.url, b_nick, room)
-        debug = window()
-        debug.goto(server.url + "/debug?every=0.25")  # poll 4 times a second (default: 1)
-        for nick in (a_nick, b_nick):
-            user = debug_user(debug, nick=nick)
-            expect(user).to_have_attribute("data-state", "InChat")
-            expect(user.locator(".rooms")).to_have_text(f"#{room}")
-        expect(debug.locator(f'#tree li[data-room="{room}"] .info')).to_have_text(f"#{room} · 2 members")
 
+class TestInspector:
+    """The inspector at /debug (issue 14): summary, sorted paged lists, filters, drill-down,
+    the tree by level."""
+
+    def test_summary_and_sorted_paged_list(self, window, server):
+        """The summary counts users per state; the users list sorts on a column, pages, and filters."""
+        prefix = unique("pg")
+        clients = [Client(server).login(f"{prefix}x{i:02d}", unique("pgroom") if i % 2 else "pgshared")
+                   for i in range(12)]
+        try:
+            debug = window()
+            debug.goto(server.url + "/debug?every=0.25")
+            expect(stat(debug, "InChat")).to_have_attribute("data-value", re.compile(r"^(1[2-9]|[2-9]\d|\d{3,})$"))
+            expect(stat(debug, "≤ 1 s")).to_be_visible()  # the timer histogram
+            debug.get_by_label("Filter by nick").fill(prefix)
+            debug.get_by_label("Users per page").select_option("10")
+            expect(user_rows(debug)).to_have_count(10)
+            expect(debug.locator("#users-range")).to_have_text("1–10 of 12")
+            debug.locator('#users-table th[data-sort="nick"] button').click()
+            expect(debug.locator('#users-table th[data-sort="nick"]')).to_have_attribute("aria-sort", "ascending")
+            expect(user_rows(debug).first).to_have_attribute("data-nick", f"{prefix}x00")
+            debug.locator('#users-table th[data-sort="nick"] button').click()
+            expect(user_rows(debug).first).to_have_attribute("data-nick", f"{prefix}x11")
+            debug.locator("#tab-users").get_by_role("button", name="Next", exact=True).click()
+            expect(debug.locator("#users-range")).to_have_text("11–12 of 12")
+            expect(user_rows(debug)).to_have_count(2)
+            expect(user_rows(debug).first).to_have_attribute("data-nick", f"{prefix}x01")
+            # filter by room: the six in the shared room
+            debug.get_by_label("Filter by room").fill("pgshared")
+            expect(user_rows(debug)).to_have_count(6)
+            debug.get_by_label("Filter by state").select_option("Connected")
+            expect(debug.locator("#users-table tbody .empty")).to_have_text("No user matches.")
+        finally:
+            for c in clients:
+                c.close()
+
+    def test_drill_down_shows_a_real_timeout(self, window):
+        """A user that never answers pings: its page shows the timers counting down, then the
+        timeline of its pong timeout, ToBeDisconnected and close 4002, still readable once gone."""
+        with Server("--ping-interval", "0.5", "--pong-timeout", "2.5") as srv:
+            c = Client(srv, answer_pings=False)
+            c.login("sleepy", "naps")
+            debug = window()
+            debug.goto(srv.url + f"/debug?every=0.25#actor/{c.session}")
+            expect(debug.locator("#d-title")).to_have_text("User sleepy")
+            expect(debug.locator("#d-state")).to_have_text("InChat")
+            pong = debug.locator("#d-timers [data-timer=pong]")
+            expect(pong).to_be_visible()
+            first = float(pong.get_attribute("data-left"))
+            expect(pong).not_to_have_attribute("data-left", f"{first:.1f}")  # counting down
+            expect(debug.locator("#d-timers-wrap .legend")).to_contain_text("counts down")
+            expect(debug.locator("#detail")).to_have_attribute("data-gone", "true", timeout=10_000)
+            expect(debug.locator("#d-reason")).to_have_text("pong_timeout")
+            fired = debug.locator('#timeline tr[data-event="TimerFired(pong)"]')
+            expect(fired).to_have_attribute("data-to", "ToBeDisconnected")
+            expect(fired).to_contain_text("close 4002")
+            expect(debug.locator('#timeline tr[data-event="hello"]')).to_have_count(1)
+            assert c.closed()[0] == 4002
+            # the same answer from the list of recently gone users, by nick
+            debug.get_by_role("button", name="Close").click()
+            debug.locator('nav.tabs a[data-tab="gone"]').click()
+            debug.get_by_label("Find a gone user").fill("sleepy")
+            row = debug.locator("#gone-table tbody tr[data-reason=pong_timeout]")
+            expect(row).to_have_count(1)
+            row.get_by_role("link", name="sleepy").click()
+            expect(debug.locator("#d-reason")).to_have_text("pong_timeout")
+
+    def test_tree_level_by_level(self, window, server):
+        """The tree opens at the node; the directory expands to its rooms on demand."""
+        room = unique("treeroom")
         with Client(server) as c:
-            fresh = debug_user(debug, state="Undefined")
-            expect(fresh).to_have_count(1)
-            uid = fresh.get_attribute("data-id")
-            user = debug.locator(f'#tree li[data-id="{uid}"]')
-            hello = user.locator("[data-timer=hello]")
-            first = float(hello.get_attribute("data-left"))
-            expect(hello).not_to_have_attribute("data-left", f"{first:.1f}")  # counting down
-            assert float(hello.get_attribute("data-left")) < first
-
-            pill = user.locator(".pill.state")
-            colours = [pill.evaluate("e => getComputedStyle(e).backgroundColor")]
-            c.hello()
-            expect(user).to_have_attribute("data-state", "Connected")
-            expect(pill).to_have_text("Connected")
-            expect(user.locator("[data-timer=ping]")).to_be_attached()
-            colours.append(pill.evaluate("e => getComputedStyle(e).backgroundColor"))
-            c.send({"type": "profile", "nick": c_nick})
-            c.expect("profile_ok")
-            expect(user).to_have_attribute("data-state", "InChat")
-            expect(user).to_have_attribute("data-nick", c_nick)
-            colours.append(pill.evaluate("e => getComputedStyle(e).backgroundColor"))
-            assert len(set(colours)) == 3, colours  # one colour per state
-            c.join(room)
-            expect(user.locator(".rooms")).to_have_text(f"#{room}")
-            expect(debug.locator('#totals [data-total="InChat"]')).to_have_attribute("data-value", re.compile(r"[1-9]"))
-
-            # the filter keeps the matching user and hides the others
-            debug.get_by_label("Filter").fill(c_nick)
-            expect(user).to_be_visible()
-            expect(debug_user(debug, nick=a_nick)).to_be_hidden()
-            debug.get_by_label("Filter").fill("")
-            expect(debug_user(debug, nick=a_nick)).to_be_visible()
-        expect(user).to_have_count(0)
+            c.login(unique("tree"), room)
+            debug = window()
+            debug.goto(server.url + "/debug#tree")
+            node = debug.locator('#tree li[data-kind="NodeActor"]')
+            expect(node).to_have_count(1)
+            directory = debug.locator('#tree li[data-id="directory"]')
+            expect(directory).to_have_attribute("aria-expanded", "false")
+            expect(debug.locator(f'#tree li[data-id="room:{room}"]')).to_have_count(0)  # not loaded yet
+            directory.get_by_role("button", name="Expand DirectoryActor directory").click()
+            expect(debug.locator(f'#tree li[data-id="room:{room}"]')).to_have_count(1)
+            debug.locator(f'#tree li[data-id="room:{room}"] a.actor').click()
+            expect(debug.locator("#d-title")).to_have_text(f"Room #{room}")
 
     def test_admin_token_prompted_once(self, window):
         """With --admin-token the page asks once and keeps the token for the session."""
@@ -351,7 +436,7 @@ class TestDebugPage:
             page.on("dialog", answer)
             page.goto(srv.url + "/debug")
             expect(page.locator("#conn")).to_have_text("live")
-            expect(page.locator('#tree li[data-kind="SchedulerActor"]')).to_have_count(1)
+            expect(stat(page, "users")).to_be_visible()
             page.reload()
             expect(page.locator("#conn")).to_have_text("live")
             assert len(prompts) == 1 and "token" in prompts[0]
@@ -406,7 +491,7 @@ def screenshot_dir(tmp_path: Path) -> Path:
     """docs/img when asked (HUBBUB_SCREENSHOTS=1) or when a picture is missing, else a temp dir:
     the pictures show live times and ids, so rewriting them on every run would dirty the tree."""
     img = ROOT / "docs" / "img"
-    names = ("chat.png", "chat-mobile.png", "debug.png")
+    names = ("chat.png", "chat-mobile.png", "debug.png", "debug-timeline.png")
     if os.environ.get("HUBBUB_SCREENSHOTS") == "1" or not all((img / n).exists() for n in names):
         img.mkdir(parents=True, exist_ok=True)
         return img
@@ -453,11 +538,22 @@ def test_screenshots(window, tmp_path):
         bob.screenshot(path=str(out / "chat-mobile.png"))
 
         with Client(srv):  # one user still in Undefined, for the colours
-            debug = window(viewport={"width": 1200, "height": 470}, color_scheme="light")
+            debug = window(viewport={"width": 1200, "height": 760}, color_scheme="light")
             debug.goto(srv.url + "/debug")
-            expect(debug_user(debug, state="Undefined")).to_have_count(1)
-            expect(debug_user(debug, state="InChat")).to_have_count(3)
+            expect(stat(debug, "Undefined")).to_have_attribute("data-value", "1")
+            expect(user_rows(debug)).to_have_count(4)
             debug.screenshot(path=str(out / "debug.png"))
+    # the drill-down of a user dropped by the pong rule
+    with Server("--ping-interval", "0.5", "--pong-timeout", "2") as srv:
+        c = Client(srv, answer_pings=False)
+        c.login("dave", "lobby")
+        debug = window(viewport={"width": 1200, "height": 760}, color_scheme="light")
+        debug.goto(srv.url + f"/debug#actor/{c.session}")
+        expect(debug.locator("#detail")).to_have_attribute("data-gone", "true", timeout=10_000)
+        debug.locator("#detail").scroll_into_view_if_needed()
+        debug.locator("#detail").screenshot(path=str(out / "debug-timeline.png"))
+        c.close()
     assert png_size(out / "chat.png") == (1200, 720)
     assert png_size(out / "chat-mobile.png") == (PHONE["width"] * 2, PHONE["height"] * 2)
-    assert png_size(out / "debug.png") == (1200, 470)
+    assert png_size(out / "debug.png") == (1200, 760)
+    assert png_size(out / "debug-timeline.png")[0] > 600

@@ -36,7 +36,7 @@ def server():
 
 
 class TestDefaultOrigins:
-    """CONTRACT.md --allowed-origins, default "same host + loopback"; an upgrade with another Origin gets HTTP 403."""
+    """docs/operations.md --allowed-origins, default "same host + loopback"; an upgrade with another Origin gets HTTP 403."""
 
     def test_forged_origin_is_403_and_creates_no_user(self, server):
         """Origin https://evil.example → 403 before the 101, and no UserActor appears."""
@@ -74,7 +74,7 @@ class TestDefaultOrigins:
 
 
 class TestListedOrigins:
-    """CONTRACT.md --allowed-origins: comma-separated origins or `*`."""
+    """docs/operations.md --allowed-origins: comma-separated origins or `*`."""
 
     def test_list_allows_exactly_those(self):
         """--allowed-origins https://chat.example.com: that origin → 101; the server's own → 403."""
@@ -93,7 +93,7 @@ class TestListedOrigins:
 
 
 class TestMaxConnections:
-    """CONTRACT.md --max-connections: open connections from one client IP; over it the upgrade gets HTTP 503."""
+    """docs/operations.md --max-connections: open connections from one client IP; over it the upgrade gets HTTP 503."""
 
     def test_cap_and_release(self):
         """With --max-connections 3 the 4th gets 503 Retry-After; once one closes, one more fits."""

@@ -1,4 +1,4 @@
-"""The cluster (CONTRACT.md "Cluster", issue 5): real node processes, one real redis-server.
+"""The cluster (docs/cluster.md, issue 5): real node processes, one real redis-server.
 
 Every test gets its own throwaway redis-server (tests/support/redis_fixture.py) and starts its
 nodes with a short node TTL (``?node_ttl=`` in the URL) so that failures resolve in

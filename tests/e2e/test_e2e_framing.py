@@ -47,7 +47,7 @@ def connected(server):
 
 
 class TestCloseCodes:
-    """CONTRACT.md: 1002 protocol error, 1007 invalid UTF-8, 1009 too big."""
+    """docs/protocol.md: 1002 protocol error, 1007 invalid UTF-8, 1009 too big."""
 
     @pytest.mark.parametrize("data", [
         frame(TEXT, b'{"type":"ping"}', mask=False),          # unmasked client frame (§5.1)

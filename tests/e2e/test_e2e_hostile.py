@@ -1,7 +1,7 @@
 """Hostile input against one real server process (property-based, hypothesis).
 
 Whatever a client sends — random JSON, random bytes, broken frames, broken HTTP — the
-server answers as CONTRACT.md says (an `error` with a contract code, the legitimate
+server answers as docs/protocol.md says (an `error` with a contract code, the legitimate
 answer, or a close with a contract code), never hangs, never dies, never logs a
 traceback, and two bystanders chatting in their own room notice nothing.
 
@@ -43,7 +43,7 @@ MAX = 4096  # --max-message for this module's server
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 ERROR_CODES = frozenset({"bad_json", "bad_message", "not_ready", "bad_nick", "nick_taken",
                          "not_in_room", "no_such_user", "rate_limited"})
-NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")  # CONTRACT.md: nicks and rooms
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")  # docs/protocol.md: nicks and rooms
 # Python's json parser gives up somewhere below 1,000 levels (RecursionError; where exactly
 # depends on the stack already in use). Deeper JSON is still JSON, so from this depth on
 # either bad_json (a parser limit) or the answer its shape deserves is fine.
@@ -158,7 +158,7 @@ class Reply:
 
 @dataclass
 class Model:
-    state: str = "U"  # U(ndefined), C(onnected), I(nChat): CONTRACT.md "User states"
+    state: str = "U"  # U(ndefined), C(onnected), I(nChat): docs/protocol.md "The session lifecycle"
     nick: str | None = None
     rooms: set[str] = field(default_factory=set)
     chatted: bool = False  # once in a room, others' presence frames may arrive any time
@@ -525,7 +525,7 @@ hostile_frames = st.integers(0, 11).flatmap(
 
 
 class TestHostileJson:
-    """(a) CONTRACT.md "The chat protocol": random JSON after hello (or instead of it)."""
+    """(a) docs/protocol.md "The chat protocol": random JSON after hello (or instead of it)."""
 
     @settings(max_examples=250, **SETTINGS)
     @given(start=st.sampled_from(["login", "login", "login", "hello", "nothing"]),
@@ -573,7 +573,7 @@ def byte_frames(draw: Any) -> Req:
 
 
 class TestHostileBytes:
-    """(b) RFC 6455 §8.1 and CONTRACT.md: invalid UTF-8 → 1007, non-JSON → bad_json,
+    """(b) RFC 6455 §8.1 and docs/protocol.md: invalid UTF-8 → 1007, non-JSON → bad_json,
     binary → bad_message."""
 
     @settings(max_examples=100, **SETTINGS)
@@ -651,7 +651,7 @@ class RawPeer:
 
 @dataclass
 class Plan:
-    """The bytes to send and what must come back (CONTRACT.md close codes, RFC 6455)."""
+    """The bytes to send and what must come back (docs/protocol.md close codes, RFC 6455)."""
 
     wire: list[bytes] = field(default_factory=list)
     pongs: list[bytes] = field(default_factory=list)  # pong control frames, all required
@@ -1031,7 +1031,7 @@ class TestLoneSurrogates:
 class TestUpgradeBugs:
     @pytest.mark.parametrize("path", ["/wss", "/", "/healthz", "/ws/"])
     def test_upgrade_on_another_path_is_refused(self, server, path):
-        """Only GET /ws is a WebSocket endpoint (CONTRACT.md "HTTP endpoints")."""
+        """Only GET /ws is a WebSocket endpoint (docs/operations.md "HTTP endpoints")."""
         sock, response = raw_upgrade(server, path=path)
         sock.close()
         assert re.match(rb"HTTP/1\.1 4\d\d ", response), response[:60]

@@ -1,4 +1,4 @@
-"""CONTRACT.md "HTTP endpoints", "Running" and shutdown, against the real server process."""
+"""docs/operations.md "HTTP endpoints", "Running" and shutdown, against the real server process."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class TestEndpoints:
 
 
 class TestActorTree:
-    """CONTRACT.md "Actor tree (GET /debug/actors)"."""
+    """docs/operations.md "/debug and /debug/actors"."""
 
     def test_shape(self, server):
         """One root; every node has kind/id/mailbox/children; one scheduler with pending; rooms and users carry their fields."""
@@ -129,7 +129,7 @@ class TestAccess:
 
 
 class TestRunning:
-    """CONTRACT.md "Running": config errors, --port 0, shutdown."""
+    """docs/operations.md "Running": config errors, --port 0, shutdown."""
 
     def test_invalid_values_exit_nonzero_with_a_message(self):
         """A bad flag value exits 2 with one clear line on stderr, no traceback."""

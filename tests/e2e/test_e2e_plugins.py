@@ -66,7 +66,7 @@ def start_fails(*flags: str, env: dict[str, str] | None = None) -> tuple[int, st
 
 
 class TestLoading:
-    """CONTRACT.md "Running", `--plugin`: by flag, environment, TOML with settings, entry point."""
+    """docs/operations.md "Running", `--plugin`: by flag, environment, TOML with settings, entry point."""
 
     def test_by_flag_the_plugin_runs_under_the_node(self):
         """--plugin module:Class: the actor is a child of the node in /debug/actors and a room member."""

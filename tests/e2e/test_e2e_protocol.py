@@ -1,4 +1,4 @@
-"""CONTRACT.md "The chat protocol", row by row, against the real server process."""
+"""docs/protocol.md "The chat protocol", row by row, against the real server process."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def server():
 
 
 class TestClientToServer:
-    """CONTRACT.md "Client → server"."""
+    """docs/protocol.md "Client → server"."""
 
     def test_hello_welcome(self, server):
         """hello → welcome with protocol 1, a session id and the five timeouts."""
@@ -179,7 +179,7 @@ class TestClientToServer:
 
 
 class TestErrors:
-    """CONTRACT.md error codes: the request had no effect, the connection stays."""
+    """docs/protocol.md error codes: the request had no effect, the connection stays."""
 
     @pytest.mark.parametrize("text,code", [
         ("{oops", "bad_json"), ("[]", "bad_message"), ('{"type":"fly"}', "bad_message"),

@@ -1,4 +1,4 @@
-"""CONTRACT.md --certfile/--keyfile: the real server serving https:// and wss:// itself.
+"""docs/operations.md --certfile/--keyfile: the real server serving https:// and wss:// itself.
 
 A throwaway self-signed certificate for localhost and 127.0.0.1 is made per test
 module (the `openssl` command line, else the `cryptography` package); every client
@@ -86,7 +86,7 @@ def server(certificate):
 
 
 class TestServingTLS:
-    """CONTRACT.md "Running": --certfile/--keyfile serve https:// and wss:// directly."""
+    """docs/operations.md "Running": --certfile/--keyfile serve https:// and wss:// directly."""
 
     def test_listening_line_says_https(self, server):
         """The start-up line names https://, and the helper derives wss:// from it."""

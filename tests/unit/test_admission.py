@@ -74,7 +74,7 @@ class TestParseOrigin:
 
 
 class TestDefaultOrigins:
-    """CONTRACT.md --allowed-origins, default: same host (http or https) plus loopback."""
+    """docs/operations.md --allowed-origins, default: same host (http or https) plus loopback."""
 
     policy = OriginPolicy(None)
 
@@ -144,7 +144,7 @@ class TestDefaultOrigins:
 
 
 class TestListedOrigins:
-    """CONTRACT.md --allowed-origins with a list: exactly those origins."""
+    """docs/operations.md --allowed-origins with a list: exactly those origins."""
 
     policy = OriginPolicy(("https://chat.example.com", "http://intranet.example:8080"))
 
@@ -185,7 +185,7 @@ class TestListedOrigins:
 
 
 class TestConnectionCap:
-    """CONTRACT.md --max-connections: open connections per client IP."""
+    """docs/operations.md --max-connections: open connections per client IP."""
 
     def test_over_the_cap_is_refused_until_one_is_released(self):
         """The (N+1)th open connection from one IP is refused; a release makes room."""
@@ -429,7 +429,7 @@ def node() -> Iterator[Node]:
 
 
 class TestHandler:
-    """CONTRACT.md --max-connections and --allowed-origins, through the real handler."""
+    """docs/operations.md --max-connections and --allowed-origins, through the real handler."""
 
     def test_forged_origin_is_403_and_takes_no_slot(self, node):
         """A refused Origin → 403 with the reason; the app never runs, no slot is held."""

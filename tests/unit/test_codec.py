@@ -1,4 +1,4 @@
-"""Frame formats (CONTRACT.md "The chat protocol"): strict decoding with the contract's error codes."""
+"""Frame formats (docs/protocol.md "The chat protocol"): strict decoding with the contract's error codes."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""hubbub.config: CONTRACT.md "Running", the options table and its precedence rules."""
+"""hubbub.config: docs/operations.md "Running", the options table and its precedence rules."""
 
 import dataclasses
 import pickle
@@ -24,7 +24,7 @@ def error_of(argv: list[str], environ: dict[str, str] | None = None) -> str:
 
 
 class TestDefaults:
-    """CONTRACT.md "Running": the default column of the options table."""
+    """docs/operations.md "Running": the default column of the options table."""
 
     def test_defaults_equal_the_contract_table(self):
         """With no flag, env var or file every option has the contract's default."""
@@ -116,7 +116,7 @@ class TestDefaults:
 
 
 class TestPrecedence:
-    """CONTRACT.md "Running": flag beats env beats file beats default."""
+    """docs/operations.md "Running": flag beats env beats file beats default."""
 
     @pytest.mark.parametrize(
         ("flag", "env", "file", "expected"),
@@ -169,7 +169,7 @@ class TestPrecedence:
 
 
 class TestValues:
-    """CONTRACT.md "Running": durations, TOML keys, plugins."""
+    """docs/operations.md "Running": durations, TOML keys, plugins."""
 
     def test_fractional_durations(self, tmp_path):
         """Durations are seconds and may be fractional, from any layer."""

@@ -1,4 +1,4 @@
-"""Room history: seq assignment, the ring buffer, `since` and `complete` (CONTRACT.md `joined`)."""
+"""Room history: seq assignment, the ring buffer, `since` and `complete` (docs/protocol.md `joined`)."""
 
 from actors.core.history import RoomHistory
 

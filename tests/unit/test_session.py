@@ -1,4 +1,4 @@
-"""The user state machine (CONTRACT.md "User states", "Disconnect reasons"), on a fake clock."""
+"""The user state machine (docs/protocol.md "The session lifecycle", "Close codes"), on a fake clock."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def member_of(room: str = "lobby") -> SessionDriver:
 
 
 class TestStates:
-    """CONTRACT.md "User states": Undefined → Connected → InChat → ToBeDisconnected → Disconnected."""
+    """docs/protocol.md "The session lifecycle": Undefined → Connected → InChat → ToBeDisconnected → Disconnected."""
 
     def test_opened_socket_is_undefined_with_three_clocks(self):
         """A fresh socket is Undefined and has hello, profile and session timers armed."""
@@ -277,7 +277,7 @@ class TestKick:
 
 
 class TestClientMessages:
-    """CONTRACT.md "Client → server": each message, its allowed states and its answer."""
+    """docs/protocol.md "Client → server": each message, its allowed states and its answer."""
 
     def test_first_message_not_hello_is_policy_1008(self):
         """Anything but hello while Undefined (even bad JSON) → bye policy, close 1008."""
@@ -376,7 +376,7 @@ class TestClientMessages:
 
 
 class TestFloodControl:
-    """CONTRACT.md --rate/--burst: over the bucket → error rate_limited; persisting → 4006."""
+    """docs/operations.md --rate/--burst: over the bucket → error rate_limited; persisting → 4006."""
 
     def flooder(self, rate: float = 2, burst: int = 3) -> SessionDriver:
         from actors.core.session import Limits

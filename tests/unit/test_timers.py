@@ -55,3 +55,34 @@ def test_pending_for_lists_an_owner():
     q.schedule("a", "ping", 30.0)
     q.schedule("a", "hello", 5.0)
     assert q.pending_for("a") == [("hello", 5.0), ("ping", 30.0)]
+
+
+class TestDueHistogram:
+    """Timers due in the next 1 s / 10 s / 60 s, from quarter-second buckets (issue 14)."""
+
+    def test_counts_by_horizon(self):
+        """Each horizon counts the live timers due before now + horizon, cumulatively."""
+        q = TimerQueue()
+        for i, due in enumerate((100.2, 100.9, 105.0, 130.0, 170.0, 5000.0)):
+            q.schedule(i, "t", due)
+        assert q.due_within(100.0, (1.0, 10.0, 60.0)) == [2, 3, 4]
+
+    def test_cancelled_and_fired_leave_the_buckets(self):
+        """Cancelling or firing a timer takes it out of the histogram."""
+        q = TimerQueue()
+        q.schedule("a", "t", 100.5)
+        q.schedule("b", "t", 101.5)
+        q.schedule("c", "t", 102.0)
+        q.cancel("b", "t")
+        q.pop_due(100.6)
+        assert q.due_within(100.6, (1.0, 10.0)) == [0, 1]
+        q.schedule("c", "t", 150.0)  # re-armed: moves buckets
+        assert q.due_within(100.6, (10.0, 60.0)) == [0, 1]
+        assert q._buckets == {600: 1}  # noqa: SLF001 - nothing left behind
+
+    def test_overdue_counts_as_due(self):
+        """A timer past due but not yet fired (the scheduler is behind) counts in every horizon."""
+        q = TimerQueue()
+        q.schedule("a", "t", 90.0)
+        assert q.due_within(100.0, (1.0,)) == [1]
+        assert TimerQueue().due_within(100.0, (1.0, 10.0)) == [0, 0]
