@@ -8,7 +8,7 @@ to the package (import it from its module at your own risk).
 from .base import HubbubActor
 from .clock import Clock, MonotonicClock
 from .core.messages import Deliver, Kick
-from .plugin import PluginActor
+from .plugins.actor import PluginActor
 from .core.session import Limits, Session, Timeouts, UserState
 from .system import ActorSystem
 

@@ -59,7 +59,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .core import codec
-from .base import HubbubActor, tell
+from .base import HubbubActor, publish, tell
 from .directory import DirectoryActor
 from .core.history import RoomHistory
 from .core.messages import (
@@ -80,7 +80,6 @@ from .core.messages import (
     SendDm,
     UserGone,
 )
-from .plugin import publish
 from .room import RoomActor
 
 __all__ = [
@@ -858,8 +857,9 @@ class ClusterDirectoryActor(DirectoryActor):
 
     def __init__(self, history_size: int, parent: HubbubActor | None = None,
                  room_class: type[RoomActor] = RoomActor, counters: Any = None, store: Any = None,
-                 cluster: ClusterActor | None = None) -> None:
-        super().__init__(history_size, parent, room_class=room_class, counters=counters, store=None)
+                 cluster: ClusterActor | None = None, observers: Any = None) -> None:
+        super().__init__(history_size, parent, room_class=room_class, counters=counters, store=None,
+                         observers=observers)
         assert cluster is not None
         self.cluster = cluster
         """The ClusterActor object; rooms find it here too (their parent)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..plugin import PluginActor, PluginSettingsError
+from hubbub.plugin import PluginActor, PluginSettingsError
 
 __all__ = ["BotActor", "answer", "format_duration", "HELP"]
 

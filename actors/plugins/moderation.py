@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..plugin import PluginActor, PluginSettingsError
+from hubbub.plugin import PluginActor, PluginSettingsError
 
 __all__ = ["ModerationActor", "Rules", "Verdict"]
 

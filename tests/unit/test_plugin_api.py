@@ -1,4 +1,4 @@
-"""The extension API (actors/plugin.py, docs/extending.md) on a real in-process actor system.
+"""The extension API (hubbub.plugin, actors/plugins/, docs/extending.md) on a real in-process actor system.
 
 Humans are real UserActors on a recording connection; plugins are the test plugins of
 tests/support/plugin_fixtures.py.  Everything runs on gevent in this process, so a test reads a
@@ -7,59 +7,23 @@ plugin's attributes directly once the mailboxes settle.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import gevent
 import pytest
 
 from actors import ActorSystem, Timeouts
-from actors.base import tell
-from actors.core.messages import ClientFrame, ConnectionLost
-from actors.plugin import PluginActor, PluginSettingsError, kinds
 from actors.plugins.bot import BotActor
 from actors.user import UserActor
 from hubbub.config import Config
+from hubbub.plugin import PluginActor, PluginSettingsError, kinds
 from hubbub.plugins import PluginError, Wanted, load_class, start_plugins
-from tests.support.plugin_fixtures import Boom, Do, Echo, Recorder
-
-
-def wait_for(predicate: Any, timeout: float = 3.0, what: str = "condition") -> Any:
-    deadline = gevent.get_hub().loop.now() + timeout
-    while not (value := predicate()):
-        if gevent.get_hub().loop.now() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.005)
-    return value
+from hubbub.testing import RecordingConn, act, connect_user, wait_for
+from tests.support.plugin_fixtures import Boom, Echo, Recorder
 
 
 def settle(seconds: float = 0.05) -> None:
     gevent.sleep(seconds)
-
-
-class RecordingConn:
-    """A user's connection that records the frames it is given; close() ends it as the transport would."""
-
-    remote_addr = "127.0.0.1"
-    backlog = 0
-
-    def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
-        self.closed: tuple[int, str] | None = None
-        self.user: Any = None
-
-    def send_text(self, payload: bytes) -> None:
-        self.frames.append(json.loads(payload))
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-        tell(self.user, ConnectionLost())
-
-    def send(self, frame: dict[str, Any]) -> None:
-        tell(self.user, ClientFrame(json.dumps(frame)))
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [f for f in self.frames if f["type"] == kind]
 
 
 @pytest.fixture
@@ -71,20 +35,7 @@ def system():
 
 
 def human(system: ActorSystem, nick: str, *rooms: str) -> RecordingConn:
-    conn = RecordingConn()
-    conn.user = system.spawn_user(conn)
-    conn.send({"type": "hello"})
-    conn.send({"type": "profile", "nick": nick})
-    wait_for(lambda: conn.of("profile_ok"), what=f"{nick} profile_ok")
-    for room in rooms:
-        conn.send({"type": "join", "room": room})
-        wait_for(lambda room=room: [f for f in conn.of("joined") if f["room"] == room], what=f"{nick} joined")
-    return conn
-
-
-def act(plugin: PluginActor, fn: Any) -> None:
-    """Make the plugin do something, from inside its own greenlet."""
-    tell(plugin.actor_ref, Do(fn))
+    return connect_user(system, nick, *rooms)
 
 
 def node_of(system: ActorSystem, plugin: PluginActor) -> dict[str, Any]:
