@@ -47,7 +47,7 @@ class Config:
     plugins: tuple[str, ...] = ()  #: extra actor types "module:Class" (flag --plugin)
     #: entry-point names (or module:Class) not to start (flag --disable-plugin)
     disable_plugins: tuple[str, ...] = ()
-    #: from TOML tables [plugins."module:Class"] (or [plugins."<entry-point name>"]); plain dicts so that a Config pickles for
+    #: from TOML tables [plugins."module:Class"]; plain dicts so that a Config pickles for
     #: worker processes, hence not frozen (treat as read-only) and left out of the hash
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
     config: str | None = None  #: the TOML file the values came from, if any
@@ -102,9 +102,8 @@ def _text(ok: Callable[[str], bool] = bool, problem: str = "") -> Callable[[Any]
 
 
 _PLUGIN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-# An entry point's name (importlib.metadata: anything without "=", in practice [\w.-]+).
-_ENTRY_POINT = re.compile(r"[\w.-]+")
-_PLUGIN_NAME = re.compile(f"{_PLUGIN.pattern}|{_ENTRY_POINT.pattern}")
+# --disable-plugin takes an entry point's name (in practice [\w.-]+) or a module:Class.
+_PLUGIN_NAME = re.compile(r"[\w.-]+|" + _PLUGIN.pattern)
 # scheme://host[:port] and nothing more: an Origin header has no path, not even "/"
 # (RFC 6454 section 6.1), so anything else could never match and is a typo to report.
 _ORIGIN = re.compile(r"\*|[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[^\]\[\s/?#@:]+)(:\d{1,5})?", re.I)
@@ -231,11 +230,20 @@ def _read_file(path: str, where: str) -> tuple[dict[str, tuple[Any, str]], dict[
         raise ConfigError(f'plugins in {path}: must be tables like [plugins."module:Class"]')
     for name, settings in table.items():
         where = f'[plugins."{name}"] in {path}'
-        if not _PLUGIN_NAME.fullmatch(name):
-            raise ConfigError(f"{where}: the key must be a module:Class or an entry-point name")
+        if not _PLUGIN.fullmatch(name):
+            raise ConfigError(f"{where}: settings tables are keyed by module:Class; {_entry_point_hint(name)}")
         if not isinstance(settings, dict):
             raise ConfigError(f"{where}: must be a table of settings (got {settings!r})")
     return raw, table
+
+
+def _entry_point_hint(name: str) -> str:
+    """What to write instead of an entry point's name (the one place config reads metadata)."""
+    from importlib import metadata
+
+    for ep in metadata.entry_points(group="hubbub.actors", name=name):
+        return f'the entry point {name!r} is [plugins."{ep.value.replace(" ", "")}"]'
+    return f"no installed hubbub.actors entry point is named {name!r} either"
 
 
 def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -14,8 +14,9 @@ Which plugins run:
   ``module:Class``): the way to keep an installed package's plugin from running
   without uninstalling the package.
 
-Each one gets the settings table ``[plugins."module:Class"]`` of the TOML file; an entry
-point's may also be keyed by its name, ``[plugins."greeter"]`` (not both).
+Each one gets the settings table ``[plugins."module:Class"]`` of the TOML file (an entry
+point's too, keyed by its value: a table named after the entry point is a ConfigError
+that says which key to write).
 
 All of this happens before the server listens.  A plugin that does not import, is
 not a PluginActor, has a bad setting, raises while starting or finds its nick taken
@@ -120,34 +121,23 @@ def _import(spec: str) -> Any:
     return obj
 
 
-def settings_for(want: Wanted, tables: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Its settings table: keyed by spec, or (an entry point) by its name; not both."""
-    found = [name for name in want.names if name in tables]
-    if len(found) > 1:
-        raise PluginError(f"plugin {want.spec} ({want.origin}): settings given twice, as "
-                          + " and as ".join(f'[plugins."{name}"]' for name in found))
-    return tables[found[0]] if found else None
-
-
 def start_plugins(system: Any, config: Any, timeout: float = START_TIMEOUT) -> list[PluginActor]:
     """Load and start every wanted plugin under the system's node; PluginError on the first failure."""
     plans = [(want, load_class(want)) for want in wanted(config)]  # import all before starting any
     started = []
     for want, cls in plans:
         where = f"plugin {want.spec} ({want.origin})"
-        settings = settings_for(want, config.plugin_settings)
         try:
-            started.append(system.plugins.start(cls, settings, want.spec, timeout=timeout))
+            started.append(system.plugins.start(cls, config.plugin_settings.get(want.spec), want.spec,
+                                                 timeout=timeout))
         except (pykka.Timeout, TimeoutError):
             raise PluginError(f"{where}: did not start within {timeout:g} s") from None
         except Exception as exc:  # noqa: BLE001 - bad settings, on_started raised, nick taken
             raise PluginError(f"{where}: failed to start: {_one_line(exc)}") from None
-    named = {name for want, _cls in plans for name in want.names}
-    disabled = set(getattr(config, "disable_plugins", ()))
-    for name in config.plugin_settings:
-        if name not in named and name not in disabled:
-            log.warning('settings [plugins."%s"] ignored: no plugin of that name is loaded '
-                        "(keys are a plugin's module:Class, or an installed entry point's name)", name)
+    loaded = {want.spec for want, _cls in plans}
+    for spec in config.plugin_settings:
+        if spec not in loaded:
+            log.warning('settings [plugins."%s"] ignored: that plugin is not loaded', spec)
     if started:
         log.info("plugins: %s", ", ".join(p.spec for p in started))
     return started
