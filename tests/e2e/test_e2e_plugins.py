@@ -159,6 +159,44 @@ class TestStartupFailures:
             "cannot import: ModuleNotFoundError: No module named 'no_such_dependency_xyz'"]
 
 
+class TestDisabling:
+    """--disable-plugin NAME (docs/extending.md, "Loading"): the way out of a broken installed package."""
+
+    def test_a_broken_entry_point_disabled_by_name_lets_the_server_start(self, tmp_path):
+        """The error line names the entry point; --disable-plugin with that name and the node serves."""
+        site = make_distribution(tmp_path)
+        (site / "hubbub_greeter.py").write_text("import no_such_dependency_xyz\n")
+        with Server("--disable-plugin", "greeter", env={"PYTHONPATH": str(site)}) as server, \
+                Client(server) as alice:
+            assert alice.login("alice")
+            assert plugin_nodes(server) == {}
+
+    def test_disabled_from_the_environment(self, tmp_path):
+        """HUBBUB_DISABLE_PLUGIN works like every option's variable."""
+        site = make_distribution(tmp_path)
+        with Server(env={"PYTHONPATH": str(site), "HUBBUB_DISABLE_PLUGIN": "greeter"}) as server:
+            assert plugin_nodes(server) == {}
+
+    def test_settings_keyed_by_the_entry_point_name_say_which_key_to_write(self, tmp_path):
+        """[plugins."greeter"] is refused at start-up with the module:Class it should be."""
+        site = make_distribution(tmp_path)
+        config = toml(tmp_path, '[plugins."greeter"]\nnick = "hi"\n')
+        code, out, err = start_fails("--config", config, env={"PYTHONPATH": str(site)})
+        assert (code, out) == (2, "")
+        assert err.splitlines() == [
+            f'hubbub: error: [plugins."greeter"] in {config}: settings tables are keyed by module:Class; '
+            'the entry point \'greeter\' is [plugins."hubbub_greeter:Greeter"]']
+
+    def test_a_taken_nick_stops_the_start(self, tmp_path):
+        """Two plugins asking for one nick: exit 2 naming the second and the nick."""
+        config = toml(tmp_path, f'plugin = ["{BOT}", "tests.support.plugin_fixtures:Echo"]\n'
+                                '[plugins."tests.support.plugin_fixtures:Echo"]\nnick = "bot"\n')
+        code, out, err = start_fails("--config", config)
+        assert (code, out) == (2, "")
+        assert err.splitlines() == ["hubbub: error: plugin tests.support.plugin_fixtures:Echo (--plugin): "
+                                    "failed to start: NickTaken: nick 'bot' is taken"]
+
+
 class TestIsolation:
     """A plugin never takes rooms or users down, and never slows them."""
 

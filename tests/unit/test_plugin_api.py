@@ -16,7 +16,7 @@ from actors import ActorSystem, Timeouts
 from actors.plugins.bot import BotActor
 from actors.user import UserActor
 from hubbub.config import Config
-from hubbub.plugin import PluginActor, PluginSettingsError, kinds
+from hubbub.plugin import NickTaken, PluginActor, PluginSettingsError, kinds
 from hubbub.plugins import PluginError, Wanted, load_class, start_plugins
 from hubbub.testing import RecordingConn, act, connect_user, wait_for
 from tests.support.plugin_fixtures import Boom, Echo, Recorder
@@ -340,3 +340,115 @@ class TestLoader:
     def test_a_user_actor_is_no_plugin(self):
         """Only PluginActor subclasses are kinds."""
         assert UserActor not in kinds().values()
+
+
+class Ticker(PluginActor):
+    """Arms a timer at its first start only; fails when told to (for restart tests)."""
+
+    defaults = {"nick": "ticker"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ticks: list[str] = []
+
+    def on_started(self) -> None:
+        if self.restarts == 0:
+            self.set_timer("tick", 0.3)
+
+    def on_timer(self, name: str) -> None:
+        self.ticks.append(name)
+
+
+class TestOperatorTrust:
+    """docs/extending.md, "When a plugin fails" and "Timers": what an operator can rely on."""
+
+    def test_timers_survive_a_restart_with_their_deadline(self, system):
+        """A timer armed before a failure is re-armed in the fresh incarnation, due when it was."""
+        ticker = system.plugins.start(Ticker)
+        wait_for(lambda: ticker.describe_fields()["timers"])
+        due = ticker._timers["tick"][1]
+        act(ticker, lambda p: 1 / 0)
+        fresh = wait_for(lambda: [p for p in system.plugins.running() if p is not ticker])[0]
+        wait_for(lambda: fresh.restarts == 1 and "tick" in fresh._timers)
+        assert fresh._timers["tick"][1] == due
+        wait_for(lambda: fresh.ticks == ["tick"], what="the surviving timer fires")
+        assert ticker.ticks == []
+
+    def test_a_plugin_that_gave_up_stays_visible_on_the_node_with_its_error(self, system):
+        """After too many failures /debug/actors' node row says which plugin stopped, and why."""
+        boom = system.plugins.start(Boom)
+        for _ in range(Boom.max_restarts + 1):
+            current = wait_for(lambda: system.plugins.running())[0]
+            act(current, lambda p: p.on_room_message("lobby", "x", "boom", 1))
+            wait_for(lambda current=current: current not in system.plugins.running())
+        wait_for(lambda: not system.plugins.running())
+        node = system.describe()["actors"]
+        assert node["plugins_given_up"] == (
+            "tests.support.plugin_fixtures:Boom: RuntimeError('boom, as asked')")
+        assert boom.actor_id not in {c["id"] for c in node["children"]}
+
+    def test_a_taken_nick_fails_the_start_and_leaves_nothing(self, system):
+        """Two plugins asking for one nick: the second start raises NickTaken; it is not in the tree."""
+        system.plugins.start(Echo)
+        parrot = type("Parrot", (Echo,), {})
+        with pytest.raises(NickTaken, match="nick 'echo' is taken"):
+            system.plugins.start(parrot)
+        wait_for(lambda: len(system.plugins.running()) == 1)
+        assert [p.nick for p in system.plugins.running()] == ["echo"]
+
+    def test_a_taken_nick_at_start_up_is_a_plugin_error(self, system):
+        """start_plugins: the one-line PluginError, like a bad setting."""
+        human(system, "echo")
+        config = Config(plugins=("tests.support.plugin_fixtures:Echo",))
+        with pytest.raises(PluginError, match=r"failed to start: NickTaken: nick 'echo' is taken"):
+            start_plugins(system, config)
+
+    def test_in_a_cluster_a_taken_nick_is_a_standby_not_an_error(self, system):
+        """shared_nicks (a --redis node): another node's copy holds the nick; this one runs without it."""
+        human(system, "echo")
+        system.plugins.shared_nicks = True
+        echo = system.plugins.start(Echo)
+        assert echo.nick is None and echo.rooms == []
+
+    @pytest.mark.parametrize("delay", [float("nan"), float("inf"), -1, "1", True, None])
+    def test_timer_delays_are_finite_seconds(self, system, delay):
+        """set_timer refuses NaN, infinity, negatives and non-numbers with ValueError."""
+        rec = system.plugins.start(Recorder)
+        errors: list[BaseException] = []
+
+        def arm(p: PluginActor) -> None:
+            try:
+                p.set_timer("t", delay)
+            except ValueError as exc:
+                errors.append(exc)
+        act(rec, arm)
+        wait_for(lambda: errors)
+        assert "set_timer('t'" in str(errors[0]) and not rec._timers
+
+    def test_a_zero_delay_fires_at_once(self, system):
+        """0 seconds is a valid delay: due now."""
+        rec = system.plugins.start(Recorder)
+        act(rec, lambda p: p.set_timer("now", 0))
+        wait_for(lambda: ("timer", "now") in rec.calls)
+
+
+class TestDisabling:
+    """--disable-plugin NAME: an installed entry point (or a module:Class) that does not start."""
+
+    def entry_point(self, name: str, value: str) -> Any:
+        from importlib.metadata import EntryPoint
+        return EntryPoint(name, value, "hubbub.actors")
+
+    def test_disabled_by_entry_point_name_or_spec(self, monkeypatch):
+        """Both the entry point's name and its module:Class disable it; the others still run."""
+        from hubbub import plugins as loader
+        eps = [self.entry_point("greeter", "tests.support.plugin_fixtures:Echo"),
+               self.entry_point("rec", "tests.support.plugin_fixtures:Recorder")]
+        monkeypatch.setattr(loader.metadata, "entry_points", lambda group: eps)
+        assert [w.spec for w in loader.wanted(Config())] == [
+            "tests.support.plugin_fixtures:Echo", "tests.support.plugin_fixtures:Recorder"]
+        assert [w.spec for w in loader.wanted(Config(disable_plugins=("greeter",)))] == [
+            "tests.support.plugin_fixtures:Recorder"]
+        assert [w.spec for w in loader.wanted(
+            Config(disable_plugins=("tests.support.plugin_fixtures:Recorder",)))] == [
+            "tests.support.plugin_fixtures:Echo"]
