@@ -12,6 +12,8 @@
 * :class:`SessionDriver` — the real Session on the real timer heap and a FakeClock,
   recording every effect (no actors at all);
 * :class:`RecordingConn` — a user's connection that records the frames it is sent;
+* :class:`RecordingActor` — an actor that records every message told to it (a user, a
+  store, a directory or a parent, as another actor sees it);
 * :func:`connect_user` — a real UserActor on a RecordingConn, logged in, in rooms;
 * :func:`act` / :class:`Do` — make a plugin do something from inside its own greenlet;
 * :func:`wait_for` — poll a condition on gevent, with a deadline.
@@ -26,13 +28,22 @@ from typing import Any
 
 import gevent
 
-from actors.base import tell
+from actors.base import HubbubActor, tell
 from actors.core.messages import ClientFrame, ConnectionLost, TimerFired
 from actors.core.session import Arm, Close, Disarm, Finish, Opened, Send, SendRaw, Session, Timeouts
 from actors.core.timers import TimerQueue
 from actors.plugins.actor import Call as Do
 
-__all__ = ["Do", "FakeClock", "RecordingConn", "SessionDriver", "act", "connect_user", "wait_for"]
+__all__ = [
+    "Do",
+    "FakeClock",
+    "RecordingActor",
+    "RecordingConn",
+    "SessionDriver",
+    "act",
+    "connect_user",
+    "wait_for",
+]
 
 
 class FakeClock:
@@ -146,6 +157,22 @@ class RecordingConn:
     def of(self, kind: str) -> list[dict[str, Any]]:
         """The frames of one ``type`` received so far."""
         return [f for f in self.frames if f["type"] == kind]
+
+
+class RecordingActor(HubbubActor):
+    """An actor that writes down every message it is told, ChildFailed included."""
+
+    def __init__(self, actor_id: str = "recorder", parent: HubbubActor | None = None) -> None:
+        super().__init__(actor_id, parent)
+        self.messages: list[Any] = []
+
+    def on_receive(self, message: Any) -> Any:
+        self.messages.append(message)
+        return None
+
+    def of(self, kind: type) -> list[Any]:
+        """The messages of one type received so far."""
+        return [m for m in self.messages if isinstance(m, kind)]
 
 
 def wait_for(predicate: Any, timeout: float = 3.0, what: str = "condition") -> Any:
