@@ -58,9 +58,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .core import codec
 from .base import HubbubActor, publish, tell
-from .directory import DirectoryActor
+from .core import codec
 from .core.history import RoomHistory
 from .core.messages import (
     Acked,
@@ -80,6 +79,7 @@ from .core.messages import (
     SendDm,
     UserGone,
 )
+from .directory import DirectoryActor
 from .room import RoomActor
 
 __all__ = [

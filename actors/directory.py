@@ -17,8 +17,24 @@ from .core import codec
 from .core.counters import Counters
 from .core.history import RoomHistory
 from .core.messages import (
-    ClaimNick, Deliver, DmResult, HistoryLoaded, JoinRoom, Kick, KickNick, LeaveRoom, LoadHistory,
-    NickResult, Retire, RoomJoin, RoomLeave, RoomMoved, RoomRename, RoomRetired, SendDm, UserGone,
+    ClaimNick,
+    Deliver,
+    DmResult,
+    HistoryLoaded,
+    JoinRoom,
+    Kick,
+    KickNick,
+    LeaveRoom,
+    LoadHistory,
+    NickResult,
+    Retire,
+    RoomJoin,
+    RoomLeave,
+    RoomMoved,
+    RoomRename,
+    RoomRetired,
+    SendDm,
+    UserGone,
 )
 from .core.observe import Observers
 from .room import RoomActor, RoomState

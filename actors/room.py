@@ -12,13 +12,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import HubbubActor, publish, tell
-from .core import codec
 from .clock import Clock, MonotonicClock
+from .core import codec
 from .core.counters import Counters
 from .core.history import RoomHistory
 from .core.messages import (
-    Acked, Deliver, JoinedRoom, Persist, Retire, RoomJoin, RoomLeave, RoomMessage, RoomPresence,
-    RoomRename, RoomRetired, RoomSay,
+    Acked,
+    Deliver,
+    JoinedRoom,
+    Persist,
+    Retire,
+    RoomJoin,
+    RoomLeave,
+    RoomMessage,
+    RoomPresence,
+    RoomRename,
+    RoomRetired,
+    RoomSay,
 )
 from .core.observe import Observers
 from .core.outbox import Outbox

@@ -14,19 +14,43 @@ from typing import Any
 
 import gevent
 
-from .core import codec
 from .base import HubbubActor, publish, tell
 from .clock import Clock
+from .core import codec
 from .core.counters import Counters
 from .core.messages import (
-    Cancel, ClientFrame, CancelOwner, ClaimNick, JoinRoom, LeaveRoom, RoomSay, Schedule, SendDm, UserGone,
-    UserConnected, UserDisconnected, UserProfiled,
+    Cancel,
+    CancelOwner,
+    ClaimNick,
+    ClientFrame,
+    JoinRoom,
+    LeaveRoom,
+    RoomSay,
+    Schedule,
+    SendDm,
+    UserConnected,
+    UserDisconnected,
+    UserGone,
+    UserProfiled,
 )
 from .core.observe import Observers
 from .core.outbox import Outbox
 from .core.session import (
-    Arm, ClaimNickFx, Close, Disarm, DmFx, Finish, JoinRoomFx, LeaveRoomFx, Limits, Opened, SayFx,
-    Send, SendRaw, Session, Timeouts,
+    Arm,
+    ClaimNickFx,
+    Close,
+    Disarm,
+    DmFx,
+    Finish,
+    JoinRoomFx,
+    LeaveRoomFx,
+    Limits,
+    Opened,
+    SayFx,
+    Send,
+    SendRaw,
+    Session,
+    Timeouts,
 )
 
 __all__ = ["UserActor"]

@@ -12,8 +12,9 @@ import hmac
 import ipaddress
 import json
 import os
+from collections.abc import Callable, Iterable
 from importlib import resources
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pykka
 from greenlet import greenlet

@@ -19,10 +19,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
-from .codec import Bye, ClientMessage, DecodeError, Dm, Hello, Join, Leave, Ping, Pong, Profile, Say
+from .codec import Bye, ClientMessage, DecodeError, Dm, Hello, Join, Leave, Ping, Profile, Say
 from .messages import (
-    Acked, ClientFrame, ConnectionLost, Deliver, DmResult, JoinedRoom, Kick, NickResult,
-    Overflow, PongFrame, RoomMoved, Shutdown, TimerFired,
+    Acked,
+    ClientFrame,
+    ConnectionLost,
+    Deliver,
+    DmResult,
+    JoinedRoom,
+    Kick,
+    NickResult,
+    Overflow,
+    RoomMoved,
+    Shutdown,
+    TimerFired,
 )
 
 __all__ = [

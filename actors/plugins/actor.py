@@ -27,9 +27,29 @@ from ..base import HubbubActor, tell
 from ..clock import Clock
 from ..core.codec import valid_name
 from ..core.messages import (
-    Acked, Cancel, CancelOwner, ClaimNick, Deliver, DmResult, JoinedRoom, JoinRoom, Kick, KickNick,
-    LeaveRoom, NickResult, RoomMessage, RoomMoved, RoomPresence, RoomSay, Schedule, SendDm,
-    TimerFired, UserConnected, UserDisconnected, UserGone, UserProfiled,
+    Acked,
+    Cancel,
+    CancelOwner,
+    ClaimNick,
+    Deliver,
+    DmResult,
+    JoinedRoom,
+    JoinRoom,
+    Kick,
+    KickNick,
+    LeaveRoom,
+    NickResult,
+    RoomMessage,
+    RoomMoved,
+    RoomPresence,
+    RoomSay,
+    Schedule,
+    SendDm,
+    TimerFired,
+    UserConnected,
+    UserDisconnected,
+    UserGone,
+    UserProfiled,
 )
 from .registry import register
 from .settings import PluginSettingsError, check_delay, merge_settings

@@ -12,8 +12,19 @@ import gevent
 import pytest
 
 from actors.core.messages import (
-    ClaimNick, Deliver, DmResult, HistoryLoaded, JoinedRoom, JoinRoom, Kick, KickNick, LeaveRoom,
-    LoadHistory, NickResult, SendDm, UserGone,
+    ClaimNick,
+    Deliver,
+    DmResult,
+    HistoryLoaded,
+    JoinedRoom,
+    JoinRoom,
+    Kick,
+    KickNick,
+    LeaveRoom,
+    LoadHistory,
+    NickResult,
+    SendDm,
+    UserGone,
 )
 from actors.directory import DirectoryActor
 from hubbub.testing import RecordingActor, wait_for

@@ -13,8 +13,18 @@ import pytest
 
 from actors.core.history import RoomHistory
 from actors.core.messages import (
-    Acked, Deliver, JoinedRoom, Persist, Retire, RoomJoin, RoomLeave, RoomMessage, RoomPresence,
-    RoomRename, RoomRetired, RoomSay,
+    Acked,
+    Deliver,
+    JoinedRoom,
+    Persist,
+    Retire,
+    RoomJoin,
+    RoomLeave,
+    RoomMessage,
+    RoomPresence,
+    RoomRename,
+    RoomRetired,
+    RoomSay,
 )
 from actors.core.observe import Observers
 from actors.core.outbox import Outbox
