@@ -142,7 +142,7 @@ class RoomActor(HubbubActor):
         else:
             history, complete = self.history.since(msg.since)
         nicks = sorted({nick for _ref, nick in self.members.values()})
-        payload = codec.encode(codec.joined(self.name, nicks, history, complete))
+        payload: bytes | None = codec.encode(codec.joined(self.name, nicks, history, complete))
         if msg.outbox is not None:
             # `joined` goes the way the room's messages will: it must reach the client first.
             self.outboxes[msg.session] = msg.outbox

@@ -101,7 +101,8 @@ class ActorSystem:
         """The core's observer port: rooms and users publish, plugins subscribe."""
         self.node: NodeActor = NodeActor.spawn()
         self.node.counters = self.counters
-        directory_class, cluster_option = DirectoryActor, {}
+        directory_class: type[DirectoryActor] = DirectoryActor
+        cluster_option: dict[str, Any] = {}
         self.cluster: Any = None
         """The ClusterActor with --redis (actors/cluster.py), else None."""
         if redis is not None:
@@ -151,6 +152,7 @@ class ActorSystem:
     def stats(self) -> dict[str, Any]:
         states = Counter(u.session.state.value for u in self.users())
         actors = self._walk(self.node)
+        # pykka types actor_inbox as its bare inbox protocol; ours is an Inbox, with qsize.
         depths = [a.actor_inbox.qsize() for a in actors]  # type: ignore[attr-defined]
         return {
             "users": sum(states.values()),

@@ -74,8 +74,9 @@ class ConfigError(ValueError):
 
 # Converters take a raw value (a str from a flag or env var, a native value from TOML)
 # and return the typed value or raise ValueError with the problem; the caller adds where.
-def _number(kind: type, lo: float, hi: float = math.inf, above: bool = False) -> Callable:
+def _number(kind: type[int] | type[float], lo: float, hi: float = math.inf, above: bool = False) -> Callable:
     def convert(v: Any) -> Any:
+        x: Any
         try:  # exact type test: bool is an int, and `port = true` must not become port 1
             x = kind(v) if isinstance(v, str) or (kind is float and type(v) is int) else v
         except ValueError:
@@ -186,6 +187,7 @@ _FIELD = {name: _LISTS.get(name, name.replace("-", "_")) for name in _OPTIONS}
 
 
 class _Parser(argparse.ArgumentParser):
+    # argparse declares error() -> NoReturn; this one never returns either (it raises).
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse would print usage and exit 2; callers want one exception type for every
         # bad option. --help still exits 0, through print_help() and exit().

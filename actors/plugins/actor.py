@@ -336,6 +336,7 @@ class PluginActor(HubbubActor):
             (joined.members.add if event == "join" else joined.members.discard)(nick)
 
     def _joined(self, msg: JoinedRoom) -> None:
+        assert msg.payload is not None  # a member without a connection gets the frame here
         members = json.loads(msg.payload)["members"]
         self._rooms[msg.room] = _Joined(msg.ref, set(members))
         self.on_joined(msg.room, members)

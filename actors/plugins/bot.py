@@ -28,7 +28,7 @@ HELP = "I answer !help (this), !who (who is in this room) and !uptime (how long 
 def format_duration(seconds: float) -> str:
     """``3725`` → ``"1h 2m 5s"``; leading zero units are left out."""
     rest = max(0, int(seconds))
-    parts = []
+    parts: list[str] = []
     for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
         n, rest = divmod(rest, size)
         if n or parts:
