@@ -369,3 +369,16 @@ class TestTutorial:
             node = plugin_nodes(server)["Dice"]
             assert (node["rooms"], node["rolls"], [t["name"] for t in node["timers"]]) == (
                 ["games", "lobby"], 1, ["tally"])
+
+    def test_the_testing_example_passes_as_written(self, tmp_path):
+        """docs/extending.md, "Testing a plugin": the doc's test of dice.py, run by pytest as printed."""
+        text = (ROOT / "docs" / "extending.md").read_text()
+        dice, test = re.findall(r"```python\n(.*?)```", text, re.S)[:2]
+        (tmp_path / "dice.py").write_text(dice)
+        (tmp_path / "test_dice.py").write_text(test)
+        (tmp_path / "conftest.py").write_text("from gevent import monkey\n\nmonkey.patch_all()\n")
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_dice.py"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "1 passed" in proc.stdout
