@@ -42,6 +42,7 @@ __all__ = [
     "SessionDriver",
     "act",
     "connect_user",
+    "stop_all",
     "wait_for",
 ]
 
@@ -183,6 +184,14 @@ def wait_for(predicate: Any, timeout: float = 3.0, what: str = "condition") -> A
             raise AssertionError(f"timed out waiting for {what}")
         gevent.sleep(0.005)
     return value
+
+
+def stop_all(actors: Any) -> None:
+    """Stop every actor (object) still running, and let their greenlets finish."""
+    for actor in actors:
+        if actor.actor_ref.is_alive():
+            actor.actor_ref.stop(block=False)
+    gevent.sleep(0.01)
 
 
 def connect_user(system: Any, nick: str, *rooms: str) -> RecordingConn:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import gevent
 import pytest
 
 from actors.core.messages import (
@@ -27,7 +26,7 @@ from actors.core.messages import (
     UserGone,
 )
 from actors.directory import DirectoryActor
-from hubbub.testing import RecordingActor, wait_for
+from hubbub.testing import RecordingActor, stop_all, wait_for
 
 
 class Fixture:
@@ -50,17 +49,15 @@ class Fixture:
         user = self.users[session]
         self.ask(JoinRoom(session, user.actor_ref, "", room, since))
 
-    def stop(self) -> None:
-        for actor in [self.directory, *self.users.values(), *([self.store] if self.store else [])]:
-            actor.actor_ref.stop(block=False)
-        gevent.sleep(0.01)
+    def actors(self) -> list[Any]:
+        return [self.directory, *self.users.values(), *([self.store] if self.store else [])]
 
 
 @pytest.fixture
 def fx():
     f = Fixture()
     yield f
-    f.stop()
+    stop_all(f.actors())
 
 
 class TestNicks:
@@ -119,7 +116,7 @@ class TestStoreByMessage:
     def fx(self):
         f = Fixture(store=True)
         yield f
-        f.stop()
+        stop_all(f.actors())
 
     def test_a_join_waits_for_the_loaded_history(self, fx):
         """No room until HistoryLoaded arrives; then the room starts at the stored seq."""

@@ -29,7 +29,7 @@ from actors.core.messages import (
 from actors.core.observe import Observers
 from actors.core.outbox import Outbox
 from actors.room import RoomActor, RoomState
-from hubbub.testing import FakeClock, RecordingActor, RecordingConn
+from hubbub.testing import FakeClock, RecordingActor, RecordingConn, stop_all
 
 
 class Fixture:
@@ -57,19 +57,15 @@ class Fixture:
         user, _conn = self.users[session]
         self.tell(RoomSay(session, user.actor_ref, nick, text, client_id, self.clock.wall()))
 
-    def stop(self) -> None:
-        for actor in [self.room, self.directory, self.store, self.watcher,
-                      *(u for u, _c in self.users.values())]:
-            if actor.actor_ref.is_alive():
-                actor.actor_ref.stop(block=False)
-        gevent.sleep(0.01)
+    def actors(self) -> list[Any]:
+        return [self.room, self.directory, self.store, self.watcher, *(u for u, _c in self.users.values())]
 
 
 @pytest.fixture
 def fx():
     f = Fixture()
     yield f
-    f.stop()
+    stop_all(f.actors())
 
 
 def settle() -> None:

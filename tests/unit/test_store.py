@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gevent
 import pytest
 
 from actors.core.messages import HistoryLoaded, LoadHistory, Persist
 from actors.store import BATCH, HistoryStore, StoreActor
-from hubbub.testing import RecordingActor, wait_for
+from hubbub.testing import RecordingActor, stop_all, wait_for
 
 
 def frame(room: str, seq: int, text: str = "x") -> dict:
@@ -78,9 +77,7 @@ class TestStoreActor:
         store = StoreActor.spawn(str(tmp_path / "h.db"), 5)
         asker = RecordingActor.spawn("directory")
         yield store, asker
-        for actor in (store, asker):
-            actor.actor_ref.stop(block=False)
-        gevent.sleep(0.01)
+        stop_all((store, asker))
 
     def test_load_history_is_answered_with_what_was_persisted(self, actors):
         """Persist, Persist, LoadHistory: HistoryLoaded with both, in order, to reply_to."""
