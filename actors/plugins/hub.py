@@ -121,6 +121,8 @@ class PluginHub:
     def child_failed(self, report: PluginReport, error: BaseException) -> None:
         """Supervision (the node calls this with what the plugin said as it failed)."""
         spec = report.spec
+        if spec not in self._specs:
+            return  # its start failed (or it was given up on): it is being stopped, not restarted
         cls, settings = self._specs[spec]
         now = self.clock.monotonic()
         recent = self._failures.setdefault(spec, deque())

@@ -81,7 +81,7 @@ class TestDefaults:
         path = toml(tmp_path, '[plugins."a:B"]\nx = 1\n')
         cfg = load_config(["--config", path], environ={})
         with pytest.raises(dataclasses.FrozenInstanceError):
-            cfg.port = 1  # type: ignore[misc]
+            cfg.port = 1  # type: ignore[misc]  # frozen dataclass: the test checks the assignment fails
         assert hash(cfg) == hash(dataclasses.replace(cfg, plugin_settings={}))
         assert pickle.loads(pickle.dumps(cfg)) == cfg
 
