@@ -452,3 +452,22 @@ class TestDisabling:
         assert [w.spec for w in loader.wanted(
             Config(disable_plugins=("tests.support.plugin_fixtures:Recorder",)))] == [
             "tests.support.plugin_fixtures:Echo"]
+
+
+class TestPublicNames:
+    """docs/extending.md, "Import path": hubbub.plugin and hubbub.testing; the old path for one version."""
+
+    def test_every_public_name_is_importable(self):
+        """Each name in __all__ of the two public modules exists."""
+        import hubbub.plugin
+        import hubbub.testing
+        for module in (hubbub.plugin, hubbub.testing):
+            assert module.__all__ and all(hasattr(module, name) for name in module.__all__)
+
+    def test_the_old_path_is_the_same_api(self):
+        """`from actors.plugin import PluginActor` (deprecated) gives the very same classes."""
+        import actors.plugin
+        import hubbub.plugin
+        assert actors.plugin.PluginActor is hubbub.plugin.PluginActor
+        assert actors.plugin.PluginSettingsError is hubbub.plugin.PluginSettingsError
+        assert actors.plugin.kinds is hubbub.plugin.kinds
