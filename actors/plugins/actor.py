@@ -362,6 +362,7 @@ class PluginActor(HubbubActor):
                 return  # start-up reports it and stops this plugin
             raise taken  # after a restart: a failure like any other (supervision decides)
         self.nick = msg.nick
+        self.hub.nick_granted(self.actor_id, msg.nick)
         self._decided(None)
         joins, self._pending_joins = self._pending_joins, []
         for room in joins:
@@ -399,6 +400,7 @@ class PluginActor(HubbubActor):
         # Runs in our own greenlet before the node hears of a failure, so a restarted
         # incarnation (same id) always finds the nick free and no stale timers.
         self.hub.observers.unsubscribe(self.actor_ref)
+        self.hub.nick_granted(self.actor_id, None)
         if self._timers:
             tell(self.hub.scheduler, CancelOwner(self.actor_id, tuple(self._timers)))
             self._timers.clear()

@@ -52,6 +52,8 @@ class PluginHub:
         """True in a cluster: the same plugin on another node may hold the nick (not an error)."""
         self.given_up: dict[str, str] = {}
         """spec → last error, for plugins stopped after too many failures."""
+        self._nicks: dict[str, str] = {}
+        """plugin actor id → the nick the directory granted it (told by the plugin itself)."""
         self._specs: dict[str, tuple[type[PluginActor], dict[str, Any]]] = {}
         self._failures: dict[str, deque[float]] = {}
 
@@ -69,8 +71,16 @@ class PluginHub:
         return [a for a in list(self.node.children.values()) if isinstance(a, PluginActor)]
 
     def plugin_nicks(self) -> set[str]:
-        """Nicks held by running plugins (a snapshot: plain attribute reads, see base.py)."""
-        return {p.nick for p in self.running() if p.nick is not None}
+        """Nicks held by running plugins: each plugin records its own here when granted and
+        removes it as it stops (in its own greenlet; no actor's fields are read)."""
+        return set(self._nicks.values())
+
+    def nick_granted(self, plugin_id: str, nick: str | None) -> None:
+        """A plugin's nick changed (None: it holds none any more)."""
+        if nick is None:
+            self._nicks.pop(plugin_id, None)
+        else:
+            self._nicks[plugin_id] = nick
 
     def describe_given_up(self) -> str | None:
         """One line for the node's row in /debug: each plugin given up on, with its last error."""
