@@ -85,7 +85,7 @@ def wanted(config: Any) -> list[Wanted]:
         seen.add(spec)
         dist = getattr(ep.dist, "name", None) or "?"
         out.append(Wanted(spec, f"entry point {ep.name!r} of {dist}", ep))
-    disabled = set(getattr(config, "disable_plugins", ()))
+    disabled = set(config.disable_plugins)
     kept = [want for want in out if disabled.isdisjoint(want.names)]
     for want in out:
         if want not in kept:
