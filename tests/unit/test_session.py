@@ -32,8 +32,7 @@ from actors.core.session import (
     UserState,
     mermaid,
 )
-
-from ..support.fakes import SessionDriver
+from hubbub.testing import SessionDriver
 
 T = Timeouts(hello=5, ping=30, pong=120, profile=300, session=43200)
 
