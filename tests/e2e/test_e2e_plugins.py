@@ -216,6 +216,9 @@ class TestIsolation:
             server.wait_for(lambda: plugin_nodes(server)["Boom"]["heard"] == 1, what="the fresh one hears")
             say(alice, "lobby", "boom")  # the 3rd failure within the window: given up
             server.wait_for(lambda: "Boom" not in plugin_nodes(server), what="stopped for good")
+            # ... yet still shown in /debug, on the node's row, with its last error.
+            assert server.actors()["plugins_given_up"] == (
+                "tests.support.plugin_fixtures:Boom: RuntimeError('boom, as asked')")
             assert say(alice, "lobby", "still chatting")["seq"] == 5
             until(bob, "message", text="still chatting")
             metrics = server.http("/metrics")[2].decode()
