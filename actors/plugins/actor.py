@@ -70,8 +70,6 @@ class NickTaken(RuntimeError):
 class Start:
     """The first message in a plugin's mailbox: subscribe, re-arm, claim the nick, join, on_started()."""
 
-    restarts: int = 0
-    """How many times this plugin was restarted before (0: the first start)."""
     timers: tuple[tuple[str, float], ...] = ()
     """Timers (name, monotonic due) the previous incarnation had armed: re-armed as they were."""
     startup: bool = False
@@ -93,8 +91,6 @@ class PluginReport:
 
     spec: str
     """``module:Class``, as it was loaded."""
-    restarts: int
-    """Restarts so far."""
     timers: tuple[tuple[str, float], ...]
     """Armed timers (name, monotonic due): they survive the restart."""
 
@@ -140,7 +136,8 @@ class PluginActor(HubbubActor):
         self.clock: Clock = hub.clock
         self.nick: str | None = None
         """The nick the directory confirmed, or None."""
-        self.restarts = 0
+        self.restarts = hub.restarts.get(spec, 0)
+        """How many times the node restarted this plugin before (its hub counts them)."""
         self.handled = 0
         self._wanted_nick: str | None = None
         self._pending_joins: list[str] = []
@@ -290,7 +287,6 @@ class PluginActor(HubbubActor):
 
     def _start(self, msg: Start) -> gevent.event.AsyncResult:
         """Answers (to a start-up that asks) a result set once the settings nick is decided."""
-        self.restarts = msg.restarts
         self._ready = gevent.event.AsyncResult()
         self._startup = msg.startup
         cls = type(self)
@@ -394,7 +390,7 @@ class PluginActor(HubbubActor):
 
     def last_words(self) -> PluginReport:
         timers = tuple((name, due) for name, (_token, due) in self._timers.items())
-        return PluginReport(self.spec, self.restarts, timers)
+        return PluginReport(self.spec, timers)
 
     def _cleanup(self) -> None:
         # Runs in our own greenlet before the node hears of a failure, so a restarted

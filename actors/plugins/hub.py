@@ -52,6 +52,8 @@ class PluginHub:
         """True in a cluster: the same plugin on another node may hold the nick (not an error)."""
         self.given_up: dict[str, str] = {}
         """spec → last error, for plugins stopped after too many failures."""
+        self.restarts: dict[str, int] = {}
+        """spec → restarts so far (a fresh incarnation reads its count here as it is built)."""
         self._nicks: dict[str, str] = {}
         """plugin actor id → the nick the directory granted it (told by the plugin itself)."""
         self._specs: dict[str, tuple[type[PluginActor], dict[str, Any]]] = {}
@@ -97,7 +99,9 @@ class PluginHub:
         if spec in self._specs:
             raise ValueError(f"plugin {spec} is already running")
         settings = dict(settings or {})
+        self.restarts.pop(spec, None)  # a new start, not a restart
         actor = self._spawn(cls, spec, settings)
+        self.given_up.pop(spec, None)
         self._specs[spec] = (cls, settings)
         if timeout is None:
             tell(actor.actor_ref, Start())
@@ -144,15 +148,17 @@ class PluginHub:
             log.error("plugin %s failed %d times in %g s: stopped, not restarted",
                       spec, len(recent), cls.restart_window)
             return
+        self.restarts[spec] = self.restarts.get(spec, 0) + 1
         try:
             fresh = self._spawn(cls, spec, settings)
         except Exception as exc:  # noqa: BLE001 - a constructor failing now will fail again
             self._give_up(spec, exc)
             log.error("plugin %s could not be restarted: %r", spec, exc)
             return
-        log.warning("plugin %s restarted (%d) after %r", spec, report.restarts + 1, error)
-        tell(fresh.actor_ref, Start(report.restarts + 1, report.timers))
+        log.warning("plugin %s restarted (%d) after %r", spec, self.restarts[spec], error)
+        tell(fresh.actor_ref, Start(report.timers))
 
     def _give_up(self, spec: str, error: BaseException) -> None:
         self.given_up[spec] = repr(error)
-        del self._specs[spec]  # may be started again (by hand) later
+        del self._specs[spec]  # may be started again (by hand) later, counting from 0
+        self.restarts.pop(spec, None)
