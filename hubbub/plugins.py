@@ -92,8 +92,10 @@ def wanted(config: Any) -> list[Wanted]:
             log.info("plugin %s (%s) disabled by --disable-plugin", want.spec, want.origin)
     unknown = disabled.difference(*(want.names for want in out))
     if unknown:
-        log.warning("--disable-plugin %s: no such plugin is installed or configured",
-                    ", ".join(sorted(unknown)))
+        log.warning(
+            "--disable-plugin %s: no such plugin is installed or configured",
+            ", ".join(sorted(unknown)),
+        )
     return kept
 
 
@@ -128,8 +130,11 @@ def start_plugins(system: Any, config: Any, timeout: float = START_TIMEOUT) -> l
     for want, cls in plans:
         where = f"plugin {want.spec} ({want.origin})"
         try:
-            started.append(system.plugins.start(cls, config.plugin_settings.get(want.spec), want.spec,
-                                                 timeout=timeout))
+            started.append(
+                system.plugins.start(
+                    cls, config.plugin_settings.get(want.spec), want.spec, timeout=timeout
+                )
+            )
         except (pykka.Timeout, TimeoutError):
             raise PluginError(f"{where}: did not start within {timeout:g} s") from None
         except Exception as exc:  # noqa: BLE001 - bad settings, on_started raised, nick taken

@@ -124,7 +124,9 @@ class SessionDriver:
         return frames
 
     def closes(self, effects: list[Any] | None = None) -> list[Close]:
-        return [fx for fx in (self.effects if effects is None else effects) if isinstance(fx, Close)]
+        return [
+            fx for fx in (self.effects if effects is None else effects) if isinstance(fx, Close)
+        ]
 
 
 class RecordingConn:
@@ -203,7 +205,10 @@ def connect_user(system: Any, nick: str, *rooms: str) -> RecordingConn:
     wait_for(lambda: conn.of("profile_ok"), what=f"{nick} profile_ok")
     for room in rooms:
         conn.send({"type": "join", "room": room})
-        wait_for(lambda room=room: [f for f in conn.of("joined") if f["room"] == room], what=f"{nick} joined {room}")
+        wait_for(
+            lambda room=room: [f for f in conn.of("joined") if f["room"] == room],
+            what=f"{nick} joined {room}",
+        )
     return conn
 
 

@@ -125,7 +125,9 @@ class PluginActor(HubbubActor):
         super().__init_subclass__(**kwargs)
         register(cls)
 
-    def __init__(self, hub: PluginHub, spec: str, settings: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, hub: PluginHub, spec: str, settings: Mapping[str, Any] | None = None
+    ) -> None:
         # Settings first: a bad one must fail before this actor is linked into the tree.
         merged = merge_settings(type(self).defaults, settings or {})
         super().__init__(f"plugin:{spec}", hub.node)
@@ -187,7 +189,9 @@ class PluginActor(HubbubActor):
     def claim_nick(self, nick: str) -> None:
         """Ask the directory for ``nick``; :attr:`nick` is set when it is granted."""
         if not valid_name(nick):
-            raise PluginSettingsError(f"{nick!r} is not a valid nick (1-32 letters, digits, _ or -)")
+            raise PluginSettingsError(
+                f"{nick!r} is not a valid nick (1-32 letters, digits, _ or -)"
+            )
         self._wanted_nick = nick
         tell(self.hub.directory, ClaimNick(self.actor_id, self.actor_ref, nick))
 
@@ -215,14 +219,18 @@ class PluginActor(HubbubActor):
         if joined is None:
             log.warning("plugin %s: not in room %r, dropped a message", self.spec, room)
             return False
-        return tell(joined.ref, RoomSay(self.actor_id, self.actor_ref, self.nick or "", text,
-                                        None, self.clock.wall()))
+        return tell(
+            joined.ref,
+            RoomSay(self.actor_id, self.actor_ref, self.nick or "", text, None, self.clock.wall()),
+        )
 
     def dm(self, nick: str, text: str) -> None:
         """Send ``nick`` a direct message from this plugin's nick (an unknown nick: dropped)."""
         sender = self.nick or type(self).__name__
-        tell(self.hub.directory, SendDm(self.actor_id, self.actor_ref, sender, nick, text, None,
-                                        self.clock.wall()))
+        tell(
+            self.hub.directory,
+            SendDm(self.actor_id, self.actor_ref, sender, nick, text, None, self.clock.wall()),
+        )
 
     def kick(self, nick: str, reason: str = "") -> None:
         """Disconnect ``nick`` with bye `kicked` (4005); ``reason`` is shown as its message."""
@@ -265,8 +273,10 @@ class PluginActor(HubbubActor):
             "plugin": self.spec,
             "nick": self.nick,
             "rooms": self.rooms,
-            "timers": [{"name": n, "due_in": round(due - now, 3)}
-                       for n, (_t, due) in sorted(self._timers.items(), key=lambda kv: kv[1][1])],
+            "timers": [
+                {"name": n, "due_in": round(due - now, 3)}
+                for n, (_t, due) in sorted(self._timers.items(), key=lambda kv: kv[1][1])
+            ],
             "restarts": self.restarts,
             "handled": self.handled,
         }
@@ -290,7 +300,9 @@ class PluginActor(HubbubActor):
         self._ready = gevent.event.AsyncResult()
         self._startup = msg.startup
         cls = type(self)
-        user_hooks = any(getattr(cls, hook) is not getattr(PluginActor, hook) for hook in _USER_HOOKS)
+        user_hooks = any(
+            getattr(cls, hook) is not getattr(PluginActor, hook) for hook in _USER_HOOKS
+        )
         self.hub.observers.subscribe(self.actor_ref, rooms=self.watch_all_rooms, users=user_hooks)
         for name, due in msg.timers:  # what the previous incarnation armed survives it
             self._arm(name, due)
@@ -321,8 +333,9 @@ class PluginActor(HubbubActor):
         elif self.watch_all_rooms:
             return  # rooms already tell it RoomMessage/RoomPresence: hear each event once
         elif kind == "message":
-            self._room_message(RoomMessage(frame["room"], frame["from"], frame["text"],
-                                           frame["seq"], frame["ts"]))
+            self._room_message(
+                RoomMessage(frame["room"], frame["from"], frame["text"], frame["seq"], frame["ts"])
+            )
         elif kind == "presence":
             self._room_presence(RoomPresence(frame["room"], frame["event"], frame["nick"]))
 
@@ -350,7 +363,9 @@ class PluginActor(HubbubActor):
             if not settings_nick or self.hub.shared_nicks:
                 # A cluster runs the same plugin on every node: the first to claim the nick
                 # is the member, the others stand by (docs/cluster.md, "Plugins").
-                log.warning("plugin %s: nick %r is taken; not joining any room", self.spec, msg.nick)
+                log.warning(
+                    "plugin %s: nick %r is taken; not joining any room", self.spec, msg.nick
+                )
                 self._decided(None)
                 return
             taken = NickTaken(f"nick {msg.nick!r} is taken")
@@ -429,5 +444,7 @@ _HANDLERS: dict[type, Any] = {
     TimerFired: PluginActor._timer,
     UserConnected: lambda self, msg: self.on_user_connected(msg.session),
     UserProfiled: lambda self, msg: self.on_profile(msg.session, msg.nick),
-    UserDisconnected: lambda self, msg: self.on_user_disconnected(msg.session, msg.nick, msg.reason),
+    UserDisconnected: lambda self, msg: self.on_user_disconnected(
+        msg.session, msg.nick, msg.reason
+    ),
 }

@@ -22,7 +22,9 @@ from hubbub.plugin import PluginActor, PluginSettingsError
 
 __all__ = ["BotActor", "answer", "format_duration", "HELP"]
 
-HELP = "I answer !help (this), !who (who is in this room) and !uptime (how long the server has run)."
+HELP = (
+    "I answer !help (this), !who (who is in this room) and !uptime (how long the server has run)."
+)
 
 
 def format_duration(seconds: float) -> str:
@@ -64,7 +66,9 @@ class BotActor(PluginActor):
         try:  # a bad template fails at start-up, not at the first join
             self.settings["greeting"].format(nick="n", room="r")
         except (KeyError, IndexError, ValueError) as exc:
-            raise PluginSettingsError(f"setting 'greeting' is not a valid template: {exc!r}") from None
+            raise PluginSettingsError(
+                f"setting 'greeting' is not a valid template: {exc!r}"
+            ) from None
         self.answered = 0
         self.greeted = 0
 

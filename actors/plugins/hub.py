@@ -36,8 +36,16 @@ log = logging.getLogger("hubbub.plugins")
 class PluginHub:
     """The node's side of plugins (``system.plugins``, also ``NodeActor.plugins``)."""
 
-    def __init__(self, node: HubbubActor, scheduler: Any, directory: Any, clock: Clock,
-                 started: float, observers: Observers | None = None, shared_nicks: bool = False) -> None:
+    def __init__(
+        self,
+        node: HubbubActor,
+        scheduler: Any,
+        directory: Any,
+        clock: Clock,
+        started: float,
+        observers: Observers | None = None,
+        shared_nicks: bool = False,
+    ) -> None:
         self.node = node
         self.scheduler = scheduler
         """SchedulerActor ref: plugin timers go through the one shared scheduler."""
@@ -90,8 +98,13 @@ class PluginHub:
             return None
         return "; ".join(f"{spec}: {error}" for spec, error in sorted(self.given_up.items()))
 
-    def start(self, cls: type[PluginActor], settings: Mapping[str, Any] | None = None,
-              spec: str | None = None, timeout: float | None = 5.0) -> PluginActor:
+    def start(
+        self,
+        cls: type[PluginActor],
+        settings: Mapping[str, Any] | None = None,
+        spec: str | None = None,
+        timeout: float | None = 5.0,
+    ) -> PluginActor:
         """Start a plugin under the node.  With ``timeout`` (start-up) wait until it started and
         its nick was granted, and re-raise what its constructor or ``on_started`` raised, or
         NickTaken; nothing of it is left running then.  With None only tell it to start."""
@@ -145,8 +158,12 @@ class PluginHub:
             recent.popleft()
         if len(recent) > cls.max_restarts:
             self._give_up(spec, error)
-            log.error("plugin %s failed %d times in %g s: stopped, not restarted",
-                      spec, len(recent), cls.restart_window)
+            log.error(
+                "plugin %s failed %d times in %g s: stopped, not restarted",
+                spec,
+                len(recent),
+                cls.restart_window,
+            )
             return
         self.restarts[spec] = self.restarts.get(spec, 0) + 1
         try:

@@ -38,10 +38,14 @@ def merge_settings(defaults: Mapping[str, Any], given: Mapping[str, Any]) -> dic
     known = {**BASE_DEFAULTS, **defaults}
     for key, value in given.items():
         if key not in known:
-            raise PluginSettingsError(f"unknown setting {key!r} (known: {', '.join(sorted(known))})")
+            raise PluginSettingsError(
+                f"unknown setting {key!r} (known: {', '.join(sorted(known))})"
+            )
         default = known[key]
         if default is not None and value is not None and not _same_kind(value, default):
-            raise PluginSettingsError(f"setting {key!r} must be {type(default).__name__} (got {value!r})")
+            raise PluginSettingsError(
+                f"setting {key!r} must be {type(default).__name__} (got {value!r})"
+            )
     merged = {**known, **given}
     nick = merged["nick"]
     if nick is not None and not (isinstance(nick, str) and valid_name(nick)):
@@ -60,5 +64,7 @@ def check_delay(name: str, delay: Any) -> float:
     if isinstance(delay, bool) or not isinstance(delay, (int, float)):
         raise ValueError(f"set_timer({name!r}, {delay!r}): the delay must be a number of seconds")
     if not math.isfinite(delay) or delay < 0:
-        raise ValueError(f"set_timer({name!r}, {delay!r}): the delay must be finite and >= 0 seconds")
+        raise ValueError(
+            f"set_timer({name!r}, {delay!r}): the delay must be finite and >= 0 seconds"
+        )
     return float(delay)

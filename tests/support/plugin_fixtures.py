@@ -13,8 +13,16 @@ from typing import Any
 from hubbub.plugin import PluginActor
 from hubbub.testing import Do
 
-__all__ = ["Do", "Recorder", "Echo", "Boom", "Sleepy", "FailsToStart", "NotAPlugin",
-           "make_distribution"]
+__all__ = [
+    "Do",
+    "Recorder",
+    "Echo",
+    "Boom",
+    "Sleepy",
+    "FailsToStart",
+    "NotAPlugin",
+    "make_distribution",
+]
 
 
 class Recorder(PluginActor):

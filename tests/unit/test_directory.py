@@ -33,7 +33,8 @@ class Fixture:
     def __init__(self, store: bool = False) -> None:
         self.store = RecordingActor.spawn("store") if store else None
         self.directory = DirectoryActor.spawn(
-            10, store=self.store.actor_ref if self.store is not None else None)
+            10, store=self.store.actor_ref if self.store is not None else None
+        )
         self.users: dict[str, RecordingActor] = {}
 
     def ask(self, message: Any) -> Any:
@@ -102,7 +103,9 @@ class TestRooms:
         fx.user("s1", "alice")
         fx.join("s1", "lobby")
         room = fx.directory.rooms["lobby"].actor
-        room.history.append({"type": "message", "room": "lobby", "from": "alice", "text": "x", "seq": 0, "ts": 0})
+        room.history.append(
+            {"type": "message", "room": "lobby", "from": "alice", "text": "x", "seq": 0, "ts": 0}
+        )
         fx.ask(LeaveRoom("s1", "lobby"))
         wait_for(lambda: "lobby" in fx.directory.dormant)
         fx.join("s1", "lobby")
@@ -126,7 +129,14 @@ class TestStoreByMessage:
         (load,) = fx.store.of(LoadHistory)
         assert (load.room, load.keep, load.reply_to) == ("lobby", 10, fx.directory.actor_ref)
         assert fx.directory.rooms == {}
-        frame = {"type": "message", "room": "lobby", "from": "bob", "text": "old", "seq": 41, "ts": 1.0}
+        frame = {
+            "type": "message",
+            "room": "lobby",
+            "from": "bob",
+            "text": "old",
+            "seq": 41,
+            "ts": 1.0,
+        }
         fx.ask(HistoryLoaded("lobby", 41, [frame]))
         room = fx.directory.rooms["lobby"].actor
         assert room.history.last_seq == 41 and room.history.recent() == [frame]

@@ -15,7 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted([*ROOT.glob("actors/**/*.py"), *ROOT.glob("hubbub/**/*.py"), ROOT / "server.py"])
 # The pure core does no I/O and reads no clock: these never appear in actors/core/.
-NOT_IN_CORE = {"gevent", "pykka", "redis", "socket", "select", "threading", "time", "sqlite3", "asyncio"}
+NOT_IN_CORE = {
+    "gevent",
+    "pykka",
+    "redis",
+    "socket",
+    "select",
+    "threading",
+    "time",
+    "sqlite3",
+    "asyncio",
+}
 
 
 def read_map() -> tuple[dict[str, str], dict[str, set[str]]]:
@@ -57,7 +67,10 @@ def module_path(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] not in ("actors", "hubbub", "server"):
         return None
-    for candidate in (ROOT.joinpath(*parts).with_suffix(".py"), ROOT.joinpath(*parts, "__init__.py")):
+    for candidate in (
+        ROOT.joinpath(*parts).with_suffix(".py"),
+        ROOT.joinpath(*parts, "__init__.py"),
+    ):
         if candidate.exists():
             return rel(candidate)
     # ``from actors.core import codec``: the package is named, the module is one level down.
@@ -106,7 +119,8 @@ def test_every_module_is_placed_and_imports_only_what_its_row_allows(path: Path)
         target_concern = concern_of(target)
         assert target_concern in ALLOWED[concern], (
             f"{here}:{line} ({concern}) imports {module} ({target_concern}); "
-            f"the map allows {sorted(ALLOWED[concern])}")
+            f"the map allows {sorted(ALLOWED[concern])}"
+        )
 
 
 def test_the_core_may_not_import_the_plugin_api():

@@ -72,8 +72,12 @@ class TestRoomHooks:
         alice.send({"type": "leave", "room": "lobby"})
         wait_for(lambda: ("presence", "lobby", "leave", "alicia") in rec.calls)
         presence = [c for c in rec.calls if c[0] == "presence"]
-        assert presence == [("presence", "lobby", "join", "alice"), ("presence", "lobby", "leave", "alice"),
-                            ("presence", "lobby", "join", "alicia"), ("presence", "lobby", "leave", "alicia")]
+        assert presence == [
+            ("presence", "lobby", "join", "alice"),
+            ("presence", "lobby", "leave", "alice"),
+            ("presence", "lobby", "join", "alicia"),
+            ("presence", "lobby", "leave", "alicia"),
+        ]
 
     def test_a_member_plugin_is_in_members_and_hears_its_rooms_but_not_itself(self, system):
         """A plugin with a nick and rooms is a member: in `members`, hears the room, never its own words."""
@@ -84,7 +88,10 @@ class TestRoomHooks:
         alice.send({"type": "say", "room": "lobby", "text": "hello", "id": "1"})
         wait_for(lambda: [m for m in alice.of("message") if m["from"] == "echo"])
         settle(0.1)
-        assert [(m["from"], m["text"]) for m in alice.of("message")] == [("alice", "hello"), ("echo", "echo: hello")]
+        assert [(m["from"], m["text"]) for m in alice.of("message")] == [
+            ("alice", "hello"),
+            ("echo", "echo: hello"),
+        ]
         assert echo.members("lobby") == ["alice", "echo"]
 
 
@@ -99,7 +106,11 @@ class TestUserHooks:
         alice.send({"type": "bye"})
         wait_for(lambda: ("disconnected", sid, "alice", "bye") in rec.calls)
         user_calls = [c for c in rec.calls if c[0] in ("connected", "profile", "disconnected")]
-        assert user_calls == [("connected", sid), ("profile", sid, "alice"), ("disconnected", sid, "alice", "bye")]
+        assert user_calls == [
+            ("connected", sid),
+            ("profile", sid, "alice"),
+            ("disconnected", sid, "alice", "bye"),
+        ]
 
     def test_the_reason_of_a_kick_reaches_the_plugin(self, system):
         """A kicked user's disconnect carries reason `kicked`."""
@@ -154,7 +165,10 @@ class TestActions:
         act(rec, lambda p: p.say("den", "I am here"))
         act(rec, lambda p: p.leave("den"))
         wait_for(lambda: len(alice.of("presence")) == 2)
-        assert [(f["event"], f["nick"]) for f in alice.of("presence")] == [("join", "recorder"), ("leave", "recorder")]
+        assert [(f["event"], f["nick"]) for f in alice.of("presence")] == [
+            ("join", "recorder"),
+            ("leave", "recorder"),
+        ]
         (said,) = alice.of("message")
         assert (said["from"], said["text"], said["seq"]) == ("recorder", "I am here", 1)
         assert ("joined", "den", ["alice", "recorder"]) in rec.calls
@@ -177,6 +191,7 @@ class TestActions:
                 p.join("lobby")
             except RuntimeError as exc:
                 errors.append(exc)
+
         act(plugin, try_join)
         wait_for(lambda: errors)
         assert "claim a nick" in str(errors[0])
@@ -216,7 +231,11 @@ class TestTreeAndSupervision:
         node = node_of(system, echo)
         assert node["kind"] == "Echo" and node["id"] == "plugin:tests.support.plugin_fixtures:Echo"
         assert (node["plugin"], node["nick"], node["rooms"], node["restarts"]) == (
-            "tests.support.plugin_fixtures:Echo", "echo", ["lobby"], 0)
+            "tests.support.plugin_fixtures:Echo",
+            "echo",
+            ["lobby"],
+            0,
+        )
         assert "state" not in node  # not a user
 
     def test_a_failing_hook_restarts_the_plugin_and_the_room_goes_on(self, system):
@@ -237,16 +256,20 @@ class TestTreeAndSupervision:
 
     def test_a_restarted_member_gets_its_nick_and_rooms_back(self, system):
         """After a restart the plugin claims its nick again and rejoins its rooms."""
+
         class FragileEcho(Echo):
             def on_room_message(self, room, nick, text, seq):
                 if text == "boom":
                     raise RuntimeError("fragile")
                 super().on_room_message(room, nick, text, seq)
+
         echo = system.plugins.start(FragileEcho)
         wait_for(lambda: echo.rooms)
         alice = human(system, "alice", "lobby")
         alice.send({"type": "say", "room": "lobby", "text": "boom"})
-        fresh = wait_for(lambda: [p for p in system.plugins.running() if p is not echo and p.rooms])[0]
+        fresh = wait_for(
+            lambda: [p for p in system.plugins.running() if p is not echo and p.rooms]
+        )[0]
         assert fresh.nick == "echo"
         alice.send({"type": "say", "room": "lobby", "text": "again"})
         wait_for(lambda: [m for m in alice.of("message") if m["text"] == "echo: again"])
@@ -276,14 +299,17 @@ class TestSettings:
         wait_for(lambda: echo.rooms == ["den"])
         assert echo.nick == "parrot" and echo.settings["prefix"] == "> "
 
-    @pytest.mark.parametrize("settings, message", [
-        ({"colour": "red"}, "unknown setting 'colour'"),
-        ({"prefix": 3}, "setting 'prefix' must be str"),
-        ({"nick": "not a nick"}, "setting 'nick' is not a valid nick"),
-        ({"rooms": "lobby"}, "setting 'rooms' must be list"),
-        ({"rooms": ["a room"], "nick": "x"}, "setting 'rooms' must be a list of room names"),
-        ({"nick": None, "rooms": ["lobby"]}, "'rooms' needs a 'nick'"),
-    ])
+    @pytest.mark.parametrize(
+        "settings, message",
+        [
+            ({"colour": "red"}, "unknown setting 'colour'"),
+            ({"prefix": 3}, "setting 'prefix' must be str"),
+            ({"nick": "not a nick"}, "setting 'nick' is not a valid nick"),
+            ({"rooms": "lobby"}, "setting 'rooms' must be list"),
+            ({"rooms": ["a room"], "nick": "x"}, "setting 'rooms' must be a list of room names"),
+            ({"nick": None, "rooms": ["lobby"]}, "'rooms' needs a 'nick'"),
+        ],
+    )
     def test_bad_settings_fail_the_start(self, system, settings, message):
         """An unknown key or a value of the wrong type raises PluginSettingsError, and nothing is left in the tree."""
         with pytest.raises(PluginSettingsError, match=message):
@@ -292,8 +318,10 @@ class TestSettings:
 
     def test_an_int_is_a_float_but_a_bool_is_no_int(self, system):
         """TOML `delay = 1` fills a float setting; `true` does not fill an int one."""
+
         class Typed(PluginActor):
             defaults = {"delay": 1.5, "count": 2}
+
         assert system.plugins.start(Typed, {"delay": 1}).settings["delay"] == 1
         with pytest.raises(PluginSettingsError, match="'count' must be int"):
             system.plugins.start(type("Typed2", (Typed,), {}), {"count": True})
@@ -311,11 +339,20 @@ class TestLoader:
         """module:Class resolves to the class."""
         assert load_class(Wanted("tests.support.plugin_fixtures:Echo", "--plugin")) is Echo
 
-    @pytest.mark.parametrize("spec, message", [
-        ("no_such_module_xyz:Thing", "cannot import: ModuleNotFoundError: No module named 'no_such_module_xyz'"),
-        ("tests.support.plugin_fixtures:Missing", "cannot import: AttributeError"),
-        ("tests.support.plugin_fixtures:NotAPlugin", "is not a subclass of actors.plugin.PluginActor"),
-    ])
+    @pytest.mark.parametrize(
+        "spec, message",
+        [
+            (
+                "no_such_module_xyz:Thing",
+                "cannot import: ModuleNotFoundError: No module named 'no_such_module_xyz'",
+            ),
+            ("tests.support.plugin_fixtures:Missing", "cannot import: AttributeError"),
+            (
+                "tests.support.plugin_fixtures:NotAPlugin",
+                "is not a subclass of actors.plugin.PluginActor",
+            ),
+        ],
+    )
     def test_load_errors_are_one_line(self, spec, message):
         """A spec that does not name a PluginActor: PluginError naming the plugin, on one line."""
         with pytest.raises(PluginError) as err:
@@ -326,13 +363,17 @@ class TestLoader:
     def test_a_plugin_that_raises_while_starting_is_a_plugin_error(self, system):
         """on_started raising at start-up: PluginError with the exception on one line."""
         config = Config(plugins=("tests.support.plugin_fixtures:FailsToStart",))
-        with pytest.raises(PluginError, match="failed to start: ConnectionError: cannot reach db.example:5432"):
+        with pytest.raises(
+            PluginError, match="failed to start: ConnectionError: cannot reach db.example:5432"
+        ):
             start_plugins(system, config)
 
     def test_start_plugins_passes_each_its_settings(self, system):
         """config.plugin_settings[spec] reaches the plugin of that spec."""
-        config = Config(plugins=("tests.support.plugin_fixtures:Echo",),
-                        plugin_settings={"tests.support.plugin_fixtures:Echo": {"nick": "parrot", "rooms": []}})
+        config = Config(
+            plugins=("tests.support.plugin_fixtures:Echo",),
+            plugin_settings={"tests.support.plugin_fixtures:Echo": {"nick": "parrot", "rooms": []}},
+        )
         (echo,) = start_plugins(system, config)
         assert echo.settings["nick"] == "parrot"
         wait_for(lambda: echo.nick == "parrot")
@@ -384,7 +425,8 @@ class TestOperatorTrust:
         wait_for(lambda: not system.plugins.running())
         node = system.describe()["actors"]
         assert node["plugins_given_up"] == (
-            "tests.support.plugin_fixtures:Boom: RuntimeError('boom, as asked')")
+            "tests.support.plugin_fixtures:Boom: RuntimeError('boom, as asked')"
+        )
         assert boom.actor_id not in {c["id"] for c in node["children"]}
 
     def test_a_taken_nick_fails_the_start_and_leaves_nothing(self, system):
@@ -421,6 +463,7 @@ class TestOperatorTrust:
                 p.set_timer("t", delay)
             except ValueError as exc:
                 errors.append(exc)
+
         act(rec, arm)
         wait_for(lambda: errors)
         assert "set_timer('t'" in str(errors[0]) and not rec._timers
@@ -437,21 +480,31 @@ class TestDisabling:
 
     def entry_point(self, name: str, value: str) -> Any:
         from importlib.metadata import EntryPoint
+
         return EntryPoint(name, value, "hubbub.actors")
 
     def test_disabled_by_entry_point_name_or_spec(self, monkeypatch):
         """Both the entry point's name and its module:Class disable it; the others still run."""
         from hubbub import plugins as loader
-        eps = [self.entry_point("greeter", "tests.support.plugin_fixtures:Echo"),
-               self.entry_point("rec", "tests.support.plugin_fixtures:Recorder")]
+
+        eps = [
+            self.entry_point("greeter", "tests.support.plugin_fixtures:Echo"),
+            self.entry_point("rec", "tests.support.plugin_fixtures:Recorder"),
+        ]
         monkeypatch.setattr(loader.metadata, "entry_points", lambda group: eps)
         assert [w.spec for w in loader.wanted(Config())] == [
-            "tests.support.plugin_fixtures:Echo", "tests.support.plugin_fixtures:Recorder"]
+            "tests.support.plugin_fixtures:Echo",
+            "tests.support.plugin_fixtures:Recorder",
+        ]
         assert [w.spec for w in loader.wanted(Config(disable_plugins=("greeter",)))] == [
-            "tests.support.plugin_fixtures:Recorder"]
-        assert [w.spec for w in loader.wanted(
-            Config(disable_plugins=("tests.support.plugin_fixtures:Recorder",)))] == [
-            "tests.support.plugin_fixtures:Echo"]
+            "tests.support.plugin_fixtures:Recorder"
+        ]
+        assert [
+            w.spec
+            for w in loader.wanted(
+                Config(disable_plugins=("tests.support.plugin_fixtures:Recorder",))
+            )
+        ] == ["tests.support.plugin_fixtures:Echo"]
 
 
 class TestPublicNames:
@@ -461,6 +514,7 @@ class TestPublicNames:
         """Each name in __all__ of the two public modules exists."""
         import hubbub.plugin
         import hubbub.testing
+
         for module in (hubbub.plugin, hubbub.testing):
             assert module.__all__ and all(hasattr(module, name) for name in module.__all__)
 
@@ -468,6 +522,7 @@ class TestPublicNames:
         """`from actors.plugin import PluginActor` (deprecated) gives the very same classes."""
         import actors.plugin
         import hubbub.plugin
+
         assert actors.plugin.PluginActor is hubbub.plugin.PluginActor
         assert actors.plugin.PluginSettingsError is hubbub.plugin.PluginSettingsError
         assert actors.plugin.kinds is hubbub.plugin.kinds

@@ -39,14 +39,22 @@ class Fixture:
         self.store = RecordingActor.spawn("store")
         self.watcher = RecordingActor.spawn("watcher")
         self.observers = Observers()
-        self.room = RoomActor.spawn("lobby", history or RoomHistory(keep), self.directory.actor_ref,
-                                    clock=self.clock, store=self.store.actor_ref, observers=self.observers)
+        self.room = RoomActor.spawn(
+            "lobby",
+            history or RoomHistory(keep),
+            self.directory.actor_ref,
+            clock=self.clock,
+            store=self.store.actor_ref,
+            observers=self.observers,
+        )
         self.users: dict[str, tuple[RecordingActor, RecordingConn]] = {}
 
     def tell(self, message: Any) -> Any:
         return self.room.actor_ref.ask(message, timeout=2.0)
 
-    def join(self, session: str, nick: str, since: int | None = None, conn: bool = True) -> RecordingConn:
+    def join(
+        self, session: str, nick: str, since: int | None = None, conn: bool = True
+    ) -> RecordingConn:
         user = RecordingActor.spawn(session)
         rec = RecordingConn()
         self.users[session] = (user, rec)
@@ -58,7 +66,13 @@ class Fixture:
         self.tell(RoomSay(session, user.actor_ref, nick, text, client_id, self.clock.wall()))
 
     def actors(self) -> list[Any]:
-        return [self.room, self.directory, self.store, self.watcher, *(u for u, _c in self.users.values())]
+        return [
+            self.room,
+            self.directory,
+            self.store,
+            self.watcher,
+            *(u for u, _c in self.users.values()),
+        ]
 
 
 @pytest.fixture
@@ -78,8 +92,15 @@ class TestJoin:
     def test_joined_goes_on_the_outbox_and_the_user_gets_the_ref(self, fx):
         """A member with a connection gets `joined` on it; its actor gets JoinedRoom(payload None)."""
         alice = fx.join("s1", "alice")
-        assert alice.of("joined") == [{"type": "joined", "room": "lobby", "members": ["alice"],
-                                       "history": [], "complete": True}]
+        assert alice.of("joined") == [
+            {
+                "type": "joined",
+                "room": "lobby",
+                "members": ["alice"],
+                "history": [],
+                "complete": True,
+            }
+        ]
         settle()
         (joined,) = fx.users["s1"][0].of(JoinedRoom)
         assert (joined.room, joined.ref, joined.payload) == ("lobby", fx.room.actor_ref, None)
@@ -89,12 +110,16 @@ class TestJoin:
         fx.observers.subscribe(fx.watcher.actor_ref, rooms=True)
         alice = fx.join("s1", "alice")
         bob = fx.join("s2", "bob")
-        assert alice.of("presence") == [{"type": "presence", "room": "lobby", "event": "join", "nick": "bob"}]
+        assert alice.of("presence") == [
+            {"type": "presence", "room": "lobby", "event": "join", "nick": "bob"}
+        ]
         assert bob.of("presence") == []
         assert bob.of("joined")[0]["members"] == ["alice", "bob"]
         settle()
-        assert fx.watcher.of(RoomPresence) == [RoomPresence("lobby", "join", "alice"),
-                                               RoomPresence("lobby", "join", "bob")]
+        assert fx.watcher.of(RoomPresence) == [
+            RoomPresence("lobby", "join", "alice"),
+            RoomPresence("lobby", "join", "bob"),
+        ]
 
     def test_a_member_without_a_connection_gets_the_frame_as_a_message(self, fx):
         """Plugins have no outbox: JoinedRoom carries the encoded `joined`, later frames come as Deliver."""
@@ -127,7 +152,12 @@ class TestSay:
         assert kinds[-2:] == ["ack", "message"]
         assert alice.of("ack") == [{"type": "ack", "id": "c1", "seq": 1}]
         (msg,) = bob.of("message")
-        assert (msg["from"], msg["text"], msg["seq"], msg["ts"]) == ("alice", "hi", 1, fx.clock.wall())
+        assert (msg["from"], msg["text"], msg["seq"], msg["ts"]) == (
+            "alice",
+            "hi",
+            1,
+            fx.clock.wall(),
+        )
 
     def test_seq_counts_up_and_each_message_is_persisted(self, fx):
         """seq 1, 2, 3 in order; the store is told each stored frame."""
@@ -136,7 +166,10 @@ class TestSay:
             fx.say("s1", "alice", text)
         settle()
         assert [(p.room, p.frame["seq"], p.frame["text"]) for p in fx.store.of(Persist)] == [
-            ("lobby", 1, "a"), ("lobby", 2, "b"), ("lobby", 3, "c")]
+            ("lobby", 1, "a"),
+            ("lobby", 2, "b"),
+            ("lobby", 3, "c"),
+        ]
 
     def test_a_member_without_a_connection_is_acked_by_message(self, fx):
         """A plugin's `say`: Acked to its actor, the message to the others."""
@@ -160,7 +193,9 @@ class TestSay:
         fx.join("s1", "alice")
         fx.say("s1", "alice", "hi")
         settle()
-        assert fx.watcher.of(RoomMessage) == [RoomMessage("lobby", "alice", "hi", 1, fx.clock.wall())]
+        assert fx.watcher.of(RoomMessage) == [
+            RoomMessage("lobby", "alice", "hi", 1, fx.clock.wall())
+        ]
 
     def test_without_subscribers_no_event_is_built(self, fx):
         """No subscriber: the room's list is the port's empty list."""
@@ -175,7 +210,12 @@ class TestLeaveRenameRetire:
         alice = fx.join("s1", "alice")
         bob = fx.join("s2", "bob")
         fx.tell(RoomLeave("s2"))
-        assert alice.of("presence")[-1] == {"type": "presence", "room": "lobby", "event": "leave", "nick": "bob"}
+        assert alice.of("presence")[-1] == {
+            "type": "presence",
+            "room": "lobby",
+            "event": "leave",
+            "nick": "bob",
+        }
         assert "s2" not in fx.room.outboxes
         fx.say("s1", "alice", "after")
         assert bob.of("message") == []
@@ -186,7 +226,10 @@ class TestLeaveRenameRetire:
         fx.join("s2", "bob")
         fx.tell(RoomRename("s2", "bob", "robert"))
         assert [(f["event"], f["nick"]) for f in alice.of("presence")] == [
-            ("join", "bob"), ("leave", "bob"), ("join", "robert")]
+            ("join", "bob"),
+            ("leave", "bob"),
+            ("join", "robert"),
+        ]
 
     def test_retire_returns_the_history_and_stops(self, fx):
         """Retire: RoomRetired(name, history) to the directory, then the room stops."""
@@ -215,8 +258,13 @@ class TestLastWords:
         """A room started with `restore` has the members and sends nobody anything."""
         alice = fx.join("s1", "alice")
         before = len(alice.frames)
-        fresh = RoomActor.spawn("lobby", fx.room.history, fx.directory.actor_ref, clock=fx.clock,
-                                restore=fx.room.last_words())
+        fresh = RoomActor.spawn(
+            "lobby",
+            fx.room.history,
+            fx.directory.actor_ref,
+            clock=fx.clock,
+            restore=fx.room.last_words(),
+        )
         try:
             assert list(fresh.members) == ["s1"] and len(alice.frames) == before
         finally:

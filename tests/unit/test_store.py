@@ -86,7 +86,11 @@ class TestStoreActor:
         store.actor_ref.tell(Persist("lobby", frame("lobby", 2, "b")))
         store.actor_ref.tell(LoadHistory("lobby", 5, asker.actor_ref))
         (loaded,) = wait_for(lambda: asker.of(HistoryLoaded))
-        assert (loaded.room, loaded.last_seq, [m["text"] for m in loaded.messages]) == ("lobby", 2, ["a", "b"])
+        assert (loaded.room, loaded.last_seq, [m["text"] for m in loaded.messages]) == (
+            "lobby",
+            2,
+            ["a", "b"],
+        )
 
     def test_a_buffered_batch_is_written_after_a_short_delay(self, actors):
         """One Persist: on disk after FLUSH_AFTER, with no further message."""

@@ -111,10 +111,16 @@ class TestUsers:
         assert alice.closed == (1011, "internal_error")
         wait_for(lambda: "alice" not in system.directory.nicks, what="the nick freed")
         sid = alice.frames[0]["session"]
-        wait_for(lambda: not [key for key in system.scheduler.timers._live if key[0] == sid],
-                 what="its timers cancelled")
-        wait_for(lambda: bob.of("presence")[-1:] == [
-            {"type": "presence", "room": "lobby", "event": "leave", "nick": "alice"}])
+        wait_for(
+            lambda: not [key for key in system.scheduler.timers._live if key[0] == sid],
+            what="its timers cancelled",
+        )
+        wait_for(
+            lambda: (
+                bob.of("presence")[-1:]
+                == [{"type": "presence", "room": "lobby", "event": "leave", "nick": "alice"}]
+            )
+        )
         assert system.counters.actor_failures["FragileUser"] == 1
         again = connect_user(system, "alice")
         assert again.of("profile_ok")
