@@ -8,8 +8,8 @@ to the package (import it from its module at your own risk).
 from .base import HubbubActor
 from .clock import Clock, MonotonicClock
 from .core.messages import Deliver, Kick
-from .plugin import PluginActor
 from .core.session import Limits, Session, Timeouts, UserState
+from .plugins.actor import PluginActor
 from .system import ActorSystem
 
 __all__ = [

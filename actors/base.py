@@ -54,7 +54,7 @@ from pykka.messages import _ActorStop
 
 from .core.messages import ChildFailed
 
-__all__ = ["HubbubActor", "HubbubRef", "Mailbox", "tell", "DRAIN_BATCH", "MAX_IDLE_RUNNERS"]
+__all__ = ["HubbubActor", "HubbubRef", "Mailbox", "publish", "tell", "DRAIN_BATCH", "MAX_IDLE_RUNNERS"]
 
 log = logging.getLogger("hubbub.actors")
 _pykka_log = logging.getLogger("pykka")  # what pykka's own loop logs to (the server tunes it)
@@ -370,6 +370,7 @@ class HubbubActor(pykka.ThreadingActor):
         node: dict[str, Any] = {
             "kind": self.kind,
             "id": self.actor_id,
+            # pykka types actor_inbox as its bare inbox protocol; ours is an Inbox, with qsize.
             "mailbox": self.actor_inbox.qsize(),  # type: ignore[attr-defined]
         }
         node.update(self.describe_fields())
@@ -393,17 +394,23 @@ class HubbubActor(pykka.ThreadingActor):
         self._detach()
         if self.parent is not None:
             try:
-                self.parent.actor_ref.tell(ChildFailed(self, exc))
+                self.parent.actor_ref.tell(ChildFailed(self, exc, self.last_words()))
             except pykka.ActorDeadError:
                 pass
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, ChildFailed):
-            return self.on_child_failed(message.child, message.error)
+            return self.on_child_failed(message.child, message.error, message.report)
         return super().on_receive(message)
 
-    def on_child_failed(self, child: HubbubActor, error: BaseException) -> None:
-        """Supervision policy for a failed child (override). Default: log it."""
+    def last_words(self) -> Any:
+        """What the parent needs after this actor failed (override): sent in ChildFailed.report,
+        so the parent never reads a failed child's fields."""
+        return None
+
+    def on_child_failed(self, child: HubbubActor, error: BaseException, report: Any = None) -> None:
+        """Supervision policy for a failed child (override); ``report`` is its last_words().
+        Default: log it."""
         log.error("%s %s failed: %r", child.kind, child.actor_id, error)
 
 
@@ -414,3 +421,10 @@ def tell(ref: Any, message: Any) -> bool:
         return True
     except pykka.ActorDeadError:
         return False
+
+
+def publish(subscribers: Any, message: Any) -> None:
+    """Tell every subscriber of an observer list (actors/core/observe.py).  Callers check
+    ``if subscribers:`` first, so that nobody subscribed costs nothing."""
+    for ref in subscribers:
+        tell(ref, message)

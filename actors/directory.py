@@ -12,15 +12,32 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core import codec
 from .base import HubbubActor, tell
+from .core import codec
 from .core.counters import Counters
 from .core.history import RoomHistory
 from .core.messages import (
-    ClaimNick, Deliver, DmResult, JoinRoom, Kick, KickNick, LeaveRoom, NickResult, Retire,
-    RoomJoin, RoomLeave, RoomMoved, RoomRename, RoomRetired, SendDm, UserGone,
+    ClaimNick,
+    Deliver,
+    DmResult,
+    HistoryLoaded,
+    JoinRoom,
+    Kick,
+    KickNick,
+    LeaveRoom,
+    LoadHistory,
+    NickResult,
+    Retire,
+    RoomJoin,
+    RoomLeave,
+    RoomMoved,
+    RoomRename,
+    RoomRetired,
+    SendDm,
+    UserGone,
 )
-from .room import RoomActor
+from .core.observe import Observers
+from .room import RoomActor, RoomState
 
 __all__ = ["DirectoryActor"]
 
@@ -46,19 +63,21 @@ class _Room:
 class DirectoryActor(HubbubActor):
     def __init__(self, history_size: int, parent: HubbubActor | None = None,
                  room_class: type[RoomActor] = RoomActor, counters: Counters | None = None,
-                 store: Any = None) -> None:
+                 store: Any = None, observers: Observers | None = None) -> None:
         super().__init__("directory", parent)
         self.history_size = history_size
         self.room_class = room_class
         self.counters = counters or Counters()
         self.store = store
-        """Optional HistoryStore (--store): rooms load their history from it."""
+        """Optional StoreActor ref (--store): rooms' history is loaded from it by message."""
+        self.observers = observers or Observers()
+        """The node's observer port, handed to every room."""
         self.nicks: dict[str, str] = {}
         """nick → session id."""
         self.users: dict[str, _User] = {}
         self.rooms: dict[str, _Room] = {}
         self.retiring: dict[str, list[JoinRoom]] = {}
-        """Rooms told to Retire: joins that arrive meanwhile wait here."""
+        """Rooms told to Retire, or whose history the store is loading: joins wait here."""
         self.dormant: OrderedDict[str, RoomHistory] = OrderedDict()
         self.restarts = 0
 
@@ -106,23 +125,28 @@ class DirectoryActor(HubbubActor):
         user = self.users.setdefault(msg.session, _User(msg.user, msg.nick))
         room = self.rooms.get(msg.room)
         if room is None:
-            history = self.dormant.pop(msg.room, None) or self._load(msg.room)
+            history = self.dormant.pop(msg.room, None)
+            if history is None and self.store is not None:
+                # The store reads SQLite in its own actor; this join waits for its answer.
+                self.retiring[msg.room] = [msg]
+                tell(self.store, LoadHistory(msg.room, self.history_size, self.actor_ref))
+                return
+            if history is None:
+                history = RoomHistory(self.history_size)
             room = self.rooms[msg.room] = _Room(self._start_room(msg.room, history))
         room.members[msg.session] = msg.nick
         user.rooms.add(msg.room)
         tell(room.actor.actor_ref, RoomJoin(msg.session, msg.user, msg.nick, msg.since, msg.outbox, msg.epoch))
 
-    def _load(self, name: str) -> RoomHistory:
-        if self.store is None:
-            return RoomHistory(self.history_size)
-        last_seq, messages = self.store.history.load(name, self.history_size)
-        return RoomHistory(self.history_size, last_seq, messages)
+    def _loaded(self, msg: HistoryLoaded) -> None:
+        self.dormant[msg.room] = RoomHistory(self.history_size, msg.last_seq, msg.messages)
+        self._replay(msg.room)
 
-    def _start_room(self, name: str, history: RoomHistory) -> RoomActor:
-        # The object, not a ref: the directory is its parent and takes its history on failure.
-        store_ref = self.store.actor_ref if self.store is not None else None
-        return self.room_class.spawn(name, history, self.actor_ref, parent=self,
-                                     counters=self.counters, store=store_ref, port=self.room_port(name))
+    def _start_room(self, name: str, history: RoomHistory, restore: RoomState | None = None) -> RoomActor:
+        # The object, not a ref: the directory is its parent (the tree in /debug).
+        return self.room_class.spawn(name, history, self.actor_ref, parent=self, counters=self.counters,
+                                     store=self.store, observers=self.observers, restore=restore,
+                                     port=self.room_port(name))
 
     def room_port(self, name: str) -> Any:
         """The port a new room gets (a cluster's directory gives a Redis one; actors/room.py)."""
@@ -132,6 +156,8 @@ class DirectoryActor(HubbubActor):
         user = self.users.get(msg.session)
         if user is not None:
             user.rooms.discard(msg.room)
+        if (waiting := self.retiring.get(msg.room)) is not None:  # left before its join ran
+            waiting[:] = [join for join in waiting if join.session != msg.session]
         self._remove_member(msg.room, msg.session)
 
     def _remove_member(self, name: str, session: str) -> None:
@@ -149,7 +175,11 @@ class DirectoryActor(HubbubActor):
         self.dormant.move_to_end(msg.room)
         while len(self.dormant) > DORMANT_ROOMS:
             self.dormant.popitem(last=False)
-        for join in self.retiring.pop(msg.room, []):
+        self._replay(msg.room)
+
+    def _replay(self, name: str) -> None:
+        """The room's history is back (retired or loaded): run the joins that waited for it."""
+        for join in self.retiring.pop(name, []):
             if join.session in self.users:  # not gone while it waited
                 self._join(join)
 
@@ -173,23 +203,21 @@ class DirectoryActor(HubbubActor):
 
     # --- supervision ----------------------------------------------------------------
 
-    def on_child_failed(self, child: HubbubActor, error: BaseException) -> None:
-        super().on_child_failed(child, error)
+    def on_child_failed(self, child: HubbubActor, error: BaseException, report: Any = None) -> None:
+        super().on_child_failed(child, error, report)
         self.counters.actor_failures[child.kind] += 1
-        if not isinstance(child, RoomActor):
+        if not isinstance(report, RoomState):
             return
-        room = self.rooms.get(child.name)
+        name, room = report.name, self.rooms.get(report.name)
         if room is None or room.actor is not child:
-            return
-        # Restart with members and history intact: the new room gets the old
-        # history object and every member re-added silently.
+            return  # retired meanwhile
+        # Restart with members and history intact, from what the room said as it failed:
+        # the new room gets the old history object and every member re-added silently.
         self.restarts += 1
-        fresh = self._start_room(child.name, child.history)
-        fresh.members = dict(child.members)
-        fresh.outboxes = dict(child.outboxes)
+        fresh = self._start_room(name, report.history, restore=report)
         room.actor = fresh
-        for ref, _nick in fresh.members.values():
-            tell(ref, RoomMoved(child.name, fresh.actor_ref))
+        for ref, _nick in report.members.values():
+            tell(ref, RoomMoved(name, fresh.actor_ref))
 
     _handlers: dict[type, Any] = {}
 
@@ -200,6 +228,7 @@ DirectoryActor._handlers = {
     JoinRoom: DirectoryActor._join,
     LeaveRoom: DirectoryActor._leave,
     RoomRetired: DirectoryActor._retired,
+    HistoryLoaded: DirectoryActor._loaded,
     SendDm: DirectoryActor._dm,
     KickNick: DirectoryActor._kick,
 }

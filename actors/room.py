@@ -14,26 +14,53 @@ The port decides *when*; the room's public methods below (``ack``, ``deliver``,
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
-from .core import codec
-from .base import HubbubActor, tell
+from .base import HubbubActor, publish, tell
 from .clock import Clock, MonotonicClock
+from .core import codec
 from .core.counters import Counters
 from .core.history import RoomHistory
 from .core.messages import (
-    Acked, Deliver, JoinedRoom, Persist, Retire, RoomJoin, RoomLeave, RoomMessage, RoomPresence,
-    RoomRename, RoomRetired, RoomSay,
+    Acked,
+    Deliver,
+    JoinedRoom,
+    Persist,
+    Retire,
+    RoomJoin,
+    RoomLeave,
+    RoomMessage,
+    RoomPresence,
+    RoomRename,
+    RoomRetired,
+    RoomSay,
 )
-from .plugin import publish, room_watchers
+from .core.observe import Observers
+from .core.outbox import Outbox
 
-__all__ = ["RoomActor"]
+__all__ = ["RoomActor", "RoomState"]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """What a failed room leaves its parent (ChildFailed.report): enough to restart it."""
+
+    name: str
+    """Room name."""
+    history: RoomHistory
+    """Its history, seq included."""
+    members: dict[str, tuple[Any, str]]
+    """session id → (member ref, nick)."""
+    outboxes: dict[str, Outbox]
+    """session id → outbox, for members with a connection."""
 
 
 class RoomActor(HubbubActor):
     def __init__(self, name: str, history: RoomHistory, directory: Any,
                  parent: HubbubActor | None = None, counters: Counters | None = None,
-                 clock: Clock | None = None, store: Any = None, port: Any = None) -> None:
+                 clock: Clock | None = None, store: Any = None, observers: Observers | None = None,
+                 restore: RoomState | None = None, port: Any = None) -> None:
         super().__init__(f"room:{name}", parent)
         self.name = name
         self.history = history
@@ -44,25 +71,30 @@ class RoomActor(HubbubActor):
         self.clock = clock or MonotonicClock()
         self.store = store
         """Optional StoreActor ref: every stored message is also told to it (--store)."""
-        self.outboxes: dict[str, Any] = {}
-        """session id → the member's connection, for members that have one (users)."""
-        self.watchers = room_watchers(self)
-        """Plugins watching every room (a live list, usually empty; actors/plugin.py)."""
+        self.outboxes: dict[str, Outbox] = {}
+        """session id → the member's outbox (write-only), for members that have a connection."""
+        if restore is not None:  # a restart after a failure: the members stay, silently
+            self.members, self.outboxes = dict(restore.members), dict(restore.outboxes)
+        self.watchers = (observers or Observers()).rooms
+        """Subscribers to every room's events (a live list, usually empty; actors/core/observe.py)."""
         self.port = port
         """The cluster's sequencer and mirror (actors/cluster/room.py), or None: this room
         sequences its messages itself, with its own RoomHistory."""
+        self.fanouts: deque[tuple[float, float, int]] = deque(maxlen=16)
+        """The last says: (wall time, seconds until every member was told, members) for /debug."""
 
     def on_start(self) -> None:
         if self.port is not None:
             self.port.attach(self)
-        self.fanouts: deque[tuple[float, float, int]] = deque(maxlen=16)
-        """The last says: (wall time, seconds until every member was told, members) for /debug."""
 
     def describe_fields(self) -> dict[str, Any]:
         fields = {"room": self.name, "members": len(self.members), "seq": self.history.last_seq}
         if self.port is not None:
             fields.update(self.port.describe())
         return fields
+
+    def last_words(self) -> RoomState:
+        return RoomState(self.name, self.history, dict(self.members), dict(self.outboxes))
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, RoomSay):

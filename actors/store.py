@@ -21,7 +21,7 @@ from typing import Any
 import gevent
 
 from .base import HubbubActor, tell
-from .core.messages import Persist
+from .core.messages import HistoryLoaded, LoadHistory, Persist
 
 __all__ = ["HistoryStore", "StoreActor"]
 
@@ -129,6 +129,11 @@ class StoreActor(HubbubActor):
             return None
         if isinstance(message, _Flush):
             self._flush()
+            return None
+        if isinstance(message, LoadHistory):
+            # Reading is the store's job too: the directory never runs SQLite itself.
+            last_seq, messages = self.history.load(message.room, message.keep)
+            tell(message.reply_to, HistoryLoaded(message.room, last_seq, messages))
             return None
         return super().on_receive(message)
 

@@ -5,7 +5,7 @@
     ├── DirectoryActor          nicks, rooms index
     │   └── RoomActor ...       one per room with members
     ├── UserActor ...           one per connection
-    └── PluginActor ...         extra actor types (--plugin, actors/plugin.py)
+    └── PluginActor ...         extra actor types (--plugin, actors/plugins/)
 
 The edge never reaches into an actor's state to change it: it starts a
 UserActor per connection, ``ask``s the directory (with a timeout) to kick, and
@@ -27,12 +27,14 @@ import pykka
 from .base import HubbubActor, tell
 from .clock import Clock, MonotonicClock
 from .core.counters import Counters
-from .directory import DirectoryActor
 from .core.messages import CancelOwner, KickNick, Shutdown, UserGone
-from .plugin import PluginActor, PluginHub
+from .core.observe import Observers
+from .core.session import Limits, Timeouts, UserState
+from .directory import DirectoryActor
+from .plugins.actor import PluginReport
+from .plugins.hub import PluginHub
 from .room import RoomActor
 from .scheduler import SchedulerActor
-from .core.session import Limits, Timeouts, UserState
 from .store import StoreActor
 from .user import UserActor
 
@@ -53,24 +55,26 @@ class NodeActor(HubbubActor):
         self.directory: DirectoryActor | None = None
         self.counters: Counters | None = None
         self.plugins: PluginHub | None = None
-        """Rooms and users find the plugin lists here (actors/plugin.py)."""
+        """The node's plugins (actors/plugins/hub.py): it supervises them."""
 
     def describe_fields(self) -> dict[str, Any]:
-        return {"uptime": round(time.time() - self.started, 1)}
+        fields: dict[str, Any] = {"uptime": round(time.time() - self.started, 1)}
+        if self.plugins is not None and (given_up := self.plugins.describe_given_up()):
+            fields["plugins_given_up"] = given_up  # stopped for good: still visible, with why
+        return fields
 
-    def on_child_failed(self, child: HubbubActor, error: BaseException) -> None:
-        super().on_child_failed(child, error)
+    def on_child_failed(self, child: HubbubActor, error: BaseException, report: Any = None) -> None:
+        super().on_child_failed(child, error, report)
         if self.counters is not None:
             self.counters.actor_failures[child.kind] += 1
-        if isinstance(child, UserActor):
+        if isinstance(report, UserGone):
             # Policy: a failing user is closed (1011, done by the user itself) and
-            # forgotten everywhere else; nobody else notices.
-            sid = child.session.session_id
+            # forgotten everywhere else, from what it reported; nobody else notices.
             assert self.scheduler is not None and self.directory is not None
-            tell(self.scheduler.actor_ref, CancelOwner(sid, tuple(child.session.timers)))
-            tell(self.directory.actor_ref, UserGone(sid))
-        elif isinstance(child, PluginActor) and self.plugins is not None:
-            self.plugins.child_failed(child, error)  # restart, or stop after repeated failures
+            tell(self.scheduler.actor_ref, CancelOwner(report.session, report.timers))
+            tell(self.directory.actor_ref, UserGone(report.session))
+        elif isinstance(report, PluginReport) and self.plugins is not None:
+            self.plugins.child_failed(report, error)  # restart, or stop after repeated failures
         else:
             # The scheduler and the directory hold everyone's state: without them
             # the node cannot keep its promises.  Fail loudly.
@@ -93,9 +97,12 @@ class ActorSystem:
         self.limits = limits or Limits()
         self.user_class = user_class
         self.counters = Counters()
+        self.observers = Observers()
+        """The core's observer port: rooms and users publish, plugins subscribe."""
         self.node: NodeActor = NodeActor.spawn()
         self.node.counters = self.counters
-        directory_class, cluster_option = DirectoryActor, {}
+        directory_class: type[DirectoryActor] = DirectoryActor
+        cluster_option: dict[str, Any] = {}
         self.cluster: Any = None
         """The ClusterActor (the link to Redis) with --redis (actors/cluster/), else None."""
         if redis is not None:
@@ -109,14 +116,15 @@ class ActorSystem:
         self.store: StoreActor | None = StoreActor.spawn(store, history, parent=self.node) if store else None
         self.scheduler: SchedulerActor = SchedulerActor.spawn(self.clock, parent=self.node, counters=self.counters)
         self.directory: DirectoryActor = directory_class.spawn(
-            history, parent=self.node, room_class=room_class, counters=self.counters, store=self.store,
-            **cluster_option)
+            history, parent=self.node, room_class=room_class, counters=self.counters,
+            store=self.store.actor_ref if self.store else None, observers=self.observers, **cluster_option)
         self.node.scheduler, self.node.directory = self.scheduler, self.directory
         if self.cluster is not None:
             self.cluster.directory = self.directory.actor_ref
             self.cluster.first_up.wait(cluster.STARTUP_WAIT)  # else it starts alone and keeps trying
         self.plugins = PluginHub(self.node, self.scheduler.actor_ref, self.directory.actor_ref,
-                                 self.clock, self.node.started)
+                                 self.clock, self.node.started, self.observers,
+                                 shared_nicks=self.cluster is not None)
         self.node.plugins = self.plugins
 
     # --- users ----------------------------------------------------------------------
@@ -127,7 +135,7 @@ class ActorSystem:
         sid = secrets.token_hex(8)
         user = self.user_class.spawn(sid, conn, self.timeouts, self.clock, self.scheduler.actor_ref,
                                      self.directory.actor_ref, parent=self.node, events=self.events,
-                                     limits=self.limits, counters=self.counters)
+                                     limits=self.limits, counters=self.counters, observers=self.observers)
         user.attach(conn)
         return user.actor_ref
 
@@ -151,6 +159,7 @@ class ActorSystem:
     def stats(self) -> dict[str, Any]:
         states = Counter(u.session.state.value for u in self.users())
         actors = self._walk(self.node)
+        # pykka types actor_inbox as its bare inbox protocol; ours is an Inbox, with qsize.
         depths = [a.actor_inbox.qsize() for a in actors]  # type: ignore[attr-defined]
         return {
             "users": sum(states.values()),

@@ -20,18 +20,46 @@ import logging
 import re
 from typing import Any
 
-from .core import codec
-from .base import HubbubActor, tell
+from .base import HubbubActor, publish, tell
 from .clock import Clock
+from .core import codec
 from .core.counters import Counters
 from .core.messages import (
-    Cancel, ClientFrame, CancelOwner, ClaimNick, ConnectionLost, JoinRoom, LeaveRoom, Overflow, PongFrame,
-    RoomSay, Schedule, SendDm, UserGone, UserConnected, UserDisconnected, UserProfiled,
+    Cancel,
+    CancelOwner,
+    ClaimNick,
+    ClientFrame,
+    ConnectionLost,
+    JoinRoom,
+    LeaveRoom,
+    Overflow,
+    PongFrame,
+    RoomSay,
+    Schedule,
+    SendDm,
+    UserConnected,
+    UserDisconnected,
+    UserGone,
+    UserProfiled,
 )
-from .plugin import publish, user_watchers
+from .core.observe import Observers
+from .core.outbox import Outbox
 from .core.session import (
-    Arm, ClaimNickFx, Close, Disarm, DmFx, Finish, JoinRoomFx, LeaveRoomFx, Limits, Opened, SayFx,
-    Send, SendRaw, Session, Timeouts,
+    Arm,
+    ClaimNickFx,
+    Close,
+    Disarm,
+    DmFx,
+    Finish,
+    JoinRoomFx,
+    LeaveRoomFx,
+    Limits,
+    Opened,
+    SayFx,
+    Send,
+    SendRaw,
+    Session,
+    Timeouts,
 )
 
 __all__ = ["UserActor"]
@@ -51,9 +79,11 @@ class UserActor(HubbubActor):
     def __init__(self, session_id: str, conn: Any, timeouts: Timeouts, clock: Clock,
                  scheduler: Any, directory: Any, parent: HubbubActor | None = None,
                  events: Any = None, limits: Limits | None = None,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None, observers: Observers | None = None) -> None:
         super().__init__(session_id, parent)
         self.conn = conn
+        self.outbox = Outbox(conn)
+        """What rooms get of the connection: send_text and backlog, nothing else."""
         self.clock = clock
         self.scheduler = scheduler
         self.directory = directory
@@ -64,8 +94,8 @@ class UserActor(HubbubActor):
         self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits())
         self.timeline = self.counters.timelines.open()
         """The last notable events and the transitions they caused (/debug/actors/<id>)."""
-        self.watchers = user_watchers(self)
-        """Plugins told about this user's life (a live list, usually empty; actors/plugin.py)."""
+        self.watchers = (observers or Observers()).users
+        """Subscribers told about this user's life (a live list, usually empty; actors/core/observe.py)."""
 
     # --- the debug tree -------------------------------------------------------------
 
@@ -175,7 +205,7 @@ class UserActor(HubbubActor):
                 tell(self.directory, ClaimNick(s.session_id, self.actor_ref, fx.nick))
             elif kind is JoinRoomFx:
                 tell(self.directory, JoinRoom(s.session_id, self.actor_ref, s.nick or "", fx.room, fx.since,
-                                              self.conn, fx.epoch))
+                                              self.outbox, fx.epoch))
             elif kind is LeaveRoomFx:
                 tell(self.directory, LeaveRoom(s.session_id, fx.room))
             elif kind is DmFx:
@@ -215,6 +245,10 @@ class UserActor(HubbubActor):
     def on_stop(self) -> None:
         self._gone()
         super().on_stop()
+
+    def last_words(self) -> Any:
+        # The node frees the timers and the nick of a failed user from this (system.py).
+        return UserGone(self.session.session_id, tuple(self.session.timers))
 
     def on_failure(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # Contained: only this connection closes (1011); the parent cleans up the

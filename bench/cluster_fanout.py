@@ -81,7 +81,7 @@ class Node:
         self.log = open(os.devnull, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "server.py", "--port", "0", *LIFTED, *flags],
                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: never None
         match = re.match(r"hubbub listening on http://([^:]+):(\d+)", line)
         if not match:
             self.stop()

@@ -107,7 +107,7 @@ class ServerProcess:
 
     def rss_kb(self) -> int:
         status = Path(f"/proc/{self.pid}/status").read_text()
-        return int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+        return int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]  # the kernel always writes this line
 
     def cpu_seconds(self) -> float:
         """User + system time of the whole process (every thread), in seconds."""
@@ -121,7 +121,7 @@ class ServerProcess:
     def nofile(self) -> int:
         """The server's soft open-file limit."""
         limits = Path(f"/proc/{self.pid}/limits").read_text()
-        return int(re.search(r"^Max open files\s+(\d+)", limits, re.M).group(1))  # type: ignore[union-attr]
+        return int(re.search(r"^Max open files\s+(\d+)", limits, re.M).group(1))  # type: ignore[union-attr]  # the kernel always writes this line
 
     def alive(self) -> bool:
         return self.proc.poll() is None

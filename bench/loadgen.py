@@ -192,7 +192,7 @@ class Worker:
             c.wbuf += data
             return
         try:
-            n = c.sock.send(data)  # type: ignore[union-attr]
+            n = c.sock.send(data)  # type: ignore[union-attr]  # only connected clients (sock set) are polled
         except (BlockingIOError, InterruptedError):
             n = 0
         except OSError as exc:
@@ -203,7 +203,7 @@ class Worker:
 
     def writable(self, c: Conn) -> None:
         if c.state == CONNECTING:
-            err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]
+            err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # type: ignore[union-attr]  # only connected clients (sock set) are polled
             if err:
                 return self.fail(c, f"connect: {os.strerror(err)}")
             c.state = UPGRADING
@@ -216,7 +216,7 @@ class Worker:
 
     def readable(self, c: Conn) -> None:
         try:
-            data = c.sock.recv(65536)  # type: ignore[union-attr]
+            data = c.sock.recv(65536)  # type: ignore[union-attr]  # only connected clients (sock set) are polled
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -250,7 +250,7 @@ class Worker:
         place and counts messages without copying them; anything but a short text frame
         that is a message or a ping goes the general way."""
         try:
-            buf = c.sock.recv(65536)  # type: ignore[union-attr]
+            buf = c.sock.recv(65536)  # type: ignore[union-attr]  # only connected clients (sock set) are polled
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:

@@ -141,14 +141,14 @@ class Chat:
 
     def ping(self, user: User) -> None:
         self.send(user, {"type": "ping", "ts": time.time()})
-        user.ping_h = self.loop.call_later(self.t["ping"], self.ping, user)  # type: ignore[union-attr]
+        user.ping_h = self.loop.call_later(self.t["ping"], self.ping, user)  # type: ignore[union-attr]  # loop is set in run() before any user; handles only while armed
 
     def pong_due(self, user: User) -> None:
-        idle = self.loop.time() - user.last_pong  # type: ignore[union-attr]
+        idle = self.loop.time() - user.last_pong  # type: ignore[union-attr]  # loop is set in run() before any user; handles only while armed
         if idle >= self.t["pong"]:
             self.disconnect(user, "pong_timeout")
         else:  # a pong came meanwhile: check again when the latest one runs out
-            user.pong_h = self.loop.call_later(self.t["pong"] - idle, self.pong_due, user)  # type: ignore[union-attr]
+            user.pong_h = self.loop.call_later(self.t["pong"] - idle, self.pong_due, user)  # type: ignore[union-attr]  # loop is set in run() before any user; handles only while armed
 
     # --- frames -----------------------------------------------------------------------
 
@@ -171,7 +171,7 @@ class Chat:
         elif kind == "say":
             self.say(user, msg)
         elif kind == "pong":
-            user.last_pong = self.loop.time()  # type: ignore[union-attr]
+            user.last_pong = self.loop.time()  # type: ignore[union-attr]  # loop is set in run() before any user; handles only while armed
         elif kind == "ping":
             self.send(user, {"type": "pong", "ts": time.time()})
         elif kind == "profile":
@@ -188,12 +188,12 @@ class Chat:
     def hello(self, user: User) -> None:
         loop, t = self.loop, self.t
         user.state = CONNECTED
-        user.hello_h.cancel()  # type: ignore[union-attr]
+        user.hello_h.cancel()  # type: ignore[union-attr]  # loop is set in run() before any user; handles only while armed
         user.hello_h = None
-        user.last_pong = loop.time()  # type: ignore[union-attr]
+        user.last_pong = loop.time()  # type: ignore[union-attr]  # loop is set in run() before any user; handles only while armed
         self.send(user, {"type": "welcome", "protocol": 1, "session": user.session, "timeouts": t})
-        user.ping_h = loop.call_later(t["ping"], self.ping, user)  # type: ignore[union-attr]
-        user.pong_h = loop.call_later(t["pong"], self.pong_due, user)  # type: ignore[union-attr]
+        user.ping_h = loop.call_later(t["ping"], self.ping, user)  # type: ignore[union-attr]  # loop is set in run() before any user; handles only while armed
+        user.pong_h = loop.call_later(t["pong"], self.pong_due, user)  # type: ignore[union-attr]  # loop is set in run() before any user; handles only while armed
 
     def profile(self, user: User, msg: dict[str, Any]) -> None:
         nick = msg.get("nick")
@@ -208,7 +208,7 @@ class Chat:
         user.nick = nick
         if user.state == CONNECTED:
             user.state = IN_CHAT
-            user.profile_h.cancel()  # type: ignore[union-attr]
+            user.profile_h.cancel()  # type: ignore[union-attr]  # loop is set in run() before any user; handles only while armed
             user.profile_h = None
         self.send(user, {"type": "profile_ok", "nick": nick})
 
@@ -222,7 +222,7 @@ class Chat:
         if room is None:
             room = self.rooms[name] = Room(name, self.keep)
         fresh = user not in room.members
-        room.members[user] = user.nick  # type: ignore[assignment]
+        room.members[user] = user.nick  # type: ignore[assignment]  # a user in a room has a nick (profile before join)
         user.rooms[name] = room
         history, complete = list(room.history), True
         if isinstance(since, int):
@@ -231,7 +231,7 @@ class Chat:
         self.send(user, {"type": "joined", "room": name, "members": sorted(set(room.members.values())),
                          "history": history, "complete": complete})
         if fresh:
-            self.presence(room, "join", user.nick, user)  # type: ignore[arg-type]
+            self.presence(room, "join", user.nick, user)  # type: ignore[arg-type]  # a user in a room has a nick (profile before join)
 
     def presence(self, room: Room, event: str, nick: str, skip: User | None) -> None:
         frame = _dumps({"type": "presence", "room": room.name, "event": event, "nick": nick})
@@ -240,7 +240,7 @@ class Chat:
     def say(self, user: User, msg: dict[str, Any]) -> None:
         if user.state != IN_CHAT:
             return self.error(user, "not_ready", "`say` needs a profile")
-        room, text, cid = user.rooms.get(msg.get("room")), msg.get("text"), msg.get("id")  # type: ignore[arg-type]
+        room, text, cid = user.rooms.get(msg.get("room")), msg.get("text"), msg.get("id")  # type: ignore[arg-type]  # a user in a room has a nick (profile before join)
         if room is None:
             return self.error(user, "not_in_room", "join the room first")
         if not isinstance(text, str) or not text or (cid is not None and not isinstance(cid, str)):

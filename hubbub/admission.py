@@ -442,7 +442,7 @@ class AdmissionHandler(HardenedHandler):
     def check_upgrade(self, environ: dict[str, Any]) -> str | None:
         origin = environ.get("HTTP_ORIGIN")
         if not self.origins.allows(origin, environ.get("HTTP_HOST")):
-            self._refusal = (f"Origin {origin[:200]!r} is not allowed", [])
+            self._refusal = (f"Origin {str(origin)[:200]!r} is not allowed", [])
             return "403 Forbidden"
         ip = environ.get("REMOTE_ADDR") or ""
         why = self.limits.admit(ip, self.clock.monotonic(), metered=not self.rate_exempt(ip))

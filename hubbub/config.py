@@ -45,6 +45,8 @@ class Config:
     store: str | None = None  #: SQLite file for durable history; None: memory only
     log_format: str = "text"  #: "text" or "json"
     plugins: tuple[str, ...] = ()  #: extra actor types "module:Class" (flag --plugin)
+    #: entry-point names (or module:Class) not to start (flag --disable-plugin)
+    disable_plugins: tuple[str, ...] = ()
     #: from TOML tables [plugins."module:Class"]; plain dicts so that a Config pickles for
     #: worker processes, hence not frozen (treat as read-only) and left out of the hash
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
@@ -82,8 +84,9 @@ class ConfigError(ValueError):
 
 # Converters take a raw value (a str from a flag or env var, a native value from TOML)
 # and return the typed value or raise ValueError with the problem; the caller adds where.
-def _number(kind: type, lo: float, hi: float = math.inf, above: bool = False) -> Callable:
+def _number(kind: type[int] | type[float], lo: float, hi: float = math.inf, above: bool = False) -> Callable:
     def convert(v: Any) -> Any:
+        x: Any
         try:  # exact type test: bool is an int, and `port = true` must not become port 1
             x = kind(v) if isinstance(v, str) or (kind is float and type(v) is int) else v
         except ValueError:
@@ -110,6 +113,8 @@ def _text(ok: Callable[[str], bool] = bool, problem: str = "") -> Callable[[Any]
 
 
 _PLUGIN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+# --disable-plugin takes an entry point's name (in practice [\w.-]+) or a module:Class.
+_PLUGIN_NAME = re.compile(r"[\w.-]+|" + _PLUGIN.pattern)
 # scheme://host[:port] and nothing more: an Origin header has no path, not even "/"
 # (RFC 6454 section 6.1), so anything else could never match and is a typo to report.
 _ORIGIN = re.compile(r"\*|[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[^\]\[\s/?#@:]+)(:\d{1,5})?", re.I)
@@ -162,6 +167,7 @@ _KINDS: dict[str, Callable[[Any], Any]] = {
     "origins": _origins,
     "hosts": _hosts,
     "module:Class": _listed(_PLUGIN, "module:Class"),
+    "plugin-names": _listed(_PLUGIN_NAME, "an entry-point name or module:Class"),
 }
 # The contract's "Running" table, one row per option: flag name (also the TOML key and
 # HUBBUB_<NAME>), kind (how the value is parsed and checked), metavar, and --help text.
@@ -188,6 +194,7 @@ keyfile          file          FILE          private key for --certfile
 store            str           FILE          SQLite file for durable room history (seq and since survive a restart)
 log-format       text|json     {text,json}   text or json: one line per connect and disconnect (session, nick, reason, duration)
 plugin           module:Class  MODULE:CLASS  repeatable: load an extra actor type (also the hubbub.actors entry points)
+disable-plugin   plugin-names  NAME          repeatable: do not start this installed entry point (its name, or module:Class)
 header-timeout   float>0       SECONDS       the request line and headers must arrive within this, else the socket is closed
 keepalive-timeout float>0      SECONDS       an idle keep-alive HTTP connection is closed after this
 max-header-bytes int>=1        BYTES         request line + headers larger than this -> HTTP 431
@@ -202,10 +209,12 @@ admin-hosts      hosts         NAMES         comma-separated Host names /admin a
 """
 _ROWS = [line.split(None, 3) for line in _TABLE.strip().splitlines()]
 _OPTIONS = {name: (_KINDS[kind], metavar, text) for name, kind, metavar, text in _ROWS}
-_FIELD = {name: "plugins" if name == "plugin" else name.replace("-", "_") for name in _OPTIONS}
+_LISTS = {"plugin": "plugins", "disable-plugin": "disable_plugins"}  # repeatable flags
+_FIELD = {name: _LISTS.get(name, name.replace("-", "_")) for name in _OPTIONS}
 
 
 class _Parser(argparse.ArgumentParser):
+    # argparse declares error() -> NoReturn; this one never returns either (it raises).
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse would print usage and exit 2; callers want one exception type for every
         # bad option. --help still exits 0, through print_help() and exit().
@@ -213,7 +222,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    epilog = """Every option also comes from HUBBUB_<NAME> (HUBBUB_PLUGIN comma-separated) and
+    epilog = """Every option also comes from HUBBUB_<NAME> (the lists HUBBUB_PLUGIN and
+        HUBBUB_DISABLE_PLUGIN comma-separated) and
         the --config file. Flag beats env beats file beats default. Durations may be fractional."""
     # allow_abbrev=False: a flag prefix that works today would break when a flag is added.
     p = _Parser(
@@ -224,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
         if (default := getattr(Config, _FIELD[name])) not in (None, ()):
             text += f" (default: {default})"
         # argparse's default None, never the real default: "not given" lets env and file fill in.
-        action = "append" if name == "plugin" else "store"
+        action = "append" if name in _LISTS else "store"
         p.add_argument(f"--{name}", dest=_FIELD[name], metavar=metavar, help=text, action=action)
     return p
 
@@ -245,11 +255,24 @@ def _read_file(path: str, where: str) -> tuple[dict[str, tuple[Any, str]], dict[
         if name in raw:
             raise ConfigError(f"{path}: {key!r} is given twice, with dashes and with underscores")
         raw[name] = (value, f"{key} in {path}")
-    if not isinstance(table, dict) or not all(
-        _PLUGIN.fullmatch(spec) and isinstance(s, dict) for spec, s in table.items()
-    ):
+    if not isinstance(table, dict):
         raise ConfigError(f'plugins in {path}: must be tables like [plugins."module:Class"]')
+    for name, settings in table.items():
+        where = f'[plugins."{name}"] in {path}'
+        if not _PLUGIN.fullmatch(name):
+            raise ConfigError(f"{where}: settings tables are keyed by module:Class; {_entry_point_hint(name)}")
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{where}: must be a table of settings (got {settings!r})")
     return raw, table
+
+
+def _entry_point_hint(name: str) -> str:
+    """What to write instead of an entry point's name (the one place config reads metadata)."""
+    from importlib import metadata
+
+    for ep in metadata.entry_points(group="hubbub.actors", name=name):
+        return f'the entry point {name!r} is [plugins."{ep.value.replace(" ", "")}"]'
+    return f"no installed hubbub.actors entry point is named {name!r} either"
 
 
 def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:

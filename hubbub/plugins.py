@@ -10,12 +10,20 @@ Which plugins run:
       [project.entry-points."hubbub.actors"]
       greeter = "mypackage.greeter:Greeter"
 
-Each one gets the settings table ``[plugins."module:Class"]`` of the TOML file.
+  except those named by ``--disable-plugin NAME`` (the entry point's name, or its
+  ``module:Class``): the way to keep an installed package's plugin from running
+  without uninstalling the package.
+
+Each one gets the settings table ``[plugins."module:Class"]`` of the TOML file (an entry
+point's too, keyed by its value: a table named after the entry point is a ConfigError
+that says which key to write).
 
 All of this happens before the server listens.  A plugin that does not import, is
-not a PluginActor, has a bad setting or raises while starting stops the server with
-one line (``hubbub: error: plugin ...``) and exit code 2: nothing is ever served by
-a node missing one of the plugins it was told to run.
+not a PluginActor, has a bad setting, raises while starting or finds its nick taken
+stops the server with one line (``hubbub: error: plugin ...``) and exit code 2 —
+an installed entry point too: nothing is ever served by a node missing one of the
+plugins it was told to run, and an installed entry point is such an instruction
+until ``--disable-plugin`` says otherwise (docs/extending.md, "Loading").
 """
 
 from __future__ import annotations
@@ -28,13 +36,13 @@ from typing import Any
 
 import pykka
 
-from actors.plugin import PluginActor, resolve_kind
+from hubbub.plugin import PluginActor, resolve_kind
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginError", "Wanted", "wanted", "load_class", "start_plugins"]
 
 ENTRY_POINT_GROUP = "hubbub.actors"
 START_TIMEOUT = 5.0
-"""Seconds a plugin may take to start (constructor and on_started)."""
+"""Seconds a plugin may take to start (constructor, on_started, and its nick granted)."""
 
 log = logging.getLogger("hubbub.plugins")
 
@@ -54,6 +62,11 @@ class Wanted:
     entry_point: Any = None
     """The importlib.metadata EntryPoint, for entry-point plugins."""
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What an operator may call it: its spec, and its entry point's name if it has one."""
+        return (self.spec,) if self.entry_point is None else (self.spec, self.entry_point.name)
+
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
@@ -61,7 +74,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def wanted(config: Any) -> list[Wanted]:
-    """The plugins to run, in order: the configured ones, then the entry points (once each)."""
+    """The plugins to run, in order: the configured ones, then the entry points (once each),
+    less the disabled ones."""
     out = [Wanted(spec, "--plugin") for spec in config.plugins]
     seen = set(config.plugins)
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
@@ -71,7 +85,18 @@ def wanted(config: Any) -> list[Wanted]:
         seen.add(spec)
         dist = getattr(ep.dist, "name", None) or "?"
         out.append(Wanted(spec, f"entry point {ep.name!r} of {dist}", ep))
-    return out
+    disabled = set(config.disable_plugins)
+    kept = [want for want in out if disabled.isdisjoint(want.names)]
+    for want in out:
+        if want not in kept:
+            log.info("plugin %s (%s) disabled by --disable-plugin", want.spec, want.origin)
+    unknown = disabled.difference(*(want.names for want in out))
+    if unknown:
+        log.warning(
+            "--disable-plugin %s: no such plugin is installed or configured",
+            ", ".join(sorted(unknown)),
+        )
+    return kept
 
 
 def load_class(want: Wanted) -> type[PluginActor]:
@@ -85,6 +110,7 @@ def load_class(want: Wanted) -> type[PluginActor]:
     except Exception as exc:  # noqa: BLE001 - whatever the import raised, it is the operator's to read
         raise PluginError(f"{where}: cannot import: {_one_line(exc)}") from None
     if not (isinstance(obj, type) and issubclass(obj, PluginActor)):
+        # Named by its old path, which still works, so the message stays what scripts match.
         raise PluginError(f"{where}: {obj!r} is not a subclass of actors.plugin.PluginActor")
     return obj
 
@@ -104,15 +130,19 @@ def start_plugins(system: Any, config: Any, timeout: float = START_TIMEOUT) -> l
     for want, cls in plans:
         where = f"plugin {want.spec} ({want.origin})"
         try:
-            started.append(system.plugins.start(cls, config.plugin_settings.get(want.spec), want.spec,
-                                                 timeout=timeout))
-        except pykka.Timeout:
+            started.append(
+                system.plugins.start(
+                    cls, config.plugin_settings.get(want.spec), want.spec, timeout=timeout
+                )
+            )
+        except (pykka.Timeout, TimeoutError):
             raise PluginError(f"{where}: did not start within {timeout:g} s") from None
-        except Exception as exc:  # noqa: BLE001 - bad settings, or on_started raised
+        except Exception as exc:  # noqa: BLE001 - bad settings, on_started raised, nick taken
             raise PluginError(f"{where}: failed to start: {_one_line(exc)}") from None
+    loaded = {want.spec for want, _cls in plans}
     for spec in config.plugin_settings:
-        if spec not in {want.spec for want, _cls in plans}:
-            log.warning("settings [plugins.%r] ignored: that plugin is not loaded", spec)
+        if spec not in loaded:
+            log.warning('settings [plugins."%s"] ignored: that plugin is not loaded', spec)
     if started:
         log.info("plugins: %s", ", ".join(p.spec for p in started))
     return started

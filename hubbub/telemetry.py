@@ -62,7 +62,7 @@ class _Collector:
                                             labels=["kind"]), c.actor_failures)
         h = c.fanout_seconds
         cumulative, buckets = 0, []
-        for bound, n in zip((*h.buckets, float("inf")), h.counts):
+        for bound, n in zip((*h.buckets, float("inf")), h.counts, strict=True):
             cumulative += n
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
         yield HistogramMetricFamily("hubbub_fanout_seconds",

@@ -65,8 +65,9 @@ def _unavailable(user: Any, what: str) -> None:
 class ClusterDirectoryActor(DirectoryActor):
     def __init__(self, history_size: int, parent: HubbubActor | None = None,
                  room_class: type[RoomActor] = RoomActor, counters: Any = None, store: Any = None,
-                 cluster: ClusterActor | None = None) -> None:
-        super().__init__(history_size, parent, room_class=room_class, counters=counters, store=None)
+                 cluster: ClusterActor | None = None, observers: Any = None) -> None:
+        super().__init__(history_size, parent, room_class=room_class, counters=counters, store=None,
+                         observers=observers)
         assert cluster is not None
         self.link = cluster.actor_ref
         self.node_id = cluster.node_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,7 +183,7 @@ def _join(o: dict[str, Any]) -> Join:
     return Join(_name(o, "room"), since, epoch)
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
     "hello": _hello,
     "profile": _profile,
     "join": _join,

@@ -15,7 +15,8 @@ __all__ = [
     "TimerFired", "Deliver", "NickResult", "JoinedRoom", "Acked", "DmResult", "RoomMoved",
     "Schedule", "Cancel", "CancelOwner",
     "ClaimNick", "JoinRoom", "LeaveRoom", "SendDm", "UserGone", "KickNick", "RoomRetired",
-    "RoomJoin", "RoomLeave", "RoomSay", "RoomRename", "Retire", "Persist",
+    "RoomJoin", "RoomLeave", "RoomSay", "RoomRename", "Retire", "Persist", "LoadHistory",
+    "HistoryLoaded",
     "ChildFailed",
     "RoomMessage", "RoomPresence", "UserConnected", "UserProfiled", "UserDisconnected",
 ]
@@ -251,6 +252,8 @@ class UserGone:
 
     session: str
     """Session id."""
+    timers: tuple[str, ...] = ()
+    """Its armed timer names (when a failed user reports itself to the node)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +353,30 @@ class Persist:
     """The `message` frame, with its seq (not mutated after this point)."""
 
 
+@dataclass(frozen=True, slots=True)
+class LoadHistory:
+    """Read a room's durable history; answered with HistoryLoaded to ``reply_to``."""
+
+    room: str
+    """Room name."""
+    keep: int
+    """How many of the newest messages to return."""
+    reply_to: Any
+    """Ref of the asker (the directory)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLoaded:
+    """The store's answer to LoadHistory (everything buffered before it counted)."""
+
+    room: str
+    """Room name."""
+    last_seq: int
+    """The last seq ever stored for the room (0: none)."""
+    messages: list[dict[str, Any]]
+    """The newest ``keep`` `message` frames, oldest first."""
+
+
 # --- supervision --------------------------------------------------------------------
 
 
@@ -361,11 +388,14 @@ class ChildFailed:
     """The failed actor object (stopped)."""
     error: BaseException
     """What it raised."""
+    report: Any = None
+    """What the parent needs to clean up or restart, said by the child itself as it failed
+    (its ``last_words()``), so that no parent reads a child's fields."""
 
 
-# --- into a PluginActor (actors/plugin.py): what plugins may watch ------------------
-# Told only to plugins that subscribed (the lists of the node's PluginHub): with no
-# plugin loaded none of these is ever built.
+# --- published to the observer port (actors/core/observe.py) ------------------------
+# Told only to subscribers (plugins, through actors/plugins/): with nobody subscribed
+# none of these is ever built.
 
 
 @dataclass(frozen=True, slots=True)

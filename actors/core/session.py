@@ -20,10 +20,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
-from .codec import Bye, ClientMessage, DecodeError, Dm, Hello, Join, Leave, Ping, Pong, Profile, Say
+from .codec import Bye, ClientMessage, DecodeError, Dm, Hello, Join, Leave, Ping, Profile, Say
 from .messages import (
-    Acked, ClientFrame, ConnectionLost, Deliver, DmResult, JoinedRoom, Kick, NickResult,
-    Overflow, PongFrame, RoomMoved, Shutdown, TimerFired,
+    Acked,
+    ClientFrame,
+    ConnectionLost,
+    Deliver,
+    DmResult,
+    JoinedRoom,
+    Kick,
+    NickResult,
+    Overflow,
+    RoomMoved,
+    Shutdown,
+    TimerFired,
 )
 
 __all__ = [
@@ -62,7 +72,7 @@ CLOSE_CODES = {
 
 # Close codes the transport ends a connection with on its own (framing, size, UTF-8,
 # a dropped TCP connection), as the reasons logs and /metrics show.
-TRANSPORT_REASONS = {
+TRANSPORT_REASONS: dict[int | None, str] = {
     1002: "protocol_error",
     1007: "invalid_utf8",
     1009: "too_big",
@@ -209,8 +219,8 @@ class Opened:
 
 # Events are named by their class: client messages by their wire type, the rest by class name.
 def event_name(event: object) -> str:
-    if isinstance(event, ClientMessage):  # type: ignore[arg-type]
-        return codec.message_type(event)  # type: ignore[arg-type]
+    if isinstance(event, ClientMessage):
+        return codec.message_type(event)
     return type(event).__name__
 
 

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..plugin import PluginActor, PluginSettingsError
+from hubbub.plugin import PluginActor, PluginSettingsError
 
 __all__ = ["BotActor", "answer", "format_duration", "HELP"]
 
-HELP = "I answer !help (this), !who (who is in this room) and !uptime (how long the server has run)."
+HELP = (
+    "I answer !help (this), !who (who is in this room) and !uptime (how long the server has run)."
+)
 
 
 def format_duration(seconds: float) -> str:
     """``3725`` → ``"1h 2m 5s"``; leading zero units are left out."""
     rest = max(0, int(seconds))
-    parts = []
+    parts: list[str] = []
     for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
         n, rest = divmod(rest, size)
         if n or parts:
@@ -64,7 +66,9 @@ class BotActor(PluginActor):
         try:  # a bad template fails at start-up, not at the first join
             self.settings["greeting"].format(nick="n", room="r")
         except (KeyError, IndexError, ValueError) as exc:
-            raise PluginSettingsError(f"setting 'greeting' is not a valid template: {exc!r}") from None
+            raise PluginSettingsError(
+                f"setting 'greeting' is not a valid template: {exc!r}"
+            ) from None
         self.answered = 0
         self.greeted = 0
 

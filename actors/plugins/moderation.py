@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..plugin import PluginActor, PluginSettingsError
+from hubbub.plugin import PluginActor, PluginSettingsError
 
 __all__ = ["ModerationActor", "Rules", "Verdict"]
 
@@ -43,15 +43,23 @@ class Verdict:
 class Rules:
     """Per nick: recent messages, warnings given.  Time is passed in (monotonic seconds)."""
 
-    def __init__(self, repeat_limit: int = 3, repeat_window: float = 10.0,
-                 banned_words: list[str] | tuple[str, ...] = (), warnings: int = 1) -> None:
+    def __init__(
+        self,
+        repeat_limit: int = 3,
+        repeat_window: float = 10.0,
+        banned_words: list[str] | tuple[str, ...] = (),
+        warnings: int = 1,
+    ) -> None:
         self.repeat_limit = repeat_limit
         self.repeat_window = repeat_window
         self.warnings = warnings
         words = [w.strip() for w in banned_words if w.strip()]
         # Whole words only: "class" must not trip on a banned "ass".
-        self._banned = (re.compile(r"(?<!\w)(" + "|".join(map(re.escape, words)) + r")(?!\w)", re.I)
-                        if words else None)
+        self._banned = (
+            re.compile(r"(?<!\w)(" + "|".join(map(re.escape, words)) + r")(?!\w)", re.I)
+            if words
+            else None
+        )
         self._recent: dict[str, deque[tuple[float, str]]] = {}
         self.strikes: dict[str, int] = {}
 
@@ -105,7 +113,9 @@ class ModerationActor(PluginActor):
         super().__init__(*args, **kwargs)
         s = self.settings
         if s["repeat_limit"] < 2:
-            raise PluginSettingsError(f"setting 'repeat_limit' must be >= 2 (got {s['repeat_limit']})")
+            raise PluginSettingsError(
+                f"setting 'repeat_limit' must be >= 2 (got {s['repeat_limit']})"
+            )
         for key in ("repeat_window", "forgive_after"):
             if s[key] < 0 or (key == "repeat_window" and s[key] == 0):
                 raise PluginSettingsError(f"setting {key!r} must be > 0 (got {s[key]})")
@@ -114,7 +124,9 @@ class ModerationActor(PluginActor):
         for key in ("banned_words", "exempt"):
             if not all(isinstance(w, str) for w in s[key]):
                 raise PluginSettingsError(f"setting {key!r} must be a list of strings")
-        self.rules = Rules(s["repeat_limit"], float(s["repeat_window"]), s["banned_words"], s["warnings"])
+        self.rules = Rules(
+            s["repeat_limit"], float(s["repeat_window"]), s["banned_words"], s["warnings"]
+        )
         self.exempt = set(s["exempt"])
         self.warned = 0
         self.kicked = 0
@@ -148,10 +160,17 @@ class ModerationActor(PluginActor):
 
     def on_dm(self, sender: str, text: str) -> None:
         if sender not in self.hub.plugin_nicks():
-            self.dm(sender, "I am the moderator: I warn, then kick, whoever repeats a message "
-                            f"{self.rules.repeat_limit} times in {self.rules.repeat_window:g} s "
-                            "or uses a banned word.")
+            self.dm(
+                sender,
+                "I am the moderator: I warn, then kick, whoever repeats a message "
+                f"{self.rules.repeat_limit} times in {self.rules.repeat_window:g} s "
+                "or uses a banned word.",
+            )
 
     def describe_fields(self) -> dict[str, Any]:
-        return {**super().describe_fields(), "warned": self.warned, "kicked": self.kicked,
-                "on_warning": len(self.rules.strikes)}
+        return {
+            **super().describe_fields(),
+            "warned": self.warned,
+            "kicked": self.kicked,
+            "on_warning": len(self.rules.strikes),
+        }

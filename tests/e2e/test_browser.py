@@ -467,7 +467,7 @@ class TestContentSecurityPolicy:
         debug.add_init_script(self.WATCH)
         debug.on("console", lambda m: console.append(m.text))
         debug.goto(server.url + "/debug?every=0.25")
-        expect(debug_user(debug, nick=nick)).to_have_attribute("data-state", "InChat")
+        expect(debug.locator(f'#users-table tbody tr[data-nick="{nick}"]')).to_have_attribute("data-state", "InChat")
         assert page.evaluate("window.__csp") == [] and debug.evaluate("window.__csp") == []
         assert not [m for m in console if "Content Security Policy" in m], console
 

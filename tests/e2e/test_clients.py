@@ -71,7 +71,7 @@ class Process:
         try:
             with gevent.Timeout(timeout):
                 while not any(text in line for line in self.lines):
-                    line = self.proc.stdout.readline()  # type: ignore[union-attr]
+                    line = self.proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: never None
                     if not line:
                         break
                     self.lines.append(line.rstrip("\n"))

@@ -370,7 +370,7 @@ class TestWorkers:
             assert sum(nodes.values()) == 16 and all(nodes.values()), nodes
             for pid in pids:
                 limits = Path(f"/proc/{pid}/limits").read_text()
-                soft, hard = re.search(r"Max open files\s+(\d+)\s+(\d+)", limits).groups()  # type: ignore[union-attr]
+                soft, hard = re.search(r"Max open files\s+(\d+)\s+(\d+)", limits).groups()  # type: ignore[union-attr]  # the kernel always writes this line
                 assert soft == hard, limits
             for u in users:
                 u.pump(0.1)

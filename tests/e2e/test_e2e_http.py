@@ -178,8 +178,8 @@ class TestLogs:
             c.send({"type": "bye"})
             c.closed()
         srv.stop()
-        lines = [json.loads(l) for l in srv.stderr.splitlines() if l.startswith("{")]
-        events = [l for l in lines if l.get("event") in ("connect", "disconnect")]
+        lines = [json.loads(line) for line in srv.stderr.splitlines() if line.startswith("{")]
+        events = [e for e in lines if e.get("event") in ("connect", "disconnect")]
         assert [e["event"] for e in events] == ["connect", "disconnect"]
         assert events[1]["nick"] == "logged" and events[1]["reason"] == "bye"
         assert events[1]["session"] == c.session and events[1]["duration"] >= 0

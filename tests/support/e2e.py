@@ -40,7 +40,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, script, "--port", "0", *flags],
             cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=self._log, text=True)
-        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: never None
         match = re.match(r"hubbub listening on (https?)://([^:]+):(\d+)", line)
         if not match:
             self.proc.kill()
@@ -91,7 +91,7 @@ class Server:
 
     def os_threads(self) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+        return int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]  # the kernel always writes this line
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -139,7 +139,7 @@ class Client:
                  **kw: Any) -> None:
         self.server = server
         self.answer_pings = answer_pings
-        self.ws: ClientConnection = connect(server.ws_url, origin=origin, open_timeout=5,  # type: ignore[arg-type]
+        self.ws: ClientConnection = connect(server.ws_url, origin=origin, open_timeout=5,  # type: ignore[arg-type]  # origin=None is accepted at run time (no Origin header)
                                             close_timeout=2, max_size=None, **kw)
         self.session: str | None = None
 

@@ -13,11 +13,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+import server  # noqa: E402
 from actors.core.messages import ClientFrame, RoomSay  # noqa: E402
 from actors.room import RoomActor  # noqa: E402
 from actors.user import UserActor  # noqa: E402
-
-import server  # noqa: E402
 
 USER_BOOM = "__boom_user__"
 ROOM_BOOM = "__boom_room__"

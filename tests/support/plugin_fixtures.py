@@ -7,22 +7,22 @@ repository root), the in-process tests import them directly.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actors.plugin import PluginActor
+from hubbub.plugin import PluginActor
+from hubbub.testing import Do
 
-__all__ = ["Do", "Recorder", "Echo", "Boom", "Sleepy", "FailsToStart", "NotAPlugin",
-           "make_distribution"]
-
-
-@dataclass(frozen=True)
-class Do:
-    """Run ``fn(plugin)`` inside the plugin's own greenlet (how in-process tests act as it)."""
-
-    fn: Callable[[Any], Any]
+__all__ = [
+    "Do",
+    "Recorder",
+    "Echo",
+    "Boom",
+    "Sleepy",
+    "FailsToStart",
+    "NotAPlugin",
+    "make_distribution",
+]
 
 
 class Recorder(PluginActor):
@@ -35,11 +35,6 @@ class Recorder(PluginActor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls: list[tuple[Any, ...]] = []
-
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Do):
-            return message.fn(self)
-        return super().on_receive(message)
 
     def on_started(self) -> None:
         self.calls.append(("started",))
@@ -138,7 +133,7 @@ class NotAPlugin:
 # --- a tiny installed distribution ------------------------------------------------------
 
 GREETER_MODULE = '''\
-from actors.plugin import PluginActor
+from hubbub.plugin import PluginActor
 
 
 class Greeter(PluginActor):

@@ -30,8 +30,7 @@ from hubbub.admission import (
     parse_origin,
 )
 from hubbub.config import Config
-
-from ..support.fakes import FakeClock
+from hubbub.testing import FakeClock
 
 pytestmark = pytest.mark.timeout(10)
 

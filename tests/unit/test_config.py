@@ -95,7 +95,7 @@ class TestDefaults:
         path = toml(tmp_path, '[plugins."a:B"]\nx = 1\n')
         cfg = load_config(["--config", path], environ={})
         with pytest.raises(dataclasses.FrozenInstanceError):
-            cfg.port = 1  # type: ignore[misc]
+            cfg.port = 1  # type: ignore[misc]  # frozen dataclass: the test checks the assignment fails
         assert hash(cfg) == hash(dataclasses.replace(cfg, plugin_settings={}))
         assert pickle.loads(pickle.dumps(cfg)) == cfg
 
@@ -377,3 +377,25 @@ class TestValidation:
     def test_redis_url_is_not_echoed(self):
         """The refusal of a bad Redis URL does not repeat it: it may hold a password."""
         assert "hunter2" not in error_of(["--redis", "http://:hunter2@h"])
+
+
+class TestDisablePlugin:
+    """--disable-plugin NAME (docs/operations.md): repeatable, env comma list, TOML list."""
+
+    def test_flag_env_and_file(self, tmp_path):
+        """Like --plugin: flag repeatable, HUBBUB_DISABLE_PLUGIN comma-separated, `disable_plugin` in TOML."""
+        assert load_config(["--disable-plugin", "greeter", "--disable-plugin", "a.b:C"],
+                           environ={}).disable_plugins == ("greeter", "a.b:C")
+        assert load_config([], environ={"HUBBUB_DISABLE_PLUGIN": "x,y"}).disable_plugins == ("x", "y")
+        path = toml(tmp_path, 'disable_plugin = ["greeter"]\n')
+        assert load_config(["--config", path], environ={}).disable_plugins == ("greeter",)
+
+    def test_a_name_with_spaces_is_refused(self):
+        """A name that cannot be an entry point's is a ConfigError naming the flag."""
+        assert error_of(["--disable-plugin", "two words"]).startswith("--disable-plugin:")
+
+    def test_settings_named_after_no_entry_point(self, tmp_path):
+        """[plugins."nocolon"] says tables are keyed by module:Class and no entry point has that name."""
+        message = error_of(["--config", toml(tmp_path, '[plugins."nocolon"]\nx = 1\n')])
+        assert "settings tables are keyed by module:Class" in message
+        assert "no installed hubbub.actors entry point is named 'nocolon'" in message

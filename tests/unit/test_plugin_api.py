@@ -1,4 +1,4 @@
-"""The extension API (actors/plugin.py, docs/extending.md) on a real in-process actor system.
+"""The extension API (hubbub.plugin, actors/plugins/, docs/extending.md) on a real in-process actor system.
 
 Humans are real UserActors on a recording connection; plugins are the test plugins of
 tests/support/plugin_fixtures.py.  Everything runs on gevent in this process, so a test reads a
@@ -7,59 +7,23 @@ plugin's attributes directly once the mailboxes settle.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import gevent
 import pytest
 
 from actors import ActorSystem, Timeouts
-from actors.base import tell
-from actors.core.messages import ClientFrame, ConnectionLost
-from actors.plugin import PluginActor, PluginSettingsError, kinds
 from actors.plugins.bot import BotActor
 from actors.user import UserActor
 from hubbub.config import Config
+from hubbub.plugin import NickTaken, PluginActor, PluginSettingsError, kinds
 from hubbub.plugins import PluginError, Wanted, load_class, start_plugins
-from tests.support.plugin_fixtures import Boom, Do, Echo, Recorder
-
-
-def wait_for(predicate: Any, timeout: float = 3.0, what: str = "condition") -> Any:
-    deadline = gevent.get_hub().loop.now() + timeout
-    while not (value := predicate()):
-        if gevent.get_hub().loop.now() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.005)
-    return value
+from hubbub.testing import RecordingConn, act, connect_user, wait_for
+from tests.support.plugin_fixtures import Boom, Echo, Recorder
 
 
 def settle(seconds: float = 0.05) -> None:
     gevent.sleep(seconds)
-
-
-class RecordingConn:
-    """A user's connection that records the frames it is given; close() ends it as the transport would."""
-
-    remote_addr = "127.0.0.1"
-    backlog = 0
-
-    def __init__(self) -> None:
-        self.frames: list[dict[str, Any]] = []
-        self.closed: tuple[int, str] | None = None
-        self.user: Any = None
-
-    def send_text(self, payload: bytes) -> None:
-        self.frames.append(json.loads(payload))
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-        tell(self.user, ConnectionLost())
-
-    def send(self, frame: dict[str, Any]) -> None:
-        tell(self.user, ClientFrame(json.dumps(frame)))
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [f for f in self.frames if f["type"] == kind]
 
 
 @pytest.fixture
@@ -71,20 +35,7 @@ def system():
 
 
 def human(system: ActorSystem, nick: str, *rooms: str) -> RecordingConn:
-    conn = RecordingConn()
-    conn.user = system.spawn_user(conn)
-    conn.send({"type": "hello"})
-    conn.send({"type": "profile", "nick": nick})
-    wait_for(lambda: conn.of("profile_ok"), what=f"{nick} profile_ok")
-    for room in rooms:
-        conn.send({"type": "join", "room": room})
-        wait_for(lambda room=room: [f for f in conn.of("joined") if f["room"] == room], what=f"{nick} joined")
-    return conn
-
-
-def act(plugin: PluginActor, fn: Any) -> None:
-    """Make the plugin do something, from inside its own greenlet."""
-    tell(plugin.actor_ref, Do(fn))
+    return connect_user(system, nick, *rooms)
 
 
 def node_of(system: ActorSystem, plugin: PluginActor) -> dict[str, Any]:
@@ -121,8 +72,12 @@ class TestRoomHooks:
         alice.send({"type": "leave", "room": "lobby"})
         wait_for(lambda: ("presence", "lobby", "leave", "alicia") in rec.calls)
         presence = [c for c in rec.calls if c[0] == "presence"]
-        assert presence == [("presence", "lobby", "join", "alice"), ("presence", "lobby", "leave", "alice"),
-                            ("presence", "lobby", "join", "alicia"), ("presence", "lobby", "leave", "alicia")]
+        assert presence == [
+            ("presence", "lobby", "join", "alice"),
+            ("presence", "lobby", "leave", "alice"),
+            ("presence", "lobby", "join", "alicia"),
+            ("presence", "lobby", "leave", "alicia"),
+        ]
 
     def test_a_member_plugin_is_in_members_and_hears_its_rooms_but_not_itself(self, system):
         """A plugin with a nick and rooms is a member: in `members`, hears the room, never its own words."""
@@ -133,7 +88,10 @@ class TestRoomHooks:
         alice.send({"type": "say", "room": "lobby", "text": "hello", "id": "1"})
         wait_for(lambda: [m for m in alice.of("message") if m["from"] == "echo"])
         settle(0.1)
-        assert [(m["from"], m["text"]) for m in alice.of("message")] == [("alice", "hello"), ("echo", "echo: hello")]
+        assert [(m["from"], m["text"]) for m in alice.of("message")] == [
+            ("alice", "hello"),
+            ("echo", "echo: hello"),
+        ]
         assert echo.members("lobby") == ["alice", "echo"]
 
 
@@ -148,7 +106,11 @@ class TestUserHooks:
         alice.send({"type": "bye"})
         wait_for(lambda: ("disconnected", sid, "alice", "bye") in rec.calls)
         user_calls = [c for c in rec.calls if c[0] in ("connected", "profile", "disconnected")]
-        assert user_calls == [("connected", sid), ("profile", sid, "alice"), ("disconnected", sid, "alice", "bye")]
+        assert user_calls == [
+            ("connected", sid),
+            ("profile", sid, "alice"),
+            ("disconnected", sid, "alice", "bye"),
+        ]
 
     def test_the_reason_of_a_kick_reaches_the_plugin(self, system):
         """A kicked user's disconnect carries reason `kicked`."""
@@ -203,7 +165,10 @@ class TestActions:
         act(rec, lambda p: p.say("den", "I am here"))
         act(rec, lambda p: p.leave("den"))
         wait_for(lambda: len(alice.of("presence")) == 2)
-        assert [(f["event"], f["nick"]) for f in alice.of("presence")] == [("join", "recorder"), ("leave", "recorder")]
+        assert [(f["event"], f["nick"]) for f in alice.of("presence")] == [
+            ("join", "recorder"),
+            ("leave", "recorder"),
+        ]
         (said,) = alice.of("message")
         assert (said["from"], said["text"], said["seq"]) == ("recorder", "I am here", 1)
         assert ("joined", "den", ["alice", "recorder"]) in rec.calls
@@ -226,6 +191,7 @@ class TestActions:
                 p.join("lobby")
             except RuntimeError as exc:
                 errors.append(exc)
+
         act(plugin, try_join)
         wait_for(lambda: errors)
         assert "claim a nick" in str(errors[0])
@@ -265,7 +231,11 @@ class TestTreeAndSupervision:
         node = node_of(system, echo)
         assert node["kind"] == "Echo" and node["id"] == "plugin:tests.support.plugin_fixtures:Echo"
         assert (node["plugin"], node["nick"], node["rooms"], node["restarts"]) == (
-            "tests.support.plugin_fixtures:Echo", "echo", ["lobby"], 0)
+            "tests.support.plugin_fixtures:Echo",
+            "echo",
+            ["lobby"],
+            0,
+        )
         assert "state" not in node  # not a user
 
     def test_a_failing_hook_restarts_the_plugin_and_the_room_goes_on(self, system):
@@ -286,16 +256,20 @@ class TestTreeAndSupervision:
 
     def test_a_restarted_member_gets_its_nick_and_rooms_back(self, system):
         """After a restart the plugin claims its nick again and rejoins its rooms."""
+
         class FragileEcho(Echo):
             def on_room_message(self, room, nick, text, seq):
                 if text == "boom":
                     raise RuntimeError("fragile")
                 super().on_room_message(room, nick, text, seq)
+
         echo = system.plugins.start(FragileEcho)
         wait_for(lambda: echo.rooms)
         alice = human(system, "alice", "lobby")
         alice.send({"type": "say", "room": "lobby", "text": "boom"})
-        fresh = wait_for(lambda: [p for p in system.plugins.running() if p is not echo and p.rooms])[0]
+        fresh = wait_for(
+            lambda: [p for p in system.plugins.running() if p is not echo and p.rooms]
+        )[0]
         assert fresh.nick == "echo"
         alice.send({"type": "say", "room": "lobby", "text": "again"})
         wait_for(lambda: [m for m in alice.of("message") if m["text"] == "echo: again"])
@@ -325,14 +299,17 @@ class TestSettings:
         wait_for(lambda: echo.rooms == ["den"])
         assert echo.nick == "parrot" and echo.settings["prefix"] == "> "
 
-    @pytest.mark.parametrize("settings, message", [
-        ({"colour": "red"}, "unknown setting 'colour'"),
-        ({"prefix": 3}, "setting 'prefix' must be str"),
-        ({"nick": "not a nick"}, "setting 'nick' is not a valid nick"),
-        ({"rooms": "lobby"}, "setting 'rooms' must be list"),
-        ({"rooms": ["a room"], "nick": "x"}, "setting 'rooms' must be a list of room names"),
-        ({"nick": None, "rooms": ["lobby"]}, "'rooms' needs a 'nick'"),
-    ])
+    @pytest.mark.parametrize(
+        "settings, message",
+        [
+            ({"colour": "red"}, "unknown setting 'colour'"),
+            ({"prefix": 3}, "setting 'prefix' must be str"),
+            ({"nick": "not a nick"}, "setting 'nick' is not a valid nick"),
+            ({"rooms": "lobby"}, "setting 'rooms' must be list"),
+            ({"rooms": ["a room"], "nick": "x"}, "setting 'rooms' must be a list of room names"),
+            ({"nick": None, "rooms": ["lobby"]}, "'rooms' needs a 'nick'"),
+        ],
+    )
     def test_bad_settings_fail_the_start(self, system, settings, message):
         """An unknown key or a value of the wrong type raises PluginSettingsError, and nothing is left in the tree."""
         with pytest.raises(PluginSettingsError, match=message):
@@ -341,8 +318,10 @@ class TestSettings:
 
     def test_an_int_is_a_float_but_a_bool_is_no_int(self, system):
         """TOML `delay = 1` fills a float setting; `true` does not fill an int one."""
+
         class Typed(PluginActor):
             defaults = {"delay": 1.5, "count": 2}
+
         assert system.plugins.start(Typed, {"delay": 1}).settings["delay"] == 1
         with pytest.raises(PluginSettingsError, match="'count' must be int"):
             system.plugins.start(type("Typed2", (Typed,), {}), {"count": True})
@@ -360,11 +339,20 @@ class TestLoader:
         """module:Class resolves to the class."""
         assert load_class(Wanted("tests.support.plugin_fixtures:Echo", "--plugin")) is Echo
 
-    @pytest.mark.parametrize("spec, message", [
-        ("no_such_module_xyz:Thing", "cannot import: ModuleNotFoundError: No module named 'no_such_module_xyz'"),
-        ("tests.support.plugin_fixtures:Missing", "cannot import: AttributeError"),
-        ("tests.support.plugin_fixtures:NotAPlugin", "is not a subclass of actors.plugin.PluginActor"),
-    ])
+    @pytest.mark.parametrize(
+        "spec, message",
+        [
+            (
+                "no_such_module_xyz:Thing",
+                "cannot import: ModuleNotFoundError: No module named 'no_such_module_xyz'",
+            ),
+            ("tests.support.plugin_fixtures:Missing", "cannot import: AttributeError"),
+            (
+                "tests.support.plugin_fixtures:NotAPlugin",
+                "is not a subclass of actors.plugin.PluginActor",
+            ),
+        ],
+    )
     def test_load_errors_are_one_line(self, spec, message):
         """A spec that does not name a PluginActor: PluginError naming the plugin, on one line."""
         with pytest.raises(PluginError) as err:
@@ -375,13 +363,17 @@ class TestLoader:
     def test_a_plugin_that_raises_while_starting_is_a_plugin_error(self, system):
         """on_started raising at start-up: PluginError with the exception on one line."""
         config = Config(plugins=("tests.support.plugin_fixtures:FailsToStart",))
-        with pytest.raises(PluginError, match="failed to start: ConnectionError: cannot reach db.example:5432"):
+        with pytest.raises(
+            PluginError, match="failed to start: ConnectionError: cannot reach db.example:5432"
+        ):
             start_plugins(system, config)
 
     def test_start_plugins_passes_each_its_settings(self, system):
         """config.plugin_settings[spec] reaches the plugin of that spec."""
-        config = Config(plugins=("tests.support.plugin_fixtures:Echo",),
-                        plugin_settings={"tests.support.plugin_fixtures:Echo": {"nick": "parrot", "rooms": []}})
+        config = Config(
+            plugins=("tests.support.plugin_fixtures:Echo",),
+            plugin_settings={"tests.support.plugin_fixtures:Echo": {"nick": "parrot", "rooms": []}},
+        )
         (echo,) = start_plugins(system, config)
         assert echo.settings["nick"] == "parrot"
         wait_for(lambda: echo.nick == "parrot")
@@ -389,3 +381,148 @@ class TestLoader:
     def test_a_user_actor_is_no_plugin(self):
         """Only PluginActor subclasses are kinds."""
         assert UserActor not in kinds().values()
+
+
+class Ticker(PluginActor):
+    """Arms a timer at its first start only; fails when told to (for restart tests)."""
+
+    defaults = {"nick": "ticker"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ticks: list[str] = []
+
+    def on_started(self) -> None:
+        if self.restarts == 0:
+            self.set_timer("tick", 0.3)
+
+    def on_timer(self, name: str) -> None:
+        self.ticks.append(name)
+
+
+class TestOperatorTrust:
+    """docs/extending.md, "When a plugin fails" and "Timers": what an operator can rely on."""
+
+    def test_timers_survive_a_restart_with_their_deadline(self, system):
+        """A timer armed before a failure is re-armed in the fresh incarnation, due when it was."""
+        ticker = system.plugins.start(Ticker)
+        wait_for(lambda: ticker.describe_fields()["timers"])
+        due = ticker._timers["tick"][1]
+        act(ticker, lambda p: 1 / 0)
+        fresh = wait_for(lambda: [p for p in system.plugins.running() if p is not ticker])[0]
+        wait_for(lambda: fresh.restarts == 1 and "tick" in fresh._timers)
+        assert fresh._timers["tick"][1] == due
+        wait_for(lambda: fresh.ticks == ["tick"], what="the surviving timer fires")
+        assert ticker.ticks == []
+
+    def test_a_plugin_that_gave_up_stays_visible_on_the_node_with_its_error(self, system):
+        """After too many failures /debug/actors' node row says which plugin stopped, and why."""
+        boom = system.plugins.start(Boom)
+        for _ in range(Boom.max_restarts + 1):
+            current = wait_for(lambda: system.plugins.running())[0]
+            act(current, lambda p: p.on_room_message("lobby", "x", "boom", 1))
+            wait_for(lambda current=current: current not in system.plugins.running())
+        wait_for(lambda: not system.plugins.running())
+        node = system.describe()["actors"]
+        assert node["plugins_given_up"] == (
+            "tests.support.plugin_fixtures:Boom: RuntimeError('boom, as asked')"
+        )
+        assert boom.actor_id not in {c["id"] for c in node["children"]}
+
+    def test_a_taken_nick_fails_the_start_and_leaves_nothing(self, system):
+        """Two plugins asking for one nick: the second start raises NickTaken; it is not in the tree."""
+        system.plugins.start(Echo)
+        parrot = type("Parrot", (Echo,), {})
+        with pytest.raises(NickTaken, match="nick 'echo' is taken"):
+            system.plugins.start(parrot)
+        wait_for(lambda: len(system.plugins.running()) == 1)
+        assert [p.nick for p in system.plugins.running()] == ["echo"]
+
+    def test_a_taken_nick_at_start_up_is_a_plugin_error(self, system):
+        """start_plugins: the one-line PluginError, like a bad setting."""
+        human(system, "echo")
+        config = Config(plugins=("tests.support.plugin_fixtures:Echo",))
+        with pytest.raises(PluginError, match=r"failed to start: NickTaken: nick 'echo' is taken"):
+            start_plugins(system, config)
+
+    def test_in_a_cluster_a_taken_nick_is_a_standby_not_an_error(self, system):
+        """shared_nicks (a --redis node): another node's copy holds the nick; this one runs without it."""
+        human(system, "echo")
+        system.plugins.shared_nicks = True
+        echo = system.plugins.start(Echo)
+        assert echo.nick is None and echo.rooms == []
+
+    @pytest.mark.parametrize("delay", [float("nan"), float("inf"), -1, "1", True, None])
+    def test_timer_delays_are_finite_seconds(self, system, delay):
+        """set_timer refuses NaN, infinity, negatives and non-numbers with ValueError."""
+        rec = system.plugins.start(Recorder)
+        errors: list[BaseException] = []
+
+        def arm(p: PluginActor) -> None:
+            try:
+                p.set_timer("t", delay)
+            except ValueError as exc:
+                errors.append(exc)
+
+        act(rec, arm)
+        wait_for(lambda: errors)
+        assert "set_timer('t'" in str(errors[0]) and not rec._timers
+
+    def test_a_zero_delay_fires_at_once(self, system):
+        """0 seconds is a valid delay: due now."""
+        rec = system.plugins.start(Recorder)
+        act(rec, lambda p: p.set_timer("now", 0))
+        wait_for(lambda: ("timer", "now") in rec.calls)
+
+
+class TestDisabling:
+    """--disable-plugin NAME: an installed entry point (or a module:Class) that does not start."""
+
+    def entry_point(self, name: str, value: str) -> Any:
+        from importlib.metadata import EntryPoint
+
+        return EntryPoint(name, value, "hubbub.actors")
+
+    def test_disabled_by_entry_point_name_or_spec(self, monkeypatch):
+        """Both the entry point's name and its module:Class disable it; the others still run."""
+        from hubbub import plugins as loader
+
+        eps = [
+            self.entry_point("greeter", "tests.support.plugin_fixtures:Echo"),
+            self.entry_point("rec", "tests.support.plugin_fixtures:Recorder"),
+        ]
+        monkeypatch.setattr(loader.metadata, "entry_points", lambda group: eps)
+        assert [w.spec for w in loader.wanted(Config())] == [
+            "tests.support.plugin_fixtures:Echo",
+            "tests.support.plugin_fixtures:Recorder",
+        ]
+        assert [w.spec for w in loader.wanted(Config(disable_plugins=("greeter",)))] == [
+            "tests.support.plugin_fixtures:Recorder"
+        ]
+        assert [
+            w.spec
+            for w in loader.wanted(
+                Config(disable_plugins=("tests.support.plugin_fixtures:Recorder",))
+            )
+        ] == ["tests.support.plugin_fixtures:Echo"]
+
+
+class TestPublicNames:
+    """docs/extending.md, "Import path": hubbub.plugin and hubbub.testing; the old path for one version."""
+
+    def test_every_public_name_is_importable(self):
+        """Each name in __all__ of the two public modules exists."""
+        import hubbub.plugin
+        import hubbub.testing
+
+        for module in (hubbub.plugin, hubbub.testing):
+            assert module.__all__ and all(hasattr(module, name) for name in module.__all__)
+
+    def test_the_old_path_is_the_same_api(self):
+        """`from actors.plugin import PluginActor` (deprecated) gives the very same classes."""
+        import actors.plugin
+        import hubbub.plugin
+
+        assert actors.plugin.PluginActor is hubbub.plugin.PluginActor
+        assert actors.plugin.PluginSettingsError is hubbub.plugin.PluginSettingsError
+        assert actors.plugin.kinds is hubbub.plugin.kinds

@@ -5,15 +5,36 @@ from __future__ import annotations
 import pytest
 
 from actors.core.messages import (
-    Acked, ConnectionLost, Deliver, DmResult, JoinedRoom, Kick, NickResult, Overflow, PongFrame,
-    RoomMoved, Shutdown, TimerFired,
+    Acked,
+    ConnectionLost,
+    Deliver,
+    DmResult,
+    JoinedRoom,
+    Kick,
+    NickResult,
+    Overflow,
+    PongFrame,
+    RoomMoved,
+    Shutdown,
+    TimerFired,
 )
 from actors.core.session import (
-    TRANSITIONS, Arm, ClaimNickFx, Close, DmFx, Finish, InvalidTransition, JoinRoomFx, LeaveRoomFx, Limits,
-    SayFx, Timeouts, UserState, mermaid,
+    TRANSITIONS,
+    Arm,
+    ClaimNickFx,
+    Close,
+    DmFx,
+    Finish,
+    InvalidTransition,
+    JoinRoomFx,
+    LeaveRoomFx,
+    Limits,
+    SayFx,
+    Timeouts,
+    UserState,
+    mermaid,
 )
-
-from ..support.fakes import SessionDriver
+from hubbub.testing import SessionDriver
 
 T = Timeouts(hello=5, ping=30, pong=120, profile=300, session=43200)
 
@@ -96,7 +117,7 @@ class TestStates:
     def test_every_row_targets_a_state_and_diagram_is_drawn_from_the_table(self):
         """The mermaid diagram lists every state change that TRANSITIONS allows."""
         text = mermaid()
-        for (state, event), (_m, targets) in TRANSITIONS.items():
+        for (state, _event), (_m, targets) in TRANSITIONS.items():
             for target in targets:
                 if target is not state:
                     assert f"{state.value} --> {target.value}" in text
