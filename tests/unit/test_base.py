@@ -62,7 +62,7 @@ class Supervisor(HubbubActor):
         super().__init__("sup")
         self.failed: list[tuple[str, str]] = []
 
-    def on_child_failed(self, child: HubbubActor, error: BaseException) -> None:
+    def on_child_failed(self, child: HubbubActor, error: BaseException, report: object = None) -> None:
         self.failed.append((child.actor_id, str(error)))
 
 
