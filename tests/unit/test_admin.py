@@ -205,7 +205,8 @@ class TestGuardedWithToken:
         assert status == 429 and headers["Retry-After"] == "60"
         assert sum("wrong admin token" in r.message for r in caplog.records) == 1
         app.clock.jump(60)
-        assert call(app, "/debug/actors", authorization="Bearer s3cret")[0] == 200
+        assert call(app, "/admin/kick", "POST", KICK, authorization="Bearer s3cret",
+                    content_type="application/json")[0] == 200
 
     def test_no_token_at_all_is_not_counted(self, app):
         """A visit without Authorization (the debug page before the token is typed) is 401, never 429."""
