@@ -92,6 +92,8 @@ class UserActor(HubbubActor):
         self.opened_at = clock.monotonic()  # now, in the greenlet that accepted the socket
         self.counters = counters or Counters()
         self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits())
+        self.handled = 0
+        """Messages this actor has handled (/debug/actors/<id>)."""
         self.timeline = self.counters.timelines.open()
         """The last notable events and the transitions they caused (/debug/actors/<id>)."""
         self.watchers = (observers or Observers()).users
@@ -129,6 +131,7 @@ class UserActor(HubbubActor):
             self.counters.frames_in += 1
         now = self.clock.monotonic()
         effects = self.session.handle(message, now)
+        self.handled += 1
         self.timeline.record(now, message, self.session.state, effects)
         self._apply(effects)
         # Fairness is the runtime's: a drain handles a bounded batch (actors/base.py).
@@ -235,7 +238,7 @@ class UserActor(HubbubActor):
         s = self.session
         self.timeline.close(self.clock.monotonic(), s.session_id, s.nick, s.close_reason or "client_closed",
                             s.opened_at, {"remote": getattr(self.conn, "remote_addr", None),
-                                          "rooms": sorted(s.rooms)})
+                                          "rooms": sorted(s.rooms), "handled": self.handled})
         if self.watchers:
             s = self.session
             publish(self.watchers, UserDisconnected(s.session_id, s.nick, s.close_reason or "client_closed"))
