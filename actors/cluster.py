@@ -858,8 +858,9 @@ class ClusterDirectoryActor(DirectoryActor):
 
     def __init__(self, history_size: int, parent: HubbubActor | None = None,
                  room_class: type[RoomActor] = RoomActor, counters: Any = None, store: Any = None,
-                 cluster: ClusterActor | None = None) -> None:
-        super().__init__(history_size, parent, room_class=room_class, counters=counters, store=None)
+                 cluster: ClusterActor | None = None, **budget_options: Any) -> None:
+        super().__init__(history_size, parent, room_class=room_class, counters=counters, store=None,
+                         **budget_options)
         assert cluster is not None
         self.cluster = cluster
         """The ClusterActor object; rooms find it here too (their parent)."""
@@ -973,20 +974,20 @@ class ClusterHistory(RoomHistory):
     def adopt(cls, history: RoomHistory) -> ClusterHistory:
         if isinstance(history, cls):
             return history
-        return cls(history.keep, history.last_seq, history.recent())
+        pool = history.pool
+        history.detach()
+        return cls(history.keep, history.last_seq, history.recent(), history.max_bytes, pool)
 
-    def record(self, frame: dict[str, Any]) -> None:
-        """Keep a message that already has its seq (newer than every kept one)."""
-        self.last_seq = frame["seq"]
-        if self.keep:
-            self._ring.append(frame)
+    # record() is RoomHistory's: messages kept as their encoded bytes.
 
     def merged(self, last_seq: int, frames: list[dict[str, Any]]) -> ClusterHistory:
         """This mirror with Redis's copy laid over it (Redis wins where both have a seq)."""
         last_seq = max(last_seq, self.last_seq)
         first = frames[0]["seq"] if frames else last_seq + 1
         older = [m for m in self.recent() if m["seq"] < first]
-        return ClusterHistory(self.keep, last_seq, older + frames)
+        pool = self.pool
+        self.detach()
+        return ClusterHistory(self.keep, last_seq, older + frames, self.max_bytes, pool)
 
 
 class ClusterRoom:
@@ -1209,8 +1210,8 @@ class ClusterRoom:
         return member[len(self.prefix):] if member.startswith(self.prefix) else None
 
     def _deliver(self, frame: dict[str, Any], payload: bytes) -> None:
-        self.history.record(frame)
-        self._broadcast(payload)  # type: ignore[attr-defined]
+        self.history.record(frame, payload)
+        self._broadcast(payload, sender=frame["from"])  # type: ignore[attr-defined]
         if self.watchers:
             publish(self.watchers, RoomMessage(self.name, frame["from"], frame["text"], frame["seq"], frame["ts"]))
         counters = self.counters

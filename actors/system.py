@@ -32,6 +32,7 @@ from .core.messages import CancelOwner, KickNick, Shutdown, UserGone
 from .plugin import PluginActor, PluginHub
 from .room import RoomActor
 from .scheduler import SchedulerActor
+from .core.budgets import Budgets
 from .core.session import Limits, Timeouts, UserState
 from .store import StoreActor
 from .user import UserActor
@@ -85,12 +86,16 @@ class ActorSystem:
     def __init__(self, timeouts: Timeouts, history: int = 100, clock: Clock | None = None,
                  events: Any = None, limits: Limits | None = None, store: str | None = None,
                  user_class: type[UserActor] = UserActor, room_class: type[RoomActor] = RoomActor,
-                 redis: str | None = None) -> None:
+                 redis: str | None = None, budgets: Budgets | None = None, verifier: Any = None,
+                 require_token: bool = False, max_backlog: int = 1 << 20) -> None:
         self.timeouts = timeouts
         self.history = history
         self.clock = clock or MonotonicClock()
         self.events = events
         self.limits = limits or Limits()
+        self.budgets = budgets or Budgets()
+        self.verifier = verifier
+        """With --auth-*: the JWT Verifier every session checks `profile.token` with."""
         self.user_class = user_class
         self.counters = Counters()
         self.node: NodeActor = NodeActor.spawn()
@@ -110,7 +115,8 @@ class ActorSystem:
         self.scheduler: SchedulerActor = SchedulerActor.spawn(self.clock, parent=self.node)
         self.directory: DirectoryActor = directory_class.spawn(
             history, parent=self.node, room_class=room_class, counters=self.counters, store=self.store,
-            **cluster_option)
+            budgets=self.budgets, clock=self.clock, page_bytes=self.budgets.page_bytes(max_backlog),
+            require_token=require_token, **cluster_option)
         self.node.scheduler, self.node.directory = self.scheduler, self.directory
         if self.cluster is not None:
             self.cluster.directory = self.directory.actor_ref
@@ -125,7 +131,8 @@ class ActorSystem:
         sid = secrets.token_hex(8)
         return self.user_class.start(sid, conn, self.timeouts, self.clock, self.scheduler.actor_ref,
                                      self.directory.actor_ref, parent=self.node, events=self.events,
-                                     limits=self.limits, counters=self.counters)
+                                     limits=self.limits, counters=self.counters, budgets=self.budgets,
+                                     verifier=self.verifier)
 
     def users(self) -> list[UserActor]:
         return [a for a in list(self.node.children.values()) if isinstance(a, UserActor)]

@@ -19,13 +19,13 @@ from .base import HubbubActor, tell
 from .clock import Clock
 from .core.counters import Counters
 from .core.messages import (
-    Cancel, ClientFrame, CancelOwner, ClaimNick, JoinRoom, LeaveRoom, RoomSay, Schedule, SendDm, UserGone,
-    UserConnected, UserDisconnected, UserProfiled,
+    Cancel, ClientFrame, CancelOwner, ClaimNick, JoinRoom, LeaveRoom, RoomIgnores, RoomPage, RoomSay, Schedule,
+    SendDm, UserGone, UserConnected, UserDisconnected, UserProfiled,
 )
 from .plugin import publish, user_watchers
 from .core.session import (
-    Arm, ClaimNickFx, Close, Disarm, DmFx, Finish, JoinRoomFx, LeaveRoomFx, Limits, Opened, SayFx,
-    Send, SendRaw, Session, Timeouts,
+    Arm, ClaimNickFx, Close, Disarm, DmFx, Finish, IgnoresFx, JoinRoomFx, LeaveRoomFx, Limits, Opened, PageFx,
+    SayFx, Send, SendRaw, Session, Timeouts,
 )
 
 __all__ = ["UserActor"]
@@ -37,7 +37,7 @@ class UserActor(HubbubActor):
     def __init__(self, session_id: str, conn: Any, timeouts: Timeouts, clock: Clock,
                  scheduler: Any, directory: Any, parent: HubbubActor | None = None,
                  events: Any = None, limits: Limits | None = None,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None, budgets: Any = None, verifier: Any = None) -> None:
         super().__init__(session_id, parent)
         self.conn = conn
         self.clock = clock
@@ -47,7 +47,9 @@ class UserActor(HubbubActor):
         """Optional observer with connected(user) / disconnected(user) (metrics, logs)."""
         self.opened_at = clock.monotonic()  # now, in the greenlet that accepted the socket
         self.counters = counters or Counters()
-        self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits())
+        self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits(), verifier=verifier)
+        if budgets is not None:
+            self.session.budgets = budgets
         self.handled = 0
         self.watchers = user_watchers(self)
         """Plugins told about this user's life (a live list, usually empty; actors/plugin.py)."""
@@ -112,15 +114,20 @@ class UserActor(HubbubActor):
                                                fx.client_id, self.clock.wall())):
                     self.conn.send_text(codec.encode(codec.error("not_in_room", "that room is gone")))
             elif kind is ClaimNickFx:
-                tell(self.directory, ClaimNick(s.session_id, self.actor_ref, fx.nick))
+                tell(self.directory, ClaimNick(s.session_id, self.actor_ref, fx.nick, fx.verified, fx.resume))
             elif kind is JoinRoomFx:
                 tell(self.directory, JoinRoom(s.session_id, self.actor_ref, s.nick or "", fx.room, fx.since,
-                                              self.conn))
+                                              self.conn, frozenset(s.ignores)))
             elif kind is LeaveRoomFx:
                 tell(self.directory, LeaveRoom(s.session_id, fx.room))
             elif kind is DmFx:
                 tell(self.directory, SendDm(s.session_id, self.actor_ref, s.nick or "", fx.to, fx.text,
                                             fx.client_id, self.clock.wall()))
+            elif kind is PageFx:
+                tell(fx.handle, RoomPage(s.session_id, self.actor_ref, fx.before, fx.since, fx.limit))
+            elif kind is IgnoresFx:
+                for handle in s.rooms.values():
+                    tell(handle, RoomIgnores(s.session_id, fx.ignores))
             elif kind is Close:
                 self.conn.close(fx.code, fx.reason)
             elif kind is Finish:

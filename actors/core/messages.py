@@ -15,7 +15,7 @@ __all__ = [
     "TimerFired", "Deliver", "NickResult", "JoinedRoom", "Acked", "DmResult", "RoomMoved",
     "Schedule", "Cancel", "CancelOwner",
     "ClaimNick", "JoinRoom", "LeaveRoom", "SendDm", "UserGone", "KickNick", "RoomRetired",
-    "RoomJoin", "RoomLeave", "RoomSay", "RoomRename", "Retire", "Persist",
+    "RoomJoin", "RoomLeave", "RoomSay", "RoomRename", "Retire", "Persist", "RoomIgnores", "RoomPage",
     "ChildFailed",
     "RoomMessage", "RoomPresence", "UserConnected", "UserProfiled", "UserDisconnected",
 ]
@@ -78,6 +78,8 @@ class Deliver:
 
     payload: bytes
     """UTF-8 JSON; one object is shared by every recipient of a fan-out."""
+    sender: str | None = None
+    """The nick it comes from, when the recipient may be ignoring it (dms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,12 @@ class NickResult:
     """The nick asked for."""
     ok: bool
     """True if it is now this user's; False if taken."""
+    code: str | None = None
+    """Error code when refused (nick_taken when None)."""
+    message: str = ""
+    """Human text when refused."""
+    resume: str | None = None
+    """The secret that reclaims this nick after a drop (sent in `profile_ok`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +128,9 @@ class DmResult:
     client_id: str | None
     """The `id` the client sent."""
     ok: bool
-    """False: no such user."""
+    """False: no such user (or ``code``)."""
+    code: str | None = None
+    """Error code when refused for another reason (rate_limited: the target's budget)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +197,10 @@ class ClaimNick:
     """UserActor ref; answered with NickResult."""
     nick: str
     """Requested nick."""
+    verified: bool = False
+    """A valid token proved the nick is the sender's."""
+    resume: str | None = None
+    """The resume secret the client sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +219,8 @@ class JoinRoom:
     """Recover messages after this seq."""
     outbox: Any = None
     """The user's connection (``send_text``), for the room's direct fan-out; None for actors without one."""
+    ignores: frozenset[str] = frozenset()
+    """Folded nicks this user ignores: their room messages are not fanned out to it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +298,31 @@ class RoomJoin:
     """Recover messages after this seq."""
     outbox: Any = None
     """The member's connection: room frames are queued on it directly (see RoomActor)."""
+    ignores: frozenset[str] = frozenset()
+    """Folded nicks this member ignores."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomIgnores:
+    """A member's ignore list changed."""
+
+    session: str
+    """Session id."""
+    ignores: frozenset[str]
+    """Folded nicks it ignores now."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPage:
+    """A member asks for an older page of history (the `history` request)."""
+
+    session: str
+    """Session id."""
+    user: Any
+    """UserActor ref, answered with Deliver when the member has no connection."""
+    before: int | None
+    since: int | None
+    limit: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
-from .codec import Bye, ClientMessage, DecodeError, Dm, Hello, Join, Leave, Ping, Pong, Profile, Say
+from .budgets import Budgets
+from .codec import (
+    Bye, ClientMessage, DecodeError, Dm, Hello, History, Ignore, Join, Leave, Ping, Pong, Profile, Say, Unignore,
+)
+from .identity import IdentityError, Verifier, fold
 from .messages import (
     Acked, ClientFrame, ConnectionLost, Deliver, DmResult, JoinedRoom, Kick, NickResult,
     Overflow, PongFrame, RoomMoved, Shutdown, TimerFired,
@@ -28,7 +32,7 @@ from .messages import (
 __all__ = [
     "UserState", "Timeouts", "Limits", "Session", "TRANSITIONS", "InvalidTransition",
     "Send", "SendRaw", "Arm", "Disarm", "Close", "ClaimNickFx", "JoinRoomFx", "LeaveRoomFx",
-    "SayFx", "DmFx", "Finish", "Effect", "CLOSE_CODES",
+    "SayFx", "DmFx", "PageFx", "IgnoresFx", "Finish", "Effect", "CLOSE_CODES",
 ]
 
 
@@ -144,6 +148,10 @@ class ClaimNickFx:
     """Ask the directory for ``nick``."""
 
     nick: str
+    verified: bool = False
+    """A valid token proved the nick is ours."""
+    resume: str | None = None
+    """The resume secret the client sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,13 +188,31 @@ class DmFx:
 
 
 @dataclass(frozen=True, slots=True)
+class PageFx:
+    """Ask the room (``handle``) for an older page of its history."""
+
+    handle: Any
+    before: int | None
+    since: int | None
+    limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoresFx:
+    """Our ignore list changed: tell every room we are in."""
+
+    ignores: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """The socket is gone: leave rooms, free the nick, cancel timers, stop the actor."""
 
     timers: tuple[str, ...]
 
 
-Effect = Send | SendRaw | Arm | Disarm | Close | ClaimNickFx | JoinRoomFx | LeaveRoomFx | SayFx | DmFx | Finish
+Effect = (Send | SendRaw | Arm | Disarm | Close | ClaimNickFx | JoinRoomFx | LeaveRoomFx | SayFx | DmFx
+          | PageFx | IgnoresFx | Finish)
 
 
 class InvalidTransition(RuntimeError):
@@ -217,7 +243,8 @@ class Session:
     """Wall clock for `ts` fields (injected, like the monotonic `now`)."""
     state: UserState = U
     nick: str | None = None
-    info: dict[str, Any] | None = None
+    info: bytes | None = None
+    """`profile.info` as compact JSON, within ``budgets.shape``."""
     client: str | None = None
     rooms: dict[str, Any] = field(default_factory=dict)
     """Joined rooms: name → room handle (the RoomActor ref)."""
@@ -226,6 +253,11 @@ class Session:
     timers: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Armed timers: name → (token, due).  The source of /debug's `timers`."""
     limits: Limits = field(default_factory=Limits)
+    budgets: Budgets = field(default_factory=Budgets)
+    verifier: Verifier | None = None
+    """With --auth-*: checks `profile.token`."""
+    ignores: set[str] = field(default_factory=set)
+    """Folded nicks whose dms and room messages this user does not get."""
     close_reason: str | None = None
     _tokens: float = -1.0  # the bucket; < 0 until the first frame fills it
     _last_refill: float = 0.0
@@ -265,7 +297,7 @@ class Session:
             return [Send(codec.error("rate_limited", "slow down: too many messages"))]
         self._strikes = 0
         try:
-            msg = codec.decode(data)
+            msg = codec.decode(data, self.budgets.shape)
         except DecodeError as exc:
             if self.state is U:
                 return self._dispatch("not_hello", exc, now)
@@ -339,9 +371,18 @@ class Session:
         if ev.nick == self.nick and self.state is I:
             self.info = ev.info
             return [Send(codec.profile_ok(ev.nick))]
+        verified = False
+        if self.verifier is not None and ev.token is not None:
+            try:
+                proven = self.verifier.nick(ev.token, self.wall())
+            except IdentityError as exc:
+                return [Send(codec.error("unauthorized", str(exc)))]
+            if fold(proven) != fold(ev.nick):
+                return [Send(codec.error("unauthorized", f"the token is for the nick {proven[:32]!r}"))]
+            verified = True
         self._nick_pending = ev.nick
         self.info = ev.info
-        return [ClaimNickFx(ev.nick)]
+        return [ClaimNickFx(ev.nick, verified, ev.resume)]
 
     def _nick_result(self, ev: NickResult, now: float) -> list[Effect]:
         if ev.nick != self._nick_pending:
@@ -352,10 +393,10 @@ class Session:
             return []
         self._nick_pending = None
         if not ev.ok:
-            return [Send(codec.error("nick_taken", f"{ev.nick!r} is taken"))]
+            return [Send(codec.error(ev.code or "nick_taken", ev.message or f"{ev.nick!r} is taken"))]
         self.nick = ev.nick
         self.state = I
-        return [*self._disarm("profile"), Send(codec.profile_ok(ev.nick))]
+        return [*self._disarm("profile"), Send(codec.profile_ok(ev.nick, ev.resume))]
 
     def _join(self, ev: Join, now: float) -> list[Effect]:
         return [JoinRoomFx(ev.room, ev.since)]
@@ -380,6 +421,23 @@ class Session:
             return [Send(codec.error("not_in_room", f"join {ev.room!r} before saying anything there"))]
         return [SayFx(handle, ev.text, ev.id)]
 
+    def _history(self, ev: History, now: float) -> list[Effect]:
+        handle = self.rooms.get(ev.room)
+        if handle is None:
+            return [Send(codec.error("not_in_room", f"join {ev.room!r} before asking for its history"))]
+        return [PageFx(handle, ev.before, ev.since, ev.limit)]
+
+    def _ignore_nick(self, ev: Ignore, now: float) -> list[Effect]:
+        key = fold(ev.nick)
+        if key not in self.ignores and len(self.ignores) >= self.budgets.max_ignores:
+            return [Send(codec.error("too_many_ignores", f"at most {self.budgets.max_ignores} nicks can be ignored"))]
+        self.ignores.add(key)
+        return [Send(codec.ignoring(sorted(self.ignores))), IgnoresFx(frozenset(self.ignores))]
+
+    def _unignore_nick(self, ev: Unignore, now: float) -> list[Effect]:
+        self.ignores.discard(fold(ev.nick))
+        return [Send(codec.ignoring(sorted(self.ignores))), IgnoresFx(frozenset(self.ignores))]
+
     def _acked(self, ev: Acked, now: float) -> list[Effect]:
         return [Send(codec.ack(ev.client_id, ev.seq))]
 
@@ -389,9 +447,13 @@ class Session:
     def _dm_result(self, ev: DmResult, now: float) -> list[Effect]:
         if ev.ok:
             return [Send(codec.ack(ev.client_id, None))]
+        if ev.code == "rate_limited":
+            return [Send(codec.error("rate_limited", "that user receives too many dms right now: try later"))]
         return [Send(codec.error("no_such_user", "no user with that nick is online"))]
 
     def _deliver(self, ev: Deliver, now: float) -> list[Effect]:
+        if ev.sender is not None and self.ignores and fold(ev.sender) in self.ignores:
+            return []  # ignored: dropped silently, the sender was acked (docs/protocol.md)
         return [SendRaw(ev.payload)]
 
     def _pong(self, ev: object, now: float) -> list[Effect]:
@@ -475,6 +537,9 @@ _rows((I,), "join", S._join)
 _rows((I,), "leave", S._leave)
 _rows((I,), "say", S._say)
 _rows((I,), "dm", S._dm)
+_rows((I,), "history", S._history)
+_rows((C, I), "ignore", S._ignore_nick)
+_rows((C, I), "unignore", S._unignore_nick)
 _rows((C, I), "pong", S._pong)
 _rows((C, I), "ping", S._ping)
 _rows(LIVE, "bye", S._bye, T)
