@@ -111,7 +111,7 @@ class DirectoryActor(HubbubActor):
         user = self.users.pop(msg.session, None)
         if user is None:
             return
-        self.nick_table.release(msg.session, self.clock.monotonic())
+        self.nick_table.release(msg.session, self.clock.monotonic(), hold=msg.hold)
         if user.nick is not None and self.nicks.get(user.nick) == msg.session:
             del self.nicks[user.nick]
         for name in list(user.rooms):

@@ -139,7 +139,7 @@ class UserActor(HubbubActor):
         sid = self.session.session_id
         if timers:
             tell(self.scheduler, CancelOwner(sid, timers))
-        tell(self.directory, UserGone(sid))
+        tell(self.directory, UserGone(sid, hold=True))
         self.actor_ref.stop(block=False)
 
     def _gone(self) -> None:

@@ -179,13 +179,13 @@ class Nicks:
                 self.bound.popitem(last=False)
         return Claimed(True, resume=entry.secret, evict=evict, old=old)
 
-    def release(self, session: str, now: float) -> str | None:
+    def release(self, session: str, now: float, hold: bool = True) -> str | None:
         """``session`` is gone; its nick (if any) is held for ``grace`` seconds.  The nick."""
         key = self.by_session.pop(session, None)
         if key is None:
             return None
         holder = self.holders.pop(key)
-        if self.grace > 0:
+        if hold and self.grace > 0:
             self.held[key] = (now + self.grace, holder)
             self.held.move_to_end(key)
         self._expire(now)

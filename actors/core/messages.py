@@ -259,6 +259,9 @@ class UserGone:
 
     session: str
     """Session id."""
+    hold: bool = False
+    """Hold its nick for its owner for --nick-grace (a user whose connection ended;
+    not a plugin, whose restart claims its nick again at once)."""
 
 
 @dataclass(frozen=True, slots=True)
