@@ -139,7 +139,7 @@ class UserActor(HubbubActor):
         sid = self.session.session_id
         if timers:
             tell(self.scheduler, CancelOwner(sid, timers))
-        tell(self.directory, UserGone(sid, hold=True))
+        tell(self.directory, UserGone(sid, hold=self.session.holds_nick()))
         self.actor_ref.stop(block=False)
 
     def _gone(self) -> None:

@@ -287,6 +287,9 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
         raise ConfigError(f"--workers > 1 needs --redis: {why} (from {raw['workers'][1]})")
     if cfg.auth_secret is not None and cfg.auth_public_key is not None:
         raise ConfigError("--auth-secret and --auth-public-key: give one of them")
+    if cfg.auth_secret is not None and len(cfg.auth_secret.encode()) < 32:
+        # RFC 7518 section 3.2: an HMAC key at least as long as the hash (HS256: 32 bytes).
+        raise ConfigError(f"{raw['auth-secret'][1]}: must be at least 32 bytes (RFC 7518 section 3.2)")
     if (cfg.certfile is None) != (cfg.keyfile is None):
         given, missing = ("certfile", "keyfile") if cfg.certfile else ("keyfile", "certfile")
         raise ConfigError(f"--{given} needs --{missing}, TLS needs both (from {raw[given][1]})")

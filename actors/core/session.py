@@ -73,6 +73,10 @@ TRANSPORT_REASONS = {
 }
 
 
+# Ends that were not the user's choice (nor an admin's): its nick is held for it.
+DROPPED = frozenset({"connection_lost", "pong_timeout", "slow_consumer", "internal_error"})
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """The five durations (seconds) of the maintenance rules."""
@@ -265,6 +269,11 @@ class Session:
     """Frames rejected since the last accepted one."""
     _token: int = 0
     _nick_pending: str | None = None
+
+    def holds_nick(self) -> bool:
+        """Keep the nick for its owner for a while (--nick-grace): only when the connection
+        dropped.  A user who said `bye`, closed the WebSocket or was kicked let it go."""
+        return self.close_reason in DROPPED
 
     # --- the one entry point ---------------------------------------------------------
 
