@@ -17,6 +17,7 @@ from .budgets import Shape
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "Shape",
     "NAME_RE",
     "DecodeError",
     "ClientMessage",
