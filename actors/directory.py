@@ -131,7 +131,11 @@ class DirectoryActor(HubbubActor):
         if room is None and len(self.rooms) + len(self.retiring) >= b.max_rooms:
             return self._refuse_join(msg, f"this server has {b.max_rooms} rooms already")
         if room is None:
-            history = self.dormant.pop(msg.room, None) or self._load(msg.room)
+            # `is None`, not `or`: a history whose messages were all evicted has len() 0
+            # but still carries the room's seq.
+            history = self.dormant.pop(msg.room, None)
+            if history is None:
+                history = self._load(msg.room)
             room = self.rooms[msg.room] = _Room(self._start_room(msg.room, history))
         room.members[msg.session] = msg.nick
         user.rooms.add(msg.room)

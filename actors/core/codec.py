@@ -297,8 +297,10 @@ DEFAULT_SHAPE = Shape()
 
 # A frame's own structure, checked before json.loads builds it: a 63 KB frame of `{}`
 # is 21,000 dicts (1.3 MB) before any field is looked at.  No client frame needs more
-# than a handful of containers; unknown fields may carry some, within this.
-FRAME_CONTAINERS = 256
+# than a handful of containers; unknown fields may carry some, up to about the nesting
+# any JSON parser takes (Python's stops near 1,000 levels).  Over it is a parser limit,
+# hence `bad_json`, like JSON nested too deep.
+FRAME_CONTAINERS = 1024
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 
 
@@ -320,7 +322,7 @@ def decode(text: str | bytes, shape: Shape = DEFAULT_SHAPE) -> ClientMessage:
         raise DecodeError("bad_message", "binary frames are not part of the protocol")
     problem = _structure(text)
     if problem is not None:
-        raise DecodeError("bad_message", problem)
+        raise DecodeError("bad_json", problem)
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError):

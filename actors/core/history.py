@@ -189,10 +189,11 @@ class RoomHistory:
         ``limit`` of them and ``max_bytes`` together: (messages, more, complete).
 
         ``more``: older kept messages in that range did not fit (ask again with
-        ``before`` = the first seq returned).  ``complete``: the returned messages are all
-        the messages ever stored after ``since`` and before ``before`` — False when some
-        were dropped (count, bytes or the pool), when ``since`` is ahead of this room
-        (its history was lost, e.g. a restart without --store), or when ``more``.
+        ``before`` = the first seq returned).  ``complete`` (only with ``since``; True
+        without): the returned messages are all the messages ever stored after ``since``
+        and before ``before`` — False when some were dropped (count, bytes or the pool),
+        when ``since`` is ahead of this room (its history was lost, e.g. a restart without
+        --store), or when ``more`` (a client that does not page still learns it has a gap).
         """
         if self.pool is not None and self._ring:
             self.pool.used(self)
@@ -218,7 +219,7 @@ class RoomHistory:
         if since is not None and since > self.last_seq:
             return [], False, False
         if since is None:
-            complete = not more
+            complete = True  # no `since`: the newest kept ones were asked for, and given
         else:
             complete = not more and lo + 1 >= min(first_kept, hi)
         return out, more, complete

@@ -110,12 +110,13 @@ class TestShapeBudget:
             self.profile({"a": {"b": 1}}, max_depth=1)
 
     def test_the_issue_probe_is_refused_before_decoding(self):
-        """A 63 KB frame of nested/empty `{}` is refused by its bracket count, before json.loads."""
+        """A 63 KB frame of empty `{}` is refused by its bracket count, before json.loads (a
+        parser limit, like nesting too deep: bad_json)."""
         frame = '{"type":"profile","nick":"a","info":{"x":[' + ",".join(["{}"] * 21000) + "]}}"
         assert len(frame) > 60_000
         with pytest.raises(DecodeError, match="objects and arrays") as exc:
             codec.decode(frame)
-        assert exc.value.code == "bad_message"
+        assert exc.value.code == "bad_json"
 
     def test_brackets_inside_strings_do_not_count(self):
         """A say full of `{` is still a say: only structure outside strings is counted."""

@@ -158,7 +158,7 @@ class TestPages:
         h = self.fill()
         size = len(h.page()[0][0])
         page, more, complete = h.page(max_bytes=3 * size + 10)
-        assert self.seqs(page) == [8, 9, 10] and more and not complete
+        assert self.seqs(page) == [8, 9, 10] and more and complete, "no since: the newest, as asked"
 
     def test_before_walks_back(self):
         """Asking again with before = the first seq returned gives the page before it."""
