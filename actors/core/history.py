@@ -28,6 +28,12 @@ __all__ = ["RoomHistory", "HistoryPool"]
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+# What one kept message costs besides its bytes: the bytes object's header (33), the
+# (seq, payload) tuple (56), the int (28) and the deque slot (8).  Counted in every budget,
+# so 64 MiB of history is 64 MiB of memory, whether the messages are large or tiny.
+ENTRY_OVERHEAD = 128
+
+
 def _encode(frame: dict[str, Any]) -> bytes:
     return _dumps(frame).encode()
 
@@ -101,6 +107,7 @@ class RoomHistory:
         self.dormant = False
         """The room has no members (the directory keeps this history): evicted first."""
         self.bytes = 0
+        """What the kept messages cost: their bytes plus ENTRY_OVERHEAD each."""
         self._ring: deque[tuple[int, bytes]] = deque()
         """(seq, encoded `message` frame), oldest first."""
         for frame in messages or ():
@@ -134,12 +141,13 @@ class RoomHistory:
             return
         ring = self._ring
         ring.append((seq, payload))
-        grown = len(payload)
+        size = len(payload) + ENTRY_OVERHEAD
+        grown = size
         while len(ring) > self.keep or (self.max_bytes and self.bytes + grown > self.max_bytes and len(ring) > 1):
-            grown -= len(ring.popleft()[1])
-        if self.max_bytes and len(payload) > self.max_bytes:  # alone over the room budget
+            grown -= len(ring.popleft()[1]) + ENTRY_OVERHEAD
+        if self.max_bytes and size > self.max_bytes:  # alone over the room budget
             ring.pop()
-            grown -= len(payload)
+            grown -= size
         self.bytes += grown
         if self.pool is not None:
             self.pool.charge(self, grown)
@@ -148,7 +156,7 @@ class RoomHistory:
         """Drop the oldest kept message; its size (0: nothing was kept)."""
         if not self._ring:
             return 0
-        size = len(self._ring.popleft()[1])
+        size = len(self._ring.popleft()[1]) + ENTRY_OVERHEAD
         self.bytes -= size
         if self.pool is not None:
             self.pool.bytes -= size

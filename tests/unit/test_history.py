@@ -2,7 +2,7 @@
 
 import json
 
-from actors.core.history import HistoryPool, RoomHistory
+from actors.core.history import ENTRY_OVERHEAD, HistoryPool, RoomHistory
 
 
 def fill(h: RoomHistory, n: int) -> None:
@@ -75,13 +75,14 @@ class TestBytes:
         seq, payload = h.add(msg("h\u00e9 \U0001f600"))
         assert seq == 1 and json.loads(payload)["seq"] == 1
         assert h.page() == ([payload], False, True)
-        assert h.bytes == len(payload), "an emoji costs its 4 UTF-8 bytes, not 4 bytes per character"
+        assert h.bytes == len(payload) + ENTRY_OVERHEAD, "an emoji costs its 4 UTF-8 bytes, not 4 per character"
 
     def test_per_room_byte_budget_drops_the_oldest(self):
         h = RoomHistory(100, max_bytes=1000)
         for i in range(20):
             h.add(msg("x" * 100))
-        assert h.bytes <= 1000 and len(h) == h.bytes // len(h.page()[0][0])
+        each = len(h.page()[0][0]) + ENTRY_OVERHEAD
+        assert h.bytes <= 1000 and len(h) == 1000 // each == h.bytes // each
         msgs, complete = h.since(0)
         assert not complete and msgs[-1]["seq"] == 20
 
@@ -96,35 +97,35 @@ class TestPool:
     """The node-wide total: an LRU over rooms, emptied (dormant) rooms evicted first."""
 
     def test_dormant_rooms_go_first_oldest_used_first(self):
-        pool = HistoryPool(max_bytes=3000)
+        pool = HistoryPool(max_bytes=3600)
         a, b, c = (RoomHistory(100, pool=pool) for _ in range(3))
         for h in (a, b, c):
             h.add(msg("x" * 400))
-            h.add(msg("x" * 400))  # ~ 2 x 470 bytes each
+            h.add(msg("x" * 400))  # 2 x ~600 bytes each
         a.set_dormant(True)
         b.set_dormant(True)
-        assert pool.bytes <= 3000
+        assert pool.bytes <= 3600
         c.add(msg("x" * 400))
         c.add(msg("x" * 400))
         assert len(a) == 0 and a.last_seq == 2, "the oldest dormant room went first; its seq stays"
         assert len(b) == 2 and len(c) == 4
-        assert pool.bytes == a.bytes + b.bytes + c.bytes <= 3000
+        assert pool.bytes == a.bytes + b.bytes + c.bytes <= 3600
         assert a.since(0) == ([], False)
 
     def test_then_the_least_recently_used_active_room(self):
         """With no dormant room left, the least recently used room with members loses its oldest."""
-        pool = HistoryPool(max_bytes=2000)
+        pool = HistoryPool(max_bytes=2400)
         a, b = RoomHistory(100, pool=pool), RoomHistory(100, pool=pool)
         for _ in range(2):
             a.add(msg("x" * 400))
         for _ in range(3):
             b.add(msg("x" * 400))
-        assert pool.bytes <= 2000 and len(b) == 3 and len(a) == 1
+        assert pool.bytes <= 2400 and len(b) == 3 and len(a) == 1
         assert pool.evicted == 1
 
     def test_reading_counts_as_use(self):
         """A join (page) makes a room recently used."""
-        pool = HistoryPool(max_bytes=2000)
+        pool = HistoryPool(max_bytes=2400)
         a, b = RoomHistory(100, pool=pool), RoomHistory(100, pool=pool)
         a.add(msg("x" * 400))
         b.add(msg("x" * 400))
