@@ -189,6 +189,47 @@ class TestDmFlood:
             assert 0 < received <= 36 - limited
 
 
+    def test_issue_probe_three_senders_and_a_125_kb_per_s_reader(self, server):
+        """The issue's probe: 3 senders x 19 dm/s x 60 KB into a reader of 125 KB/s for 5 s.
+        Before the budget the reader was cut (4007) in 2.3 s; now the senders are refused."""
+        import gevent
+
+        target = nick("slow")
+        reader = Client(server).login(target)
+        senders = [Client(server).login(nick("f")) for _ in range(3)]
+        refused = [0]
+        stop = time.monotonic() + 5
+
+        def flood(c: Client) -> None:
+            body = json.dumps({"type": "dm", "to": target, "text": "x" * 60_000})
+            while time.monotonic() < stop:
+                c.send(body)
+                refused[0] += c.recv()["type"] == "error"
+                gevent.sleep(1 / 19)
+
+        def read() -> int:
+            got = 0
+            while time.monotonic() < stop + 1:
+                try:
+                    raw = reader.ws.recv(timeout=0.5)
+                except TimeoutError:
+                    continue
+                got += 1
+                gevent.sleep(len(raw) / 125_000)  # a 125 KB/s reader
+            return got
+
+        jobs = [gevent.spawn(flood, c) for c in senders]
+        got = gevent.spawn(read)
+        try:
+            gevent.joinall([*jobs, got], timeout=15, raise_error=True)
+            assert refused[0] > 0 and got.value > 0
+            reader.send({"type": "ping"})
+            assert any(f["type"] == "pong" for f in reader.pump(2)), "the reader is still connected"
+        finally:
+            for c in (reader, *senders):
+                c.close()
+
+
 class TestIgnore:
     def test_ignored_nick_reaches_neither_dm_nor_room(self, server):
         room = nick("room")
