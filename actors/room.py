@@ -128,7 +128,7 @@ class RoomActor(HubbubActor):
         # 5 MB `joined` that cut every newcomer).  `more` says older pages exist.
         history, more, complete = self.history.page(since=msg.since, max_bytes=self.page_bytes)
         nicks = sorted({nick for _ref, nick in self.members.values()})
-        payload = codec.encode_joined(self.name, nicks, history, complete, more)
+        payload: bytes | None = codec.encode_joined(self.name, nicks, history, complete, more)
         if msg.outbox is not None:
             # `joined` goes the way the room's messages will: it must reach the client first.
             self.outboxes[msg.session] = msg.outbox

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,7 +279,7 @@ def _nick(o: dict[str, Any]) -> str:
     return nick  # type: ignore[return-value]
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[dict[str, Any], Shape], ClientMessage]] = {
     "hello": _hello,
     "profile": _profile,
     "join": _join,

@@ -9,6 +9,9 @@ clock, so the 12-hour rule runs in microseconds.
 All transitions live in :data:`TRANSITIONS`: (state, event name) → (method,
 states it may lead to).  ``docs/architecture.md`` draws its diagram from the same
 table (``python -m actors.core.session``), so the picture cannot drift from the code.
+
+Over 500 lines on purpose: every rule about a user's life stays in this one file (the
+habit of h11's ``_state.py``); the rules it applies live in codec, budgets and identity.
 """
 
 from __future__ import annotations

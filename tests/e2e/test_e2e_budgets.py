@@ -70,7 +70,7 @@ class TestWhatAClientMayStore:
         frame = '{"type":"profile","nick":"NICK","info":{"x":[' + ",".join(["{}"] * 21000) + "]}}"
         clients = []
         try:
-            for i in range(3):  # warm up allocators before the baseline
+            for _ in range(3):  # warm up allocators before the baseline
                 c = Client(server)
                 c.hello()
                 c.send(frame.replace("NICK", nick("w")))

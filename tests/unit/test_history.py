@@ -79,7 +79,7 @@ class TestBytes:
 
     def test_per_room_byte_budget_drops_the_oldest(self):
         h = RoomHistory(100, max_bytes=1000)
-        for i in range(20):
+        for _ in range(20):
             h.add(msg("x" * 100))
         each = len(h.page()[0][0]) + ENTRY_OVERHEAD
         assert h.bytes <= 1000 and len(h) == 1000 // each == h.bytes // each
