@@ -95,6 +95,11 @@ class DirectoryActor(HubbubActor):
                 if stale.nick is not None and self.nicks.get(stale.nick) == got.evict:
                     del self.nicks[stale.nick]
                 stale.nick = None
+                # Out of its rooms now, so that its presence `leave` reaches the others
+                # before the owner's `join` (both go through this actor, in order).
+                for name in list(stale.rooms):
+                    self._remove_member(name, got.evict)
+                stale.rooms.clear()
                 tell(stale.ref, Kick("your nick was reclaimed by its owner from another connection"))
         user = self.users.setdefault(msg.session, _User(msg.user))
         old, user.nick = user.nick, msg.nick

@@ -288,16 +288,24 @@ class TestNicks:
             owner.expect("profile_ok", nick=n)
 
     def test_resume_evicts_the_stale_connection(self, server):
-        n = nick("stale")
-        with Client(server) as old, Client(server) as new:
+        """The owner's new connection takes the nick; the old one is kicked, and the others
+        in its rooms see it leave before the owner joins again."""
+        n, room = nick("stale"), nick("room")
+        with Client(server) as old, Client(server) as new, Client(server) as other:
+            other.login(nick("o"), room)
             old.hello()
             old.send({"type": "profile", "nick": n})
             secret = old.expect("profile_ok")["resume"]
+            old.join(room)
+            other.expect("presence", event="join", nick=n)
             new.hello()
             new.send({"type": "profile", "nick": n, "resume": secret})
             new.expect("profile_ok", nick=n)
+            new.join(room)
             code, _reason, frames = old.closed()
             assert code == 4005 and frames[-1]["reason"] == "kicked" and "reclaimed" in frames[-1]["message"]
+            other.expect("presence", event="leave", nick=n)
+            other.expect("presence", event="join", nick=n)
 
 
 def token(n: str) -> str:
