@@ -338,3 +338,25 @@ class TestSignedTokens:
                     owner.expect("profile_ok")
                 guest.send({"type": "profile", "nick": "carol"})
                 guest.expect_error("nick_taken")  # bound to its token even after it left
+
+    def test_public_key_audience_and_issuer(self, tmp_path):
+        """--auth-public-key (Ed25519 here) with --auth-audience/--auth-issuer: only tokens
+        signed by the private key, for this audience and issuer, bind a nick."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        private = ed25519.Ed25519PrivateKey.generate()
+        pem = tmp_path / "auth.pem"
+        pem.write_bytes(private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        claims = {"sub": "dave", "aud": "chat", "iss": "https://id.example", "exp": time.time() + 60}
+        with Server("--auth-public-key", str(pem), "--auth-audience", "chat",
+                    "--auth-issuer", "https://id.example") as srv, Client(srv) as c:
+            c.hello()
+            for bad in ({**claims, "aud": "other"}, {**claims, "iss": "https://evil.example"}):
+                c.send({"type": "profile", "nick": "dave", "token": jwt.encode(bad, private, algorithm="EdDSA")})
+                c.expect_error("unauthorized")
+            c.send({"type": "profile", "nick": "dave", "token": jwt.encode(claims, SECRET, algorithm="HS256")})
+            c.expect_error("unauthorized")  # an HMAC token where a key pair is configured
+            c.send({"type": "profile", "nick": "dave", "token": jwt.encode(claims, private, algorithm="EdDSA")})
+            c.expect("profile_ok", nick="dave")
