@@ -13,6 +13,8 @@ import gevent
 import gevent.event
 
 from actors import ActorSystem, Limits, Timeouts
+from actors.core.budgets import Budgets, Shape
+from actors.core.identity import Verifier
 from hubbub.admission import handler_for
 from hubbub.config import ConfigError, load_config
 from hubbub.gate import GatedServer, gate_for
@@ -31,7 +33,10 @@ def build(config, listener=None, **system_options):
                  profile=config.profile_timeout, session=config.max_session)
     telemetry = Telemetry(config.log_format)
     system = ActorSystem(t, history=config.history, events=telemetry, store=config.store,
-                         limits=Limits(config.rate, config.burst), redis=config.redis, **system_options)
+                         limits=Limits(config.rate, config.burst), redis=config.redis,
+                         budgets=budgets_for(config), verifier=verifier_for(config),
+                         require_token=config.auth_mode == "required" and bool(config.auth_secret or config.auth_public_key),
+                         max_backlog=config.max_backlog, **system_options)
     telemetry.system = system
     handler = handler_for(config)
     tls = {}
@@ -51,6 +56,25 @@ def build(config, listener=None, **system_options):
                          handler_class=handler, log=None, error_log=logging.getLogger("hubbub.http"),
                          gate=gate, **tls)
     return system, server
+
+
+def budgets_for(config):
+    """The memory and rate budgets the options ask for (docs/operations.md)."""
+    return Budgets(shape=Shape(max_bytes=config.info_bytes, max_depth=config.info_depth),
+                   history_bytes=config.history_bytes, history_total=config.history_total,
+                   joined_bytes=config.joined_bytes, max_rooms_per_user=config.max_rooms_per_user,
+                   max_rooms=config.max_rooms, dm_rate=config.dm_rate, dm_bytes=config.dm_bytes,
+                   nick_grace=config.nick_grace)
+
+
+def verifier_for(config):
+    """The JWT checker for --auth-secret / --auth-public-key, or None (no identity)."""
+    if config.auth_secret:
+        return Verifier(config.auth_secret, audience=config.auth_audience, issuer=config.auth_issuer)
+    if config.auth_public_key:
+        with open(config.auth_public_key, "rb") as f:
+            return Verifier(f.read(), public=True, audience=config.auth_audience, issuer=config.auth_issuer)
+    return None
 
 
 def tune_gc():

@@ -22,15 +22,18 @@ from .clock import Clock, MonotonicClock
 from .core import codec
 from .core.counters import Counters
 from .core.history import RoomHistory
+from .core.identity import fold
 from .core.messages import (
     Acked,
     Deliver,
     JoinedRoom,
     Persist,
     Retire,
+    RoomIgnores,
     RoomJoin,
     RoomLeave,
     RoomMessage,
+    RoomPage,
     RoomPresence,
     RoomRename,
     RoomRetired,
@@ -54,13 +57,15 @@ class RoomState:
     """session id → (member ref, nick)."""
     outboxes: dict[str, Outbox]
     """session id → outbox, for members with a connection."""
+    ignores: dict[str, frozenset[str]]
+    """session id → folded nicks it ignores (members that ignore someone)."""
 
 
 class RoomActor(HubbubActor):
     def __init__(self, name: str, history: RoomHistory, directory: Any,
                  parent: HubbubActor | None = None, counters: Counters | None = None,
                  clock: Clock | None = None, store: Any = None, observers: Observers | None = None,
-                 restore: RoomState | None = None, port: Any = None) -> None:
+                 restore: RoomState | None = None, port: Any = None, page_bytes: int = 256 << 10) -> None:
         super().__init__(f"room:{name}", parent)
         self.name = name
         self.history = history
@@ -73,8 +78,11 @@ class RoomActor(HubbubActor):
         """Optional StoreActor ref: every stored message is also told to it (--store)."""
         self.outboxes: dict[str, Outbox] = {}
         """session id → the member's outbox (write-only), for members that have a connection."""
+        self.ignores: dict[str, frozenset[str]] = {}
+        """session → folded nicks it ignores, only for members that ignore someone."""
         if restore is not None:  # a restart after a failure: the members stay, silently
             self.members, self.outboxes = dict(restore.members), dict(restore.outboxes)
+            self.ignores = dict(restore.ignores)
         self.watchers = (observers or Observers()).rooms
         """Subscribers to every room's events (a live list, usually empty; actors/core/observe.py)."""
         self.port = port
@@ -82,6 +90,9 @@ class RoomActor(HubbubActor):
         sequences its messages itself, with its own RoomHistory."""
         self.fanouts: deque[tuple[float, float, int]] = deque(maxlen=16)
         """The last says: (wall time, seconds until every member was told, members) for /debug."""
+        self.page_bytes = page_bytes
+        """Largest `joined`/`history` page: the newest messages that fit (docs/protocol.md)."""
+        history.set_dormant(False)
 
     def on_start(self) -> None:
         if self.port is not None:
@@ -94,7 +105,7 @@ class RoomActor(HubbubActor):
         return fields
 
     def last_words(self) -> RoomState:
-        return RoomState(self.name, self.history, dict(self.members), dict(self.outboxes))
+        return RoomState(self.name, self.history, dict(self.members), dict(self.outboxes), dict(self.ignores))
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, RoomSay):
@@ -107,11 +118,15 @@ class RoomActor(HubbubActor):
             return self._rename(message)
         if isinstance(message, Retire):
             return self._retire()
+        if isinstance(message, RoomPage):
+            return self._page(message)
+        if isinstance(message, RoomIgnores):
+            return self._set_ignores(message.session, message.ignores)
         if self.port is not None and self.port.accepts(message):
             return self.port.receive(message)
         return super().on_receive(message)
 
-    def _broadcast(self, payload: bytes, skip: str | None = None) -> None:
+    def _broadcast(self, payload: bytes, skip: str | None = None, sender: str | None = None) -> None:
         # Fan-out: the encoded bytes are queued straight on each member's connection.
         # send_text never blocks (a slow member only grows its own backlog, and is cut
         # at --max-backlog), so going through 500 member actors would only add 500
@@ -119,9 +134,16 @@ class RoomActor(HubbubActor):
         # Members without a connection (plugins, other nodes' bridges) get a Deliver.
         outboxes = self.outboxes
         delivery = None
+        skips: Any = (skip,)
+        if sender is not None and self.ignores:
+            # Only when someone in the room ignores someone: the usual fan-out pays one test.
+            key = fold(sender)
+            skips = {skip, *(s for s, ign in self.ignores.items() if key in ign)}
+        sent = 0
         for session, (ref, _nick) in self.members.items():
-            if session == skip:
+            if session in skips:
                 continue
+            sent += 1
             outbox = outboxes.get(session)
             if outbox is not None:
                 outbox.send_text(payload)
@@ -129,7 +151,7 @@ class RoomActor(HubbubActor):
                 if delivery is None:
                     delivery = Deliver(payload)
                 tell(ref, delivery)
-        self.counters.frames_out += len(self.members) - (skip is not None)
+        self.counters.frames_out += sent
 
     def _say(self, msg: RoomSay) -> None:
         if msg.session not in self.members:
@@ -137,13 +159,13 @@ class RoomActor(HubbubActor):
         if self.port is not None:
             return self.port.say(msg)  # the cluster's sequencer: ack and message come later
         frame = codec.message(self.name, msg.nick, msg.text, 0, msg.ts)
-        seq = self.history.append(frame)
+        seq, payload = self.history.add(frame)
         if self.store is not None:
             tell(self.store, Persist(self.name, frame))
         # Acked only after the seq is assigned and the message is kept (reliability.md),
         # and before the message itself reaches the sender.
         self.ack(msg, seq)
-        self.deliver(frame, codec.encode(frame), recorded=True)
+        self.deliver(frame, payload, recorded=True)
         return None
 
     # --- what a port calls back (and the single-node path uses too) -----------------
@@ -172,8 +194,8 @@ class RoomActor(HubbubActor):
     def deliver(self, frame: dict[str, Any], payload: bytes, recorded: bool = False) -> None:
         """A sequenced message to every member here (``recorded``: already in the history)."""
         if not recorded:
-            self.history.record(frame)
-        self._broadcast(payload)
+            self.history.record(frame, payload)
+        self._broadcast(payload, sender=frame["from"])  # `from`: the members who ignore it skip it
         if self.watchers:  # after the members: a plugin never delays the humans
             publish(self.watchers, RoomMessage(self.name, frame["from"], frame["text"], frame["seq"], frame["ts"]))
         counters = self.counters
@@ -191,7 +213,9 @@ class RoomActor(HubbubActor):
     def send_joined(self, msg: RoomJoin, nicks: list[str], history: list[dict[str, Any]], complete: bool,
                     epoch: str | None = None) -> None:
         """The `joined` answer (the room's ref goes to the user with it)."""
-        payload: bytes | None = codec.encode(codec.joined(self.name, nicks, history, complete, epoch))
+        self.send_joined_payload(msg, codec.encode(codec.joined(self.name, nicks, history, complete, epoch)))
+
+    def send_joined_payload(self, msg: RoomJoin, payload: bytes | None) -> None:
         if msg.outbox is not None:
             # `joined` goes the way the room's messages will: it must reach the client first.
             self.outboxes[msg.session] = msg.outbox
@@ -202,15 +226,18 @@ class RoomActor(HubbubActor):
 
     def _join(self, msg: RoomJoin) -> None:
         if self.port is not None:
-            return self.port.join(msg)
+            self.port.join(msg)
+            self._set_ignores(msg.session, msg.ignores)  # after: the port adds the member
+            return None
         fresh = msg.session not in self.members
         self.members[msg.session] = (msg.user, msg.nick)
-        if msg.since is None:
-            history, complete = self.history.recent(), True
-        else:
-            history, complete = self.history.since(msg.since)
+        self._set_ignores(msg.session, msg.ignores)
+        # Paged: the newest messages that fit page_bytes, so that a `joined` can never by
+        # itself push its reader over --max-backlog (80 messages of 64 KB made a 5 MB
+        # `joined` that cut every newcomer).  `more` says older pages exist.
+        history, more, complete = self.history.page(since=msg.since, max_bytes=self.page_bytes)
         nicks = sorted({nick for _ref, nick in self.members.values()})
-        self.send_joined(msg, nicks, history, complete)
+        self.send_joined_payload(msg, codec.encode_joined(self.name, nicks, history, complete, more))
         if fresh:
             self.announce("join", msg.nick, skip=msg.session)
         return None
@@ -218,6 +245,7 @@ class RoomActor(HubbubActor):
     def _leave(self, msg: RoomLeave) -> None:
         member = self.members.pop(msg.session, None)
         self.outboxes.pop(msg.session, None)
+        self.ignores.pop(msg.session, None)
         if member is None:
             return
         if self.port is not None:
@@ -236,9 +264,30 @@ class RoomActor(HubbubActor):
         self.announce("leave", msg.old, skip=msg.session)
         self.announce("join", msg.new, skip=msg.session)
 
+    def _set_ignores(self, session: str, ignores: frozenset[str]) -> None:
+        if ignores and session in self.members:
+            self.ignores[session] = ignores
+        else:
+            self.ignores.pop(session, None)
+
+    def _page(self, msg: RoomPage) -> None:
+        if msg.session not in self.members:
+            return  # left meanwhile; its session answered not_in_room already or will
+        limit = msg.limit if msg.limit is not None else self.history.keep
+        page, more, complete = self.history.page(since=msg.since, before=msg.before, limit=limit,
+                                                 max_bytes=self.page_bytes)
+        payload = codec.encode_history(self.name, page, more, complete)
+        outbox = self.outboxes.get(msg.session)
+        if outbox is not None:
+            outbox.send_text(payload)
+            self.counters.frames_out += 1
+        else:
+            tell(msg.user, Deliver(payload))
+
     def _retire(self) -> None:
         if self.port is not None:
             self.port.detach()
+        self.history.set_dormant(True)
         # The directory routes every join and leave, so it knows we are empty and
         # holds new joins for this name until RoomRetired reaches it.
         tell(self.directory, RoomRetired(self.name, self.history))

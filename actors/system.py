@@ -26,6 +26,7 @@ import pykka
 
 from .base import HubbubActor, tell
 from .clock import Clock, MonotonicClock
+from .core.budgets import Budgets
 from .core.counters import Counters
 from .core.messages import CancelOwner, KickNick, Shutdown, UserGone
 from .core.observe import Observers
@@ -89,12 +90,16 @@ class ActorSystem:
     def __init__(self, timeouts: Timeouts, history: int = 100, clock: Clock | None = None,
                  events: Any = None, limits: Limits | None = None, store: str | None = None,
                  user_class: type[UserActor] = UserActor, room_class: type[RoomActor] = RoomActor,
-                 redis: str | None = None) -> None:
+                 redis: str | None = None, budgets: Budgets | None = None, verifier: Any = None,
+                 require_token: bool = False, max_backlog: int = 1 << 20) -> None:
         self.timeouts = timeouts
         self.history = history
         self.clock = clock or MonotonicClock()
         self.events = events
         self.limits = limits or Limits()
+        self.budgets = budgets or Budgets()
+        self.verifier = verifier
+        """With --auth-*: the JWT Verifier every session checks `profile.token` with."""
         self.user_class = user_class
         self.counters = Counters()
         self.observers = Observers()
@@ -117,7 +122,9 @@ class ActorSystem:
         self.scheduler: SchedulerActor = SchedulerActor.spawn(self.clock, parent=self.node, counters=self.counters)
         self.directory: DirectoryActor = directory_class.spawn(
             history, parent=self.node, room_class=room_class, counters=self.counters,
-            store=self.store.actor_ref if self.store else None, observers=self.observers, **cluster_option)
+            store=self.store.actor_ref if self.store else None, observers=self.observers,
+            budgets=self.budgets, clock=self.clock, page_bytes=self.budgets.page_bytes(max_backlog),
+            require_token=require_token, **cluster_option)
         self.node.scheduler, self.node.directory = self.scheduler, self.directory
         if self.cluster is not None:
             self.cluster.directory = self.directory.actor_ref
@@ -135,7 +142,8 @@ class ActorSystem:
         sid = secrets.token_hex(8)
         user = self.user_class.spawn(sid, conn, self.timeouts, self.clock, self.scheduler.actor_ref,
                                      self.directory.actor_ref, parent=self.node, events=self.events,
-                                     limits=self.limits, counters=self.counters, observers=self.observers)
+                                     limits=self.limits, counters=self.counters, observers=self.observers,
+                                     budgets=self.budgets, verifier=self.verifier)
         user.attach(conn)
         return user.actor_ref
 
@@ -165,6 +173,10 @@ class ActorSystem:
             "users": sum(states.values()),
             "users_by_state": {s.value: states.get(s.value, 0) for s in UserState},
             "rooms": len(self.directory.rooms),
+            "dormant_rooms": len(self.directory.dormant),
+            "history_bytes": self.directory.pool.bytes,
+            "history_evicted": self.directory.pool.evicted,
+            "held_nicks": len(self.directory.nick_table.held),
             "pending_timers": len(self.scheduler.timers),
             "actors": len(actors),
             "mailbox_max": max(depths, default=0),

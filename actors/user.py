@@ -34,6 +34,8 @@ from .core.messages import (
     LeaveRoom,
     Overflow,
     PongFrame,
+    RoomIgnores,
+    RoomPage,
     RoomSay,
     Schedule,
     SendDm,
@@ -51,10 +53,12 @@ from .core.session import (
     Disarm,
     DmFx,
     Finish,
+    IgnoresFx,
     JoinRoomFx,
     LeaveRoomFx,
     Limits,
     Opened,
+    PageFx,
     SayFx,
     Send,
     SendRaw,
@@ -79,7 +83,8 @@ class UserActor(HubbubActor):
     def __init__(self, session_id: str, conn: Any, timeouts: Timeouts, clock: Clock,
                  scheduler: Any, directory: Any, parent: HubbubActor | None = None,
                  events: Any = None, limits: Limits | None = None,
-                 counters: Counters | None = None, observers: Observers | None = None) -> None:
+                 counters: Counters | None = None, observers: Observers | None = None,
+                 budgets: Any = None, verifier: Any = None) -> None:
         super().__init__(session_id, parent)
         self.conn = conn
         self.outbox = Outbox(conn)
@@ -91,7 +96,9 @@ class UserActor(HubbubActor):
         """Optional observer with connected(user) / disconnected(user) (metrics, logs)."""
         self.opened_at = clock.monotonic()  # now, in the greenlet that accepted the socket
         self.counters = counters or Counters()
-        self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits())
+        self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits(), verifier=verifier)
+        if budgets is not None:
+            self.session.budgets = budgets
         self.handled = 0
         """Messages this actor has handled (/debug/actors/<id>)."""
         self.timeline = self.counters.timelines.open()
@@ -205,15 +212,20 @@ class UserActor(HubbubActor):
                                                fx.client_id, self.clock.wall())):
                     self.conn.send_text(codec.encode(codec.error("not_in_room", "that room is gone")))
             elif kind is ClaimNickFx:
-                tell(self.directory, ClaimNick(s.session_id, self.actor_ref, fx.nick))
+                tell(self.directory, ClaimNick(s.session_id, self.actor_ref, fx.nick, fx.verified, fx.resume))
             elif kind is JoinRoomFx:
                 tell(self.directory, JoinRoom(s.session_id, self.actor_ref, s.nick or "", fx.room, fx.since,
-                                              self.outbox, fx.epoch))
+                                              self.outbox, fx.epoch, frozenset(s.ignores)))
             elif kind is LeaveRoomFx:
                 tell(self.directory, LeaveRoom(s.session_id, fx.room))
             elif kind is DmFx:
                 tell(self.directory, SendDm(s.session_id, self.actor_ref, s.nick or "", fx.to, fx.text,
                                             fx.client_id, self.clock.wall()))
+            elif kind is PageFx:
+                tell(fx.handle, RoomPage(s.session_id, self.actor_ref, fx.before, fx.since, fx.limit))
+            elif kind is IgnoresFx:
+                for handle in s.rooms.values():
+                    tell(handle, RoomIgnores(s.session_id, fx.ignores))
             elif kind is Close:
                 self.conn.close(fx.code, fx.reason)
             elif kind is Finish:
@@ -225,7 +237,7 @@ class UserActor(HubbubActor):
         sid = self.session.session_id
         if timers:
             tell(self.scheduler, CancelOwner(sid, timers))
-        tell(self.directory, UserGone(sid))
+        tell(self.directory, UserGone(sid, hold=self.session.holds_nick()))
         self.stop()  # pykka's Actor.stop: a tell, without the two futures of ref.stop()
 
     def _gone(self) -> None:

@@ -65,6 +65,23 @@ class Config:
     admin_reserve: int = 32  #: sockets over max_sockets that only loopback clients may use
     max_pending_per_ip: int = 1000  #: sockets from one IP not yet in chat; 0: no limit
     admin_hosts: tuple[str, ...] = ()  #: Host names /admin and /debug answer besides loopback
+    # Memory budgets (docs/operations.md "Worst-case memory" adds them up).
+    info_bytes: int = 2048  #: profile.info as compact JSON, at most this many bytes
+    info_depth: int = 4  #: profile.info nested at most this deep
+    history_bytes: int = 1048576  #: bytes of messages kept per room (with --history as the count)
+    history_total: int = 67108864  #: bytes of messages kept over all rooms; 0: no total
+    joined_bytes: int = 262144  #: largest joined/history page (at most a quarter of --max-backlog)
+    max_rooms_per_user: int = 128  #: rooms one user may be in
+    max_rooms: int = 10000  #: rooms with members on this node; also emptied rooms remembered
+    dm_rate: float = 10.0  #: dms per second into one user, from all senders together
+    dm_bytes: int = 65536  #: dm bytes per second into one user
+    nick_grace: float = 30.0  #: seconds a dropped user's nick is held for its owner; 0: not held
+    # Identity (signed tokens); none set: anyone may use any free nick.
+    auth_secret: str | None = field(default=None, repr=False)  #: HMAC key for JWTs in profile.token
+    auth_public_key: str | None = None  #: PEM file: RS256/ES256/EdDSA public key for JWTs
+    auth_audience: str | None = None  #: required `aud` claim
+    auth_issuer: str | None = None  #: required `iss` claim
+    auth_mode: str = "required"  #: required: every profile needs a token; optional: guests use unbound nicks
 
     @property
     def timeouts(self) -> dict[str, float]:
@@ -164,6 +181,10 @@ _KINDS: dict[str, Callable[[Any], Any]] = {
     "redis-url": _text(lambda s: s.startswith(_REDIS), f"must start with {' or '.join(_REDIS)}"),
     "file": _text(lambda s: Path(s).is_file(), "no such file: {}"),
     "text|json": _text(lambda s: s in ("text", "json"), "must be 'text' or 'json' (got {!r})"),
+    "required|optional": _text(lambda s: s in ("required", "optional"), "must be 'required' or 'optional' (got {!r})"),
+    "float>=0": _number(float, 0),
+    "int>=64": _number(int, 64),
+    "int>=1024": _number(int, 1024),
     "origins": _origins,
     "hosts": _hosts,
     "module:Class": _listed(_PLUGIN, "module:Class"),
@@ -206,6 +227,21 @@ max-sockets      int>=0        N             accepted sockets in total; over it 
 admin-reserve    int>=0        N             sockets over --max-sockets that only loopback clients may use (/healthz, /metrics, /debug, /admin while the node is full)
 max-pending-per-ip int>=0      N             sockets from one IP not yet upgraded; over it that IP's oldest one is closed; 0 = no limit (also off with --max-connections 0)
 admin-hosts      hosts         NAMES         comma-separated Host names /admin and /debug answer without --admin-token, besides loopback names and --host (DNS rebinding)
+info-bytes       int>=64       BYTES         profile.info as compact JSON may be at most this big, else error bad_message
+info-depth       int>=1        N             profile.info may be nested at most this deep (an object in an object is 2)
+history-bytes    int>=1024     BYTES         bytes of messages kept per room (--history is the count limit)
+history-total    int>=0        BYTES         bytes of messages kept over all rooms (emptied rooms evicted first); 0 = no total
+joined-bytes     int>=1024     BYTES         largest joined or history page (never more than a quarter of --max-backlog)
+max-rooms-per-user int>=1      N             rooms one user may be in; over it join gets error too_many_rooms
+max-rooms        int>=1        N             rooms with members on this node (also how many emptied rooms keep their seq)
+dm-rate          float>0       PER_SECOND    dms per second into one user from all senders; over it the sender gets error rate_limited
+dm-bytes         int>=1        BYTES         dm bytes per second into one user (bursts of 4 seconds' worth)
+nick-grace       float>=0      SECONDS       a dropped user's nick is held this long for its owner (profile.resume); 0 = not held
+auth-secret      str           SECRET        HMAC secret: profile.token must be a JWT signed with it (HS256/384/512)
+auth-public-key  file          FILE          PEM public key: profile.token must be a JWT signed with its private key (RS256, ES256, EdDSA)
+auth-audience    str           AUD           the token's aud claim must be this
+auth-issuer      str           ISS           the token's iss claim must be this
+auth-mode        required|optional MODE      with --auth-*: required = every profile needs a token; optional = guests may use nicks no token bound
 """
 _ROWS = [line.split(None, 3) for line in _TABLE.strip().splitlines()]
 _OPTIONS = {name: (_KINDS[kind], metavar, text) for name, kind, metavar, text in _ROWS}
@@ -299,6 +335,11 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
     if cfg.workers > 1 and cfg.redis is None:
         why = "processes share rooms only through Redis"
         raise ConfigError(f"--workers > 1 needs --redis: {why} (from {raw['workers'][1]})")
+    if cfg.auth_secret is not None and cfg.auth_public_key is not None:
+        raise ConfigError("--auth-secret and --auth-public-key: give one of them")
+    if cfg.auth_secret is not None and len(cfg.auth_secret.encode()) < 32:
+        # RFC 7518 section 3.2: an HMAC key at least as long as the hash (HS256: 32 bytes).
+        raise ConfigError(f"{raw['auth-secret'][1]}: must be at least 32 bytes (RFC 7518 section 3.2)")
     if (cfg.certfile is None) != (cfg.keyfile is None):
         given, missing = ("certfile", "keyfile") if cfg.certfile else ("keyfile", "certfile")
         raise ConfigError(f"--{given} needs --{missing}, TLS needs both (from {raw[given][1]})")

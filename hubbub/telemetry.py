@@ -42,6 +42,14 @@ class _Collector:
         yield _labelled(GaugeMetricFamily("hubbub_users", "Connected users by state", labels=["state"]),
                         stats["users_by_state"])
         yield GaugeMetricFamily("hubbub_rooms", "Rooms with members", value=stats["rooms"])
+        yield GaugeMetricFamily("hubbub_dormant_rooms", "Emptied rooms whose seq (and maybe history) is kept",
+                                value=stats["dormant_rooms"])
+        yield GaugeMetricFamily("hubbub_history_bytes", "Bytes of room history kept (under --history-total)",
+                                value=stats["history_bytes"])
+        yield CounterMetricFamily("hubbub_history_evicted", "Messages dropped to stay under --history-total",
+                                  value=stats["history_evicted"])
+        yield GaugeMetricFamily("hubbub_held_nicks", "Nicks held for their owners after a drop (--nick-grace)",
+                                value=stats["held_nicks"])
         yield GaugeMetricFamily("hubbub_scheduler_pending_timers", "Timers waiting in the scheduler",
                                 value=stats["pending_timers"])
         yield GaugeMetricFamily("hubbub_actors", "Live actors in the tree", value=stats["actors"])

@@ -65,9 +65,10 @@ def _unavailable(user: Any, what: str) -> None:
 class ClusterDirectoryActor(DirectoryActor):
     def __init__(self, history_size: int, parent: HubbubActor | None = None,
                  room_class: type[RoomActor] = RoomActor, counters: Any = None, store: Any = None,
-                 cluster: ClusterActor | None = None, observers: Any = None) -> None:
+                 cluster: ClusterActor | None = None, **options: Any) -> None:
+        # options: the observer port and the budgets, as the base directory takes them.
         super().__init__(history_size, parent, room_class=room_class, counters=counters, store=None,
-                         observers=observers)
+                         **options)
         assert cluster is not None
         self.link = cluster.actor_ref
         self.node_id = cluster.node_id

@@ -210,7 +210,7 @@ class RoomMirror:
             # said while this room was not listening than Redis keeps (a gap it cannot
             # fill): start their view over rather than skip messages silently.
             after = None if new_epoch else self.history.last_seq
-            self.history = RoomHistory(self.history.keep, seq, [f for _raw, f in frames])
+            self.history = self.history.replaced(seq, [f for _raw, f in frames])
             self.roster = roster
             out.append(Rejoin(after))
         else:

@@ -16,7 +16,7 @@ __all__ = [
     "Schedule", "Cancel", "CancelOwner",
     "ClaimNick", "JoinRoom", "LeaveRoom", "SendDm", "UserGone", "KickNick", "RoomRetired",
     "RoomJoin", "RoomLeave", "RoomSay", "RoomRename", "Retire", "Persist", "LoadHistory",
-    "HistoryLoaded",
+    "HistoryLoaded", "RoomIgnores", "RoomPage",
     "ChildFailed",
     "RoomMessage", "RoomPresence", "UserConnected", "UserProfiled", "UserDisconnected",
 ]
@@ -79,6 +79,8 @@ class Deliver:
 
     payload: bytes
     """UTF-8 JSON; one object is shared by every recipient of a fan-out."""
+    sender: str | None = None
+    """The nick it comes from, when the recipient may be ignoring it (dms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +91,13 @@ class NickResult:
     """The nick asked for."""
     ok: bool
     """True if it is now this user's; False if taken."""
-    code: str = "nick_taken"
-    """Why not (``unavailable``: a cluster could not check it now; it had no effect)."""
+    code: str | None = None
+    """Error code when refused (``nick_taken`` when None; ``unavailable``: a cluster could
+    not check it now, it had no effect)."""
+    message: str = ""
+    """Human text when refused."""
+    resume: str | None = None
+    """The secret that reclaims this nick after a drop (sent in `profile_ok`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +130,9 @@ class DmResult:
     client_id: str | None
     """The `id` the client sent."""
     ok: bool
-    """False: no such user."""
+    """False: no such user (or ``code``)."""
+    code: str | None = None
+    """Error code when refused for another reason (rate_limited: the target's budget)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +203,10 @@ class ClaimNick:
     """UserActor ref; answered with NickResult."""
     nick: str
     """Requested nick."""
+    verified: bool = False
+    """A valid token proved the nick is the sender's."""
+    resume: str | None = None
+    """The resume secret the client sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +227,8 @@ class JoinRoom:
     """The user's connection (``send_text``), for the room's direct fan-out; None for actors without one."""
     epoch: str | None = None
     """The room epoch ``since`` belongs to (cluster rooms: another epoch → complete false)."""
+    ignores: frozenset[str] = frozenset()
+    """Folded nicks this user ignores: their room messages are not fanned out to it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +269,9 @@ class UserGone:
     """Session id."""
     timers: tuple[str, ...] = ()
     """Its armed timer names (when a failed user reports itself to the node)."""
+    hold: bool = False
+    """Hold its nick for its owner for --nick-grace (a user whose connection ended;
+    not a plugin, whose restart claims its nick again at once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +313,31 @@ class RoomJoin:
     """The member's connection: room frames are queued on it directly (see RoomActor)."""
     epoch: str | None = None
     """The room epoch ``since`` belongs to (cluster rooms: another epoch → complete false)."""
+    ignores: frozenset[str] = frozenset()
+    """Folded nicks this member ignores."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomIgnores:
+    """A member's ignore list changed."""
+
+    session: str
+    """Session id."""
+    ignores: frozenset[str]
+    """Folded nicks it ignores now."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPage:
+    """A member asks for an older page of history (the `history` request)."""
+
+    session: str
+    """Session id."""
+    user: Any
+    """UserActor ref, answered with Deliver when the member has no connection."""
+    before: int | None
+    since: int | None
+    limit: int | None
 
 
 @dataclass(frozen=True, slots=True)

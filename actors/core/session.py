@@ -9,6 +9,9 @@ clock, so the 12-hour rule runs in microseconds.
 All transitions live in :data:`TRANSITIONS`: (state, event name) → (method,
 states it may lead to).  ``docs/architecture.md`` draws its diagram from the same
 table (``python -m actors.core.session``), so the picture cannot drift from the code.
+
+Over 500 lines on purpose: every rule about a user's life stays in this one file (the
+habit of h11's ``_state.py``); the rules it applies live in codec, budgets and identity.
 """
 
 from __future__ import annotations
@@ -20,7 +23,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
-from .codec import Bye, ClientMessage, DecodeError, Dm, Hello, Join, Leave, Ping, Profile, Say
+from .budgets import Budgets
+from .codec import (
+    Bye,
+    ClientMessage,
+    DecodeError,
+    Dm,
+    Hello,
+    History,
+    Ignore,
+    Join,
+    Leave,
+    Ping,
+    Profile,
+    Say,
+    Unignore,
+)
+from .identity import IdentityError, Verifier, fold
 from .messages import (
     Acked,
     ClientFrame,
@@ -39,7 +58,7 @@ from .messages import (
 __all__ = [
     "UserState", "Timeouts", "Limits", "Session", "TRANSITIONS", "InvalidTransition",
     "Send", "SendRaw", "Arm", "Disarm", "Close", "ClaimNickFx", "JoinRoomFx", "LeaveRoomFx",
-    "SayFx", "DmFx", "Finish", "Effect", "CLOSE_CODES",
+    "SayFx", "DmFx", "PageFx", "IgnoresFx", "Finish", "Effect", "CLOSE_CODES",
 ]
 
 
@@ -78,6 +97,10 @@ TRANSPORT_REASONS: dict[int | None, str] = {
     1009: "too_big",
     1006: "connection_lost",
 }
+
+
+# Ends that were not the user's choice (nor an admin's): its nick is held for it.
+DROPPED = frozenset({"connection_lost", "pong_timeout", "slow_consumer", "internal_error"})
 
 
 @dataclass(frozen=True)
@@ -158,6 +181,10 @@ class ClaimNickFx:
     """Ask the directory for ``nick``."""
 
     nick: str
+    verified: bool = False
+    """A valid token proved the nick is ours."""
+    resume: str | None = None
+    """The resume secret the client sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,13 +222,31 @@ class DmFx:
 
 
 @dataclass(frozen=True, slots=True)
+class PageFx:
+    """Ask the room (``handle``) for an older page of its history."""
+
+    handle: Any
+    before: int | None
+    since: int | None
+    limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoresFx:
+    """Our ignore list changed: tell every room we are in."""
+
+    ignores: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """The socket is gone: leave rooms, free the nick, cancel timers, stop the actor."""
 
     timers: tuple[str, ...]
 
 
-Effect = Send | SendRaw | Arm | Disarm | Close | ClaimNickFx | JoinRoomFx | LeaveRoomFx | SayFx | DmFx | Finish
+Effect = (Send | SendRaw | Arm | Disarm | Close | ClaimNickFx | JoinRoomFx | LeaveRoomFx | SayFx | DmFx
+          | PageFx | IgnoresFx | Finish)
 
 
 class InvalidTransition(RuntimeError):
@@ -232,7 +277,8 @@ class Session:
     """Wall clock for `ts` fields (injected, like the monotonic `now`)."""
     state: UserState = U
     nick: str | None = None
-    info: dict[str, Any] | None = None
+    info: bytes | None = None
+    """`profile.info` as compact JSON, within ``budgets.shape``."""
     client: str | None = None
     rooms: dict[str, Any] = field(default_factory=dict)
     """Joined rooms: name → room handle (the RoomActor ref)."""
@@ -241,6 +287,11 @@ class Session:
     timers: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Armed timers: name → (token, due).  The source of /debug's `timers`."""
     limits: Limits = field(default_factory=Limits)
+    budgets: Budgets = field(default_factory=Budgets)
+    verifier: Verifier | None = None
+    """With --auth-*: checks `profile.token`."""
+    ignores: set[str] = field(default_factory=set)
+    """Folded nicks whose dms and room messages this user does not get."""
     close_reason: str | None = None
     _tokens: float = -1.0  # the bucket; < 0 until the first frame fills it
     _last_refill: float = 0.0
@@ -248,6 +299,11 @@ class Session:
     """Frames rejected since the last accepted one."""
     _token: int = 0
     _nick_pending: str | None = None
+
+    def holds_nick(self) -> bool:
+        """Keep the nick for its owner for a while (--nick-grace): only when the connection
+        dropped.  A user who said `bye`, closed the WebSocket or was kicked let it go."""
+        return self.close_reason in DROPPED
 
     # --- the one entry point ---------------------------------------------------------
 
@@ -280,7 +336,7 @@ class Session:
             return [Send(codec.error("rate_limited", "slow down: too many messages"))]
         self._strikes = 0
         try:
-            msg = codec.decode(data)
+            msg = codec.decode(data, self.budgets.shape)
         except DecodeError as exc:
             if self.state is U:
                 return self._dispatch("not_hello", exc, now)
@@ -383,9 +439,18 @@ class Session:
         if ev.nick == self.nick and self.state is I:
             self.info = ev.info
             return [Send(codec.profile_ok(ev.nick))]
+        verified = False
+        if self.verifier is not None and ev.token is not None:
+            try:
+                proven = self.verifier.nick(ev.token, self.wall())
+            except IdentityError as exc:
+                return [Send(codec.error("unauthorized", str(exc)))]
+            if fold(proven) != fold(ev.nick):
+                return [Send(codec.error("unauthorized", f"the token is for the nick {proven[:32]!r}"))]
+            verified = True
         self._nick_pending = ev.nick
         self.info = ev.info
-        return [ClaimNickFx(ev.nick)]
+        return [ClaimNickFx(ev.nick, verified, ev.resume)]
 
     def _nick_result(self, ev: NickResult, now: float) -> list[Effect]:
         if ev.nick != self._nick_pending:
@@ -396,12 +461,13 @@ class Session:
             return []
         self._nick_pending = None
         if not ev.ok:
-            if ev.code != "nick_taken":
-                return [Send(codec.error(ev.code, f"{ev.nick!r} cannot be checked across the cluster now"))]
-            return [Send(codec.error("nick_taken", f"{ev.nick!r} is taken"))]
+            code = ev.code or "nick_taken"
+            if code == "unavailable":
+                return [Send(codec.error(code, ev.message or f"{ev.nick!r} cannot be checked across the cluster now"))]
+            return [Send(codec.error(code, ev.message or f"{ev.nick!r} is taken"))]
         self.nick = ev.nick
         self.state = I
-        return [*self._disarm("profile"), Send(codec.profile_ok(ev.nick))]
+        return [*self._disarm("profile"), Send(codec.profile_ok(ev.nick, ev.resume))]
 
     def _join(self, ev: Join, now: float) -> list[Effect]:
         return [JoinRoomFx(ev.room, ev.since, ev.epoch)]
@@ -426,6 +492,23 @@ class Session:
             return [Send(codec.error("not_in_room", f"join {ev.room!r} before saying anything there"))]
         return [SayFx(handle, ev.text, ev.id)]
 
+    def _history(self, ev: History, now: float) -> list[Effect]:
+        handle = self.rooms.get(ev.room)
+        if handle is None:
+            return [Send(codec.error("not_in_room", f"join {ev.room!r} before asking for its history"))]
+        return [PageFx(handle, ev.before, ev.since, ev.limit)]
+
+    def _ignore_nick(self, ev: Ignore, now: float) -> list[Effect]:
+        key = fold(ev.nick)
+        if key not in self.ignores and len(self.ignores) >= self.budgets.max_ignores:
+            return [Send(codec.error("too_many_ignores", f"at most {self.budgets.max_ignores} nicks can be ignored"))]
+        self.ignores.add(key)
+        return [Send(codec.ignoring(sorted(self.ignores))), IgnoresFx(frozenset(self.ignores))]
+
+    def _unignore_nick(self, ev: Unignore, now: float) -> list[Effect]:
+        self.ignores.discard(fold(ev.nick))
+        return [Send(codec.ignoring(sorted(self.ignores))), IgnoresFx(frozenset(self.ignores))]
+
     def _acked(self, ev: Acked, now: float) -> list[Effect]:
         return [Send(codec.ack(ev.client_id, ev.seq))]
 
@@ -435,9 +518,13 @@ class Session:
     def _dm_result(self, ev: DmResult, now: float) -> list[Effect]:
         if ev.ok:
             return [Send(codec.ack(ev.client_id, None))]
+        if ev.code == "rate_limited":
+            return [Send(codec.error("rate_limited", "that user receives too many dms right now: try later"))]
         return [Send(codec.error("no_such_user", "no user with that nick is online"))]
 
     def _deliver(self, ev: Deliver, now: float) -> list[Effect]:
+        if ev.sender is not None and self.ignores and fold(ev.sender) in self.ignores:
+            return []  # ignored: dropped silently, the sender was acked (docs/protocol.md)
         return [SendRaw(ev.payload)]
 
     def _pong(self, ev: object, now: float) -> list[Effect]:
@@ -520,6 +607,9 @@ _rows((I,), "join", S._join)
 _rows((I,), "leave", S._leave)
 _rows((I,), "say", S._say)
 _rows((I,), "dm", S._dm)
+_rows((I,), "history", S._history)
+_rows((C, I), "ignore", S._ignore_nick)
+_rows((C, I), "unignore", S._unignore_nick)
 _rows((C, I), "pong", S._pong)
 _rows((C, I), "ping", S._ping)
 _rows(LIVE, "bye", S._bye, T)

@@ -73,3 +73,79 @@ class TestEncode:
         """bye carries `message` only with a detail."""
         assert codec.bye("kicked") == {"type": "bye", "reason": "kicked"}
         assert codec.bye("kicked", "spam")["message"] == "spam"
+
+
+class TestShapeBudget:
+    """What a client may store (`profile.info`, `hello.client`) is checked before it is kept."""
+
+    def profile(self, info, **shape):
+        return codec.decode(json.dumps({"type": "profile", "nick": "a", "info": info}), codec.Shape(**shape))
+
+    def test_info_is_kept_as_compact_json_bytes(self):
+        """Bytes, not a tree of Python objects: whatever its shape, it costs its length."""
+        assert self.profile({"lang": "fr", "tags": ["x", 1]}).info == b'{"lang":"fr","tags":["x",1]}'
+        assert self.profile({"emoji": "\U0001f600"}).info == '{"emoji":"\U0001f600"}'.encode()
+
+    @pytest.mark.parametrize("info,why", [
+        ({"a": {"b": {"c": {"d": {}}}}}, "deeper than 4"),
+        ({"k": "x" * 3000}, "longer than 512"),
+        ({f"k{i}": i for i in range(65)}, "more than 64"),
+        ({"l": list(range(70))}, "more than 64"),
+        ({f"k{i}": "y" * 100 for i in range(30)}, "larger than 2048"),
+    ])
+    def test_over_budget_is_bad_message(self, info, why):
+        """Too deep, too long a string, too many keys or items, too many bytes → bad_message."""
+        with pytest.raises(DecodeError, match=why) as exc:
+            self.profile(info)
+        assert exc.value.code == "bad_message"
+
+    def test_depth_four_is_allowed(self):
+        assert self.profile({"a": {"b": {"c": {}}}}).info == b'{"a":{"b":{"c":{}}}}'
+
+    def test_budget_comes_from_the_shape(self):
+        """--info-bytes and --info-depth reach the check."""
+        with pytest.raises(DecodeError):
+            self.profile({"a": "x" * 100}, max_bytes=64)
+        with pytest.raises(DecodeError):
+            self.profile({"a": {"b": 1}}, max_depth=1)
+
+    def test_the_issue_probe_is_refused_before_decoding(self):
+        """A 63 KB frame of empty `{}` is refused by its bracket count, before json.loads (a
+        parser limit, like nesting too deep: bad_json)."""
+        frame = '{"type":"profile","nick":"a","info":{"x":[' + ",".join(["{}"] * 21000) + "]}}"
+        assert len(frame) > 60_000
+        with pytest.raises(DecodeError, match="objects and arrays") as exc:
+            codec.decode(frame)
+        assert exc.value.code == "bad_json"
+
+    def test_brackets_inside_strings_do_not_count(self):
+        """A say full of `{` is still a say: only structure outside strings is counted."""
+        text = "{[" * 5000 + '"\\" ]'
+        assert codec.decode(json.dumps({"type": "say", "room": "r", "text": text})).text == text
+
+    def test_hello_client_length(self):
+        assert codec.decode(json.dumps({"type": "hello", "client": "c" * 128})).client == "c" * 128
+        assert code_of(json.dumps({"type": "hello", "client": "c" * 129})) == "bad_message"
+
+
+class TestExtensions:
+    def test_history_request(self):
+        assert codec.decode('{"type":"history","room":"r","before":10,"limit":5}') == codec.History("r", 10, None, 5)
+        for bad in ('{"type":"history"}', '{"type":"history","room":"r","before":-1}',
+                    '{"type":"history","room":"r","limit":0}'):
+            assert code_of(bad) == "bad_message"
+
+    def test_ignore(self):
+        assert codec.decode('{"type":"ignore","nick":"bob"}') == codec.Ignore("bob")
+        assert code_of('{"type":"unignore","nick":"b b"}') == "bad_nick"
+
+    def test_spliced_frames_are_json(self):
+        """`joined` and `history` pages are spliced from kept bytes and stay valid JSON."""
+        msgs = [codec.encode(codec.message("r", "a", "h\u00e9", i, 1.0)) for i in (1, 2)]
+        j = json.loads(codec.encode_joined("r", ["a"], msgs, True, more=True))
+        assert j == {"type": "joined", "room": "r", "members": ["a"], "complete": True, "more": True,
+                     "history": [json.loads(m) for m in msgs]}
+        assert "more" not in json.loads(codec.encode_joined("r", [], [], False))
+        h = json.loads(codec.encode_history("r", msgs[:1], False, True))
+        assert h == {"type": "history", "room": "r", "messages": [json.loads(msgs[0])], "more": False,
+                     "complete": True}

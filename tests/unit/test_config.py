@@ -399,3 +399,26 @@ class TestDisablePlugin:
         message = error_of(["--config", toml(tmp_path, '[plugins."nocolon"]\nx = 1\n')])
         assert "settings tables are keyed by module:Class" in message
         assert "no installed hubbub.actors entry point is named 'nocolon'" in message
+class TestBudgetAndAuthOptions:
+    """The options of issue 15's budgets and identity (docs/operations.md)."""
+
+    def test_defaults(self):
+        c = load_config([], {})
+        assert (c.info_bytes, c.info_depth, c.history_bytes, c.history_total, c.joined_bytes) == (
+            2048, 4, 1 << 20, 64 << 20, 256 << 10)
+        assert (c.max_rooms_per_user, c.max_rooms, c.dm_rate, c.dm_bytes, c.nick_grace) == (128, 10000, 10.0, 65536, 30.0)
+        assert c.auth_secret is None and c.auth_public_key is None and c.auth_mode == "required"
+
+    def test_env_and_flags(self):
+        c = load_config(["--nick-grace", "0", "--auth-mode", "optional"], {"HUBBUB_MAX_ROOMS_PER_USER": "5"})
+        assert (c.nick_grace, c.auth_mode, c.max_rooms_per_user) == (0.0, "optional", 5)
+
+    def test_short_secret_and_both_keys_are_refused(self, tmp_path):
+        assert "32 bytes" in error_of(["--auth-secret", "short"])
+        pem = tmp_path / "k.pem"
+        pem.write_text("x")
+        assert "one of them" in error_of(["--auth-secret", "s" * 32, "--auth-public-key", str(pem)])
+        assert "required" in error_of(["--auth-mode", "maybe"])
+
+    def test_the_secret_is_not_in_the_repr(self):
+        assert "s" * 32 not in repr(load_config(["--auth-secret", "s" * 32], {}))

@@ -534,3 +534,79 @@ class TestPongNotedWhereRead:
         before = d.session.last_pong
         d.clock.jump(5)
         assert d.session.note_pong(d.clock.monotonic()) is False and d.session.last_pong == before
+class TestBudgetsAndIdentity:
+    """Extensions of issue 15: history pages, ignore, tokens, resume secrets."""
+
+    def test_history_request_goes_to_the_room(self):
+        from actors.core.session import PageFx
+        d = member_of("lobby")
+        assert d.send({"type": "history", "room": "lobby", "before": 9, "limit": 5}) == [
+            PageFx("room-ref", 9, None, 5)]
+        assert d.sent(d.send({"type": "history", "room": "elsewhere"}))[0]["code"] == "not_in_room"
+
+    def test_ignore_filters_dms_and_tells_the_rooms(self):
+        """ignore → `ignoring` with the folded list, rooms told; dms from that nick (any spelling) dropped."""
+        from actors.core.session import IgnoresFx, SendRaw
+        d = member_of("lobby")
+        effects = d.send({"type": "ignore", "nick": "Bob"})
+        assert d.sent(effects) == [{"type": "ignoring", "nicks": ["bob"]}]
+        assert IgnoresFx(frozenset({"bob"})) in effects
+        assert d.event(Deliver(b"x", "BOB")) == []
+        assert d.event(Deliver(b"y", "carol")) == [SendRaw(b"y")]
+        assert d.event(Deliver(b"z")) == [SendRaw(b"z")], "room frames carry no sender here"
+        d.send({"type": "unignore", "nick": "b0b"})
+        assert d.event(Deliver(b"x", "bob")) == [SendRaw(b"x")]
+
+    def test_ignore_list_is_bounded(self):
+        from actors.core.budgets import Budgets
+        d = in_chat()
+        d.session.budgets = Budgets(max_ignores=3)
+        for i in range(3):
+            d.send({"type": "ignore", "nick": f"n{i}"})
+        assert d.sent(d.send({"type": "ignore", "nick": "one-more"}))[0]["code"] == "too_many_ignores"
+
+    def test_info_is_kept_compact(self):
+        d = in_chat()
+        d.send({"type": "profile", "nick": "alice", "info": {"a": [1, 2]}})
+        assert d.session.info == b'{"a":[1,2]}'
+
+    def test_resume_secret_in_profile_ok_and_back(self):
+        """profile_ok carries the resume secret the directory chose; profile.resume is passed on."""
+        d = SessionDriver(T)
+        d.send({"type": "hello"})
+        assert d.send({"type": "profile", "nick": "bob", "resume": "r1"}) == [ClaimNickFx("bob", False, "r1")]
+        assert d.sent(d.event(NickResult("bob", True, resume="r2"))) == [
+            {"type": "profile_ok", "nick": "bob", "resume": "r2"}]
+
+    def test_refusals_carry_the_directory_code(self):
+        d = SessionDriver(T)
+        d.send({"type": "hello"})
+        d.send({"type": "profile", "nick": "bob"})
+        frames = d.sent(d.event(NickResult("bob", False, "unauthorized", "needs a token")))
+        assert frames == [{"type": "error", "code": "unauthorized", "message": "needs a token"}]
+
+    def test_token_is_checked_on_the_injected_wall_clock(self):
+        """A valid token for the nick → a verified claim; expired or for another nick → unauthorized."""
+        import jwt
+
+        from actors.core.identity import Verifier
+        key = "k" * 32
+        d = SessionDriver(T)
+        d.session.verifier = Verifier(key)
+        d.send({"type": "hello"})
+        now = d.session.wall()
+        good = jwt.encode({"nick": "Alice", "exp": now + 60}, key, algorithm="HS256")
+        assert d.send({"type": "profile", "nick": "alice", "token": good}) == [ClaimNickFx("alice", True, None)]
+        other = jwt.encode({"nick": "mallory"}, key, algorithm="HS256")
+        assert d.sent(d.send({"type": "profile", "nick": "alice", "token": other}))[0]["code"] == "unauthorized"
+        d.clock.jump(3600)
+        assert d.sent(d.send({"type": "profile", "nick": "alice", "token": good}))[0]["code"] == "unauthorized"
+
+    def test_only_dropped_connections_hold_their_nick(self):
+        d = in_chat()
+        d.event(ConnectionLost(1006))
+        assert d.session.holds_nick()
+        d = in_chat()
+        d.send({"type": "bye"})
+        d.event(ConnectionLost(1000))
+        assert not d.session.holds_nick()
