@@ -68,8 +68,8 @@ class TestNicks:
         """First claim wins; the second session gets NickResult(ok=False)."""
         alice, other = fx.user("s1", "alice"), fx.user("s2", "alice")
         wait_for(lambda: alice.of(NickResult) and other.of(NickResult))
-        assert alice.of(NickResult) == [NickResult("alice", True)]
-        assert other.of(NickResult) == [NickResult("alice", False)]
+        assert [(r.nick, r.ok) for r in alice.of(NickResult)] == [("alice", True)]
+        assert [(r.nick, r.ok, r.code) for r in other.of(NickResult)] == [("alice", False, "nick_taken")]
         assert fx.directory.nicks == {"alice": "s1"}
 
     def test_a_rename_frees_the_old_nick(self, fx):
