@@ -187,6 +187,14 @@ class TestPongIsNotedWhereRead:
         gevent.sleep(0.01)
         assert [m.data for m in user.received if isinstance(m, ClientFrame)] == ['{"type":"hello"}']
 
+    def test_pong_with_extra_fields_is_noted_too(self, system):
+        """`pong` carries "anything": a pong with other fields is decoded and noted in place."""
+        conn, user = connect(system)
+        gevent.sleep(0.01)
+        before = user.session.last_pong
+        conn.on_message('{"ts": 1.5, "type" : "pong", "x": [1, 2]}')
+        assert user.session.last_pong > before and user.actor_inbox.empty()
+
     def test_pong_control_frame_is_noted_before_any_switch(self, system):
         """on_pong() moves last_pong right away and queues nothing."""
         conn, user = connect(system)
