@@ -103,6 +103,14 @@ class GatedServer(WSGIServer):
         if self._ticker is None:
             self._ticker = gevent.spawn(self._run_ticker)
 
+    def stop_accepting(self) -> None:
+        # A pause after running out of files must not start accepting again once the
+        # node has stopped accepting for good (shutdown).
+        if self._pause is not None:
+            self._pause.close()
+            self._pause = None
+        super().stop_accepting()
+
     def close(self) -> None:
         if self._pause is not None:
             self._pause.close()
@@ -135,9 +143,7 @@ class GatedServer(WSGIServer):
                 if victim is None:
                     break
                 self._drop(victim)
-            self.stop_accepting()
-            if self._pause is not None:
-                self._pause.close()
+            self.stop_accepting()  # also cancels an earlier pause
             self._pause = self.loop.timer(0.01)
             self._pause.start(self._start_accepting_if_started)
             return None
