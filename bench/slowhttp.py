@@ -125,6 +125,10 @@ def run_mode(mode: str, *, connections: int, rate: int, length: int, nofile: int
 
 
 def table(results: list[dict[str, Any]], nofile: int, connections: int) -> str:
+    from hubbub.config import Config
+    from hubbub.gate import gate_for
+
+    cap = gate_for(Config(), nofile)
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.node()} ({platform.machine()}, "
         f"{platform.python_implementation()} {platform.python_version()}, shared 2-core machine), "
@@ -134,8 +138,9 @@ def table(results: list[dict[str, Any]], nofile: int, connections: int) -> str:
         "user logs in (upgrade, hello, profile) and the operator asks /healthz from loopback. "
         "With the defaults one attacking IP is held to 1,000 waiting sockets "
         "(`--max-pending-per-ip`); `--max-pending-per-ip 0` stands for an attack from many "
-        "addresses, where the total cap (`--max-sockets`, automatic: the fd limit minus 260) "
-        "and shedding the socket longest before the chat do the work.",
+        f"addresses, where the total cap (`--max-sockets`, automatic: {cap.max_sockets} here, "
+        f"+ {cap.admin_reserve} for loopback) and shedding the socket longest before the chat "
+        "do the work.",
         "",
         "| attack | node FLAGS | slowhttptest \"service available\" | polite logins | slowest login | /healthz answered | node's fds (max) | RSS after | traceback |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

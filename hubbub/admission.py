@@ -13,9 +13,15 @@ upgrade request, in this order (docs/operations.md "Running"):
    creating users. Over a limit → ``503`` with ``Retry-After: 1``. Behind a proxy
    every client has the proxy's address, so ``--max-connections 0`` turns both off.
 
-The rules are pure (``OriginPolicy``, ``ConnectionLimits``: no sockets, time passed
-in) so that tests check them in microseconds; ``AdmissionHandler`` is the thin shell
-that feeds them the request and holds a slot for as long as the connection lives.
+Before both, when the socket is accepted and before any HTTP is read, the
+**accept gate** (``AcceptGate``, run by hubbub/gate.py) caps sockets in total and per
+IP before the chat, and gives every phase before the chat a deadline.
+
+The rules are pure (``OriginPolicy``, ``ConnectionLimits``, ``AcceptGate``: no sockets,
+time passed in) so that tests check them in microseconds; ``AdmissionHandler`` is the
+thin shell that feeds them the request, holds a slot for as long as the connection
+lives, and tells the gate when a request starts, ends or becomes a chat.  (About 500
+lines: the three admission rules live together so that one file says who gets in.)
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ SPARE_FDS = 64 + SHED_SLACK + 100
 
 def gate_for(config: Any, fd_limit: int) -> AcceptGate:
     """The node's gate from its Config; ``fd_limit`` is the process's open-file limit."""
-    auto = max(1, fd_limit - config.admin_reserve - SPARE_FDS)
+    # A small limit (a test's 256) keeps a 16th spare: SPARE_FDS would leave nothing.
+    auto = max(1, fd_limit - config.admin_reserve - min(SPARE_FDS, fd_limit // 16))
     return AcceptGate(
         max_sockets=config.max_sockets or auto,
         admin_reserve=config.admin_reserve,
@@ -84,6 +85,8 @@ class GatedServer(WSGIServer):
     """``WSGIServer`` with the accept-level gate in front of its handler class."""
 
     clock: Clock = MonotonicClock()
+    #: pre-chat sockets shed at once when an accept fails for want of file descriptors
+    emfile_batch = 32
 
     def __init__(self, *args: Any, gate: AcceptGate, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -100,6 +103,14 @@ class GatedServer(WSGIServer):
         if self._ticker is None:
             self._ticker = gevent.spawn(self._run_ticker)
 
+    def stop_accepting(self) -> None:
+        # A pause after running out of files must not start accepting again once the
+        # node has stopped accepting for good (shutdown).
+        if self._pause is not None:
+            self._pause.close()
+            self._pause = None
+        super().stop_accepting()
+
     def close(self) -> None:
         if self._pause is not None:
             self._pause.close()
@@ -113,8 +124,10 @@ class GatedServer(WSGIServer):
 
     def do_read(self) -> Any:
         # Out of file descriptors (the caps keep us under the limit, but other files
-        # count too): gevent would print a traceback per failed accept.  Instead, shed
-        # the oldest pre-chat socket and pause accepting for a moment.
+        # count too, and --max-sockets may be set too high): gevent would print a
+        # traceback per failed accept.  Instead, shed a batch of the oldest pre-chat
+        # sockets, so that the accept queue drains (a /healthz waits behind everything
+        # queued before it), and pause accepting until their handlers have closed them.
         try:
             return super().do_read()
         except OSError as exc:
@@ -125,11 +138,13 @@ class GatedServer(WSGIServer):
                 self._quiet_until = now + 10.0
                 log.warning("out of file descriptors (%s): shedding the oldest connection "
                             "not yet in chat; lower --max-sockets", exc.strerror)
-            victim = self.gate.shed_oldest()
-            if victim is not None:
+            for _ in range(self.emfile_batch):
+                victim = self.gate.shed_oldest()
+                if victim is None:
+                    break
                 self._drop(victim)
-            self.stop_accepting()
-            self._pause = self.loop.timer(0.05)
+            self.stop_accepting()  # also cancels an earlier pause
+            self._pause = self.loop.timer(0.01)
             self._pause.start(self._start_accepting_if_started)
             return None
 

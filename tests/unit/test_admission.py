@@ -680,6 +680,13 @@ class TestGateFor:
         assert g.max_sockets + g.admin_reserve + SPARE_FDS == 20_000 and SPARE_FDS >= 100
         assert g.max_pending_per_ip == 1000 and g.timeouts["headers"] == 60.0
 
+    def test_a_small_fd_limit_keeps_a_sixteenth(self):
+        """With 256 files (the bench smoke test) the caps still hold ~240 users from loopback."""
+        from hubbub.gate import gate_for
+
+        g = gate_for(Config(), 256)
+        assert g.max_sockets == 256 - 32 - 16
+
     def test_max_connections_zero_turns_off_the_per_ip_cap(self):
         """Behind a proxy (--max-connections 0) every client shares an IP: no per-IP cap."""
         from hubbub.gate import gate_for
