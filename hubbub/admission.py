@@ -444,6 +444,8 @@ class AdmissionHandler(HardenedHandler):
     #: set by hubbub.gate.GatedServer: this socket's place at the accept-level gate
     gate_ticket: GateTicket | None = None
     _refusal: tuple[str, list[tuple[str, str]]] | None = None  # (message, headers)
+    #: the upgraded connection this handler handed over (it outlives the handler)
+    handed_over: Any = None
 
     def check_upgrade(self, environ: dict[str, Any]) -> str | None:
         origin = environ.get("HTTP_ORIGIN")
@@ -486,6 +488,7 @@ class AdmissionHandler(HardenedHandler):
         finally:
             ip, self._admitted, self._refusal = self._admitted, None, None
             conn, self._detached = self._detached, None
+            self.handed_over = conn  # the gate keeps counting its socket until it is released
             if ip is not None:
                 if conn is not None:
                     conn.add_done_callback(partial(self.limits.release, ip))

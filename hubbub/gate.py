@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from functools import partial
 from typing import Any
 
 import gevent
@@ -151,6 +152,7 @@ class GatedServer(WSGIServer):
     def handle(self, sock: Any, address: Any) -> None:
         ip = address[0] if isinstance(address, tuple) else ""
         tls = hasattr(sock, "do_handshake")
+        conn: Any = None
         ticket, shed = self.gate.admit(ip, self.clock.monotonic(), sock,
                                        loopback=is_loopback(ip), tls=tls)
         for victim in shed:
@@ -170,8 +172,14 @@ class GatedServer(WSGIServer):
             handler = self.handler_class(sock, address, self)
             handler.gate_ticket = ticket
             handler.handle()
+            conn = handler.handed_over
         finally:
-            self.gate.release(ticket)
+            if conn is not None:
+                # The chat socket outlives this greenlet (hubbub/transport.py): it holds its
+                # place at the gate until the connection is released.
+                conn.add_done_callback(partial(self.gate.release, ticket))
+            else:
+                self.gate.release(ticket)
 
     def _handshake(self, sock: Any, ticket: GateTicket, ip: str) -> bool:
         # Here, not on the handler's first read: under the gate's deadline, and a failed

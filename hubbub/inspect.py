@@ -358,10 +358,13 @@ class Inspector:
 
     def stats(self) -> dict[str, Any]:
         """ActorSystem.stats()'s keys, from the incremental counts and the last sweep (/metrics)."""
-        s = self.summary()
+        s, directory = self.summary(), self.system.directory
         return {"users": s["users"], "users_by_state": s["users_by_state"], "rooms": s["rooms"],
                 "pending_timers": s["timers"]["pending"], "actors": s["actors"],
-                "mailbox_max": s["mailbox"]["max"], "mailbox_total": s["mailbox"]["total"]}
+                "mailbox_max": s["mailbox"]["max"], "mailbox_total": s["mailbox"]["total"],
+                # the history and nick budgets: plain counts the directory keeps as it goes
+                "dormant_rooms": len(directory.dormant), "history_bytes": directory.pool.bytes,
+                "history_evicted": directory.pool.evicted, "held_nicks": len(directory.nick_table.held)}
 
     def sweep(self, now: float) -> dict[str, Any]:
         """The last sweep's figures; starts a new one when it is older than SWEEP_EVERY, and

@@ -156,9 +156,8 @@ class TestPreChatDeadlines:
 
 
 class TestHeaderLimits:
-    """Item 6 (the request parsing is helper "ws"'s: these pass once it is merged)."""
+    """Conflicting lengths and oversized heads are refused by the request parser (hubbub/httphead.py)."""
 
-    @pytest.mark.xfail(strict=True, reason="conflicting Content-Length: helper ws's HTTP parsing")
     def test_two_content_lengths_are_refused(self, server):
         """Two different Content-Length headers → 400 and the connection closed (no smuggling)."""
         with connect(server) as sock:
@@ -167,7 +166,6 @@ class TestHeaderLimits:
             _took, data = until_closed(sock, 5)
         assert data.startswith(b"HTTP/1.1 400 ") and data.count(b"HTTP/1.1 ") == 1
 
-    @pytest.mark.xfail(strict=True, reason="--max-header-bytes: helper ws's HTTP parsing")
     def test_headers_over_max_header_bytes_are_431(self):
         """Request headers over --max-header-bytes → 431."""
         with Server("--max-header-bytes", "4096") as srv, connect(srv) as sock:
