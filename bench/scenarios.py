@@ -84,9 +84,11 @@ SCALES = {
 }
 
 # Limits hubbub has and the peer does not: lifted, so that both do the same work.
-# --rate/--burst: flood control would stop the saturated senders (the peer has none);
+# --rate/--burst and --frame-budget/--byte-budget: flood control would stop the saturated
+# senders (the peer has none);
 # --max-connections 0: no per-IP cap and no per-IP connection rate.
-HUBBUB_LIFTED = ["--rate", "1000000", "--burst", "1000000", "--max-connections", "0"]
+HUBBUB_LIFTED = ["--rate", "1000000", "--burst", "1000000", "--max-connections", "0",
+                 "--frame-budget", "0", "--byte-budget", "0"]
 
 
 def hubbub_flags() -> list[str]:

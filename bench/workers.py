@@ -61,7 +61,7 @@ def run(workers: int, per_worker: int, hold_pings: float, ping: float) -> dict[s
                  *_timeouts(ping=ping, pong=2 * ping, session=3600)]
         # The supervisor and its workers share core 0 only when pinned: with N workers
         # they need the cores, so nothing is pinned here (the load generator included).
-        server = ServerProcess("hubbub", [*flags, "--rate", "1000000", "--burst", "1000000",
+        server = ServerProcess("hubbub", [*flags, "--rate", "1000000", "--burst", "1000000", "--frame-budget", "0",
                                           "--max-connections", "0"], core=None)
         try:
             time.sleep(1.0)

@@ -167,7 +167,7 @@ def _hosts(v: Any) -> tuple[str, ...]:
     return tuple(h.lower() for h in _listed(_HOSTNAME, "chat.example.com")(v))
 
 
-_REDIS = ("redis://", "rediss://", "unix://")
+_REDIS = ("redis://", "rediss://", "unix://", "redis+sentinel://")
 _KINDS: dict[str, Callable[[Any], Any]] = {
     "str": _text(),
     "0..65535": _number(int, 0, 65535),
