@@ -8,6 +8,8 @@ That is measured in phases of ``--seconds`` each, interleaved over ``--rounds`` 
 * ``quiet``: nobody looks at /debug;
 * ``page``: a client polls what the /debug page fetches at its default refresh (once a
   second: ``/debug/summary`` and the default users page);
+* ``control``: a client fetches the static chat page twice a second (any HTTP poll's
+  cost, to tell it from the inspector's);
 * ``tree``: a client fetches the whole ``/debug/actors`` tree once a second (what the
   old page did; the contract's JSON, now streamed in slices).
 
@@ -36,6 +38,8 @@ __all__ = ["measure", "PAGE_POLLS"]
 PAGE_POLLS = ("/debug/summary", "/debug/users?sort=age&order=asc&offset=0&limit=50")
 """What /debug (hubbub/static/debug.html) fetches at every refresh with its defaults."""
 TREE_POLLS = ("/debug/actors",)
+CONTROL_POLLS = ("/", "/?again")
+"""Two requests a second for the static chat page: what any HTTP poll costs, for comparison."""
 
 
 def _poller(base: str, paths: tuple[str, ...], every: float, seconds: float, pipe: Any) -> None:
@@ -49,7 +53,8 @@ def _poller(base: str, paths: tuple[str, ...], every: float, seconds: float, pip
             with urllib.request.urlopen(base + path, timeout=30) as res:
                 body = res.read()
             out.append((path, time.perf_counter() - t0, len(body)))
-            json.loads(body)  # a page would parse it too; also proves it is whole
+            if path.startswith("/debug"):
+                json.loads(body)  # a page would parse it too; also proves it is whole
         next_at += every
         time.sleep(max(0.0, next_at - time.monotonic()))
     pipe.send(out)
@@ -183,7 +188,7 @@ def measure(users: int, seconds: float, interval: float, every: float, rounds: i
             # seconds, and whichever phase it lands in would carry it.
             log("warm-up (10 s) ...")
             _phase(probe, base, (*PAGE_POLLS, *TREE_POLLS), 10.0, interval, every, server)
-            kinds = (("quiet", ()), ("page", PAGE_POLLS), ("tree", TREE_POLLS))
+            kinds = (("quiet", ()), ("control", CONTROL_POLLS), ("page", PAGE_POLLS), ("tree", TREE_POLLS))
             raw: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in kinds}
             for i in range(rounds):
                 for name, polls in kinds:
