@@ -162,7 +162,7 @@ def _pool(phases: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure(users: int, seconds: float, interval: float, every: float, rounds: int = 3,
-            log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+            log: Callable[[str], None] = lambda s: None, warmup: float = 10.0) -> dict[str, Any]:
     server_core, load_core = cores()
     scale = dataclasses.replace(SCALES["full"], connect_users=users)
     # Pings every 30 s (the default) answered by the load generator; a pong timeout the run
@@ -186,8 +186,8 @@ def measure(users: int, seconds: float, interval: float, every: float, rounds: i
                 out.setdefault("single", {})[path] = {"ms": (time.perf_counter() - t0) * 1e3, "bytes": size}
             # Warm-up, not reported: the first full GC collection after 19,000 logins takes
             # seconds, and whichever phase it lands in would carry it.
-            log("warm-up (10 s) ...")
-            _phase(probe, base, (*PAGE_POLLS, *TREE_POLLS), 10.0, interval, every, server)
+            log(f"warm-up ({warmup:g} s) ...")
+            _phase(probe, base, (*PAGE_POLLS, *TREE_POLLS), warmup, interval, every, server)
             kinds = (("quiet", ()), ("control", CONTROL_POLLS), ("page", PAGE_POLLS), ("tree", TREE_POLLS))
             raw: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in kinds}
             for i in range(rounds):
