@@ -69,6 +69,10 @@ class NodeActor(HubbubActor):
             assert self.scheduler is not None and self.directory is not None
             tell(self.scheduler.actor_ref, CancelOwner(sid, tuple(child.session.timers)))
             tell(self.directory.actor_ref, UserGone(sid))
+            # Out of /debug's users-per-state count even when it failed before it could say
+            # goodbye itself (in on_start); once only, so a no-op after on_failure's.
+            child.timeline.close(child.clock.monotonic(), sid, child.session.nick, "internal_error",
+                                 child.session.opened_at)
         elif isinstance(child, PluginActor) and self.plugins is not None:
             self.plugins.child_failed(child, error)  # restart, or stop after repeated failures
         else:
