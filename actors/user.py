@@ -267,7 +267,11 @@ class UserActor(HubbubActor):
 
     def last_words(self) -> Any:
         # The node frees the timers and the nick of a failed user from this (system.py).
-        return UserGone(self.session.session_id, tuple(self.session.timers))
+        s = self.session
+        # Out of /debug's users-per-state count even when it failed before it could say
+        # goodbye itself (in on_start); once only, so a no-op after on_failure's.
+        self.timeline.close(self.clock.monotonic(), s.session_id, s.nick, "internal_error", s.opened_at)
+        return UserGone(s.session_id, tuple(s.timers))
 
     def on_failure(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # Contained: only this connection closes (1011); the parent cleans up the

@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--rounds", type=int, default=3, help="rounds of (quiet, page, tree)")
     d.add_argument("--interval", type=float, default=0.05, help="seconds between the probe's says")
     d.add_argument("--every", type=float, default=1.0, help="the debug poll interval (the page's default)")
+    d.add_argument("--warmup", type=float, default=10.0, help="seconds of polling before measuring")
     d.add_argument("--json", default="", help="also write the figures here")
 
     args = p.parse_args(argv)
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                         log=_log)
     if args.command == "debug":
         from .debug_load import describe, measure
-        result = measure(args.users, args.seconds, args.interval, args.every, args.rounds, log=_log)
+        result = measure(args.users, args.seconds, args.interval, args.every, args.rounds, log=_log,
+                         warmup=args.warmup)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(_clean(result), f, indent=1)

@@ -8,6 +8,8 @@ That is measured in phases of ``--seconds`` each, interleaved over ``--rounds`` 
 * ``quiet``: nobody looks at /debug;
 * ``page``: a client polls what the /debug page fetches at its default refresh (once a
   second: ``/debug/summary`` and the default users page);
+* ``control``: a client fetches the static chat page twice a second (any HTTP poll's
+  cost, to tell it from the inspector's);
 * ``tree``: a client fetches the whole ``/debug/actors`` tree once a second (what the
   old page did; the contract's JSON, now streamed in slices).
 
@@ -36,6 +38,8 @@ __all__ = ["measure", "PAGE_POLLS"]
 PAGE_POLLS = ("/debug/summary", "/debug/users?sort=age&order=asc&offset=0&limit=50")
 """What /debug (hubbub/static/debug.html) fetches at every refresh with its defaults."""
 TREE_POLLS = ("/debug/actors",)
+CONTROL_POLLS = ("/", "/?again")
+"""Two requests a second for the static chat page: what any HTTP poll costs, for comparison."""
 
 
 def _poller(base: str, paths: tuple[str, ...], every: float, seconds: float, pipe: Any) -> None:
@@ -49,7 +53,8 @@ def _poller(base: str, paths: tuple[str, ...], every: float, seconds: float, pip
             with urllib.request.urlopen(base + path, timeout=30) as res:
                 body = res.read()
             out.append((path, time.perf_counter() - t0, len(body)))
-            json.loads(body)  # a page would parse it too; also proves it is whole
+            if path.startswith("/debug"):
+                json.loads(body)  # a page would parse it too; also proves it is whole
         next_at += every
         time.sleep(max(0.0, next_at - time.monotonic()))
     pipe.send(out)
@@ -102,7 +107,7 @@ class Probe:
 
 
 def _phase(probe: Probe, base: str, polls: tuple[str, ...], seconds: float, interval: float,
-           every: float) -> dict[str, Any]:
+           every: float, server: ServerProcess) -> dict[str, Any]:
     proc = pipe = None
     if polls:
         ctx = multiprocessing.get_context("fork")
@@ -110,9 +115,10 @@ def _phase(probe: Probe, base: str, polls: tuple[str, ...], seconds: float, inte
         proc = ctx.Process(target=_poller, args=(base, polls, every, seconds, theirs), daemon=True)
         proc.start()
         theirs.close()
-    t0, busy0, ours0 = time.monotonic(), _cores_busy(), _ours()
+    t0, busy0, ours0, cpu0 = time.monotonic(), _cores_busy(), _ours(), server.cpu_seconds()
     rtts = probe.run(seconds, interval)
     other = (_cores_busy() - busy0) - (_ours() - ours0)
+    server_cpu = server.cpu_seconds() - cpu0
     requests: dict[str, Any] = {}
     if proc is not None and pipe is not None:
         got = pipe.recv() if pipe.poll(60) else []
@@ -124,7 +130,8 @@ def _phase(probe: Probe, base: str, polls: tuple[str, ...], seconds: float, inte
                               "bytes": max(sizes, default=0)}
     return {"rtts": rtts, "says": len(rtts), "p50_ms": pct(rtts, 50) * 1e3, "p99_ms": pct(rtts, 99) * 1e3,
             "max_ms": max(rtts) * 1e3, "requests": requests,
-            "other_cpu_pct": max(0.0, 100 * other / max(1e-9, time.monotonic() - t0))}
+            "other_cpu_pct": max(0.0, 100 * other / max(1e-9, time.monotonic() - t0)),
+            "server_cpu_pct": 100 * server_cpu / max(1e-9, time.monotonic() - t0)}
 
 
 _PIDS: list[int] = []  #: the server's and the load generator's pids (set by measure)
@@ -150,11 +157,12 @@ def _pool(phases: list[dict[str, Any]]) -> dict[str, Any]:
     return {"says": len(rtts), "p50_ms": pct(rtts, 50) * 1e3, "p99_ms": pct(rtts, 99) * 1e3,
             "max_ms": max(rtts) * 1e3, "requests": requests,
             "round_p99_ms": [round(p["p99_ms"], 2) for p in phases],
+            "server_cpu_pct": pct([p["server_cpu_pct"] for p in phases], 50),
             "other_cpu_pct": [round(p["other_cpu_pct"]) for p in phases]}
 
 
 def measure(users: int, seconds: float, interval: float, every: float, rounds: int = 3,
-            log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+            log: Callable[[str], None] = lambda s: None, warmup: float = 10.0) -> dict[str, Any]:
     server_core, load_core = cores()
     scale = dataclasses.replace(SCALES["full"], connect_users=users)
     # Pings every 30 s (the default) answered by the load generator; a pong timeout the run
@@ -178,16 +186,17 @@ def measure(users: int, seconds: float, interval: float, every: float, rounds: i
                 out.setdefault("single", {})[path] = {"ms": (time.perf_counter() - t0) * 1e3, "bytes": size}
             # Warm-up, not reported: the first full GC collection after 19,000 logins takes
             # seconds, and whichever phase it lands in would carry it.
-            log("warm-up (10 s) ...")
-            _phase(probe, base, (*PAGE_POLLS, *TREE_POLLS), 10.0, interval, every)
-            kinds = (("quiet", ()), ("page", PAGE_POLLS), ("tree", TREE_POLLS))
+            log(f"warm-up ({warmup:g} s) ...")
+            _phase(probe, base, (*PAGE_POLLS, *TREE_POLLS), warmup, interval, every, server)
+            kinds = (("quiet", ()), ("control", CONTROL_POLLS), ("page", PAGE_POLLS), ("tree", TREE_POLLS))
             raw: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in kinds}
             for i in range(rounds):
                 for name, polls in kinds:
-                    ph = _phase(probe, base, polls, seconds, interval, every)
+                    ph = _phase(probe, base, polls, seconds, interval, every, server)
                     raw[name].append(ph)
                     log(f"round {i + 1} {name}: say→ack p50 {ph['p50_ms']:.2f} ms, p99 {ph['p99_ms']:.2f} ms, "
-                        f"max {ph['max_ms']:.2f} ms, other processes {ph['other_cpu_pct']:.0f}% of a core"
+                        f"max {ph['max_ms']:.2f} ms, server CPU {ph['server_cpu_pct']:.0f}%, "
+                        f"other processes {ph['other_cpu_pct']:.0f}% of a core"
                         + "".join(f"; {p} {r['p50_ms']:.0f} ms {r['bytes']} B" for p, r in ph["requests"].items()))
             out["phases"] = {name: _pool(phases) for name, phases in raw.items()}
         finally:
@@ -206,16 +215,18 @@ def describe(r: dict[str, Any]) -> str:
     quiet = ph["quiet"]["p99_ms"]
     lines = [f"{r['users']} users logged in (rooms of 10), probe says every {r['interval']:g} s, "
              f"{r['rounds']} rounds of {r['seconds']:g} s per phase, debug polled every {r['every']:g} s",
-             "", "| phase | says | say→ack p50 | p99 | max | p99 per round | other CPU per round | "
-             "debug requests (median time, bytes) |",
-             "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
+             "", "| phase | says | say→ack p50 | p99 | max | p99 per round | other processes' CPU per round | "
+             "server CPU (median) | debug requests (median time, bytes) |",
+             "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |"]
     for name, p in ph.items():
         req = "; ".join(f"`{k}` {v['p50_ms']:.0f} ms, {v['bytes']:,} B" for k, v in p["requests"].items()) or "—"
         lines.append(f"| {name} | {p['says']} | {p['p50_ms']:.2f} ms | {p['p99_ms']:.2f} ms | "
                      f"{p['max_ms']:.2f} ms | {', '.join(f'{x:g}' for x in p['round_p99_ms'])} ms | "
-                     f"{', '.join(f'{x}%' for x in p['other_cpu_pct'])} | {req} |")
+                     f"{', '.join(f'{x}%' for x in p['other_cpu_pct'])} | {p['server_cpu_pct']:.0f}% | {req} |")
     lines += ["", "One request each on the idle node: " + "; ".join(
         f"`{k}` {v['ms']:.0f} ms, {v['bytes']:,} B" for k, v in r["single"].items()),
-        "", f"p99 with the page open / quiet p99: {ph['page']['p99_ms'] / quiet:.2f}×; "
-        f"with the whole tree every second: {ph['tree']['p99_ms'] / quiet:.2f}×"]
+        "", f"p99 with the page open / quiet p99: {ph['page']['p99_ms'] / quiet:.2f}× pooled, "
+        f"{min(ph['page']['round_p99_ms']) / min(ph['quiet']['round_p99_ms']):.2f}× between the least "
+        f"disturbed rounds; with the whole tree every second: {ph['tree']['p99_ms'] / quiet:.2f}× pooled, "
+        f"{min(ph['tree']['round_p99_ms']) / min(ph['quiet']['round_p99_ms']):.2f}× least disturbed"]
     return "\n".join(lines)

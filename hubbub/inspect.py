@@ -593,15 +593,17 @@ class Inspector:
 
     def room_names(self, environ: dict[str, Any]) -> Result:
         """GET /rooms (public): the biggest rooms by members, names and counts only: what any
-        user sees by joining them anyway.  At most 20, cached for a second."""
+        user sees by joining them anyway.  At most 20, cached for a second (the page asks
+        after every login: a crowd logging in at once costs one scan a second)."""
         now = self.clock.monotonic()
+        rooms = self.system.directory.rooms
         cached = getattr(self, "_room_names", None)
-        if cached is None or now - cached[0] > 1.0:
-            rooms = self.system.directory.rooms
+        # Recomputed at most once a second, or at once when a room opened or closed.
+        if cached is None or now - cached[0] > 1.0 or cached[2] != len(rooms):
             top = heapq.nlargest(20, ((len(r.members), name) for name, r in list(rooms.items())))
             body = json.dumps({"rooms": [{"room": name, "members": n} for n, name in top],
                                "suggested": "lobby"}).encode()
-            self._room_names = cached = (now, body)
+            self._room_names = cached = (now, body, len(rooms))
         return 200, JSON, cached[1]
 
 

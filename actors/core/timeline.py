@@ -104,10 +104,13 @@ class Timeline:
     hours still shows how it logged in, and memory stays ~1 KB per user (strings are
     interned: most labels are the same few words)."""
 
-    __slots__ = ("entries", "state", "_owner")
+    __slots__ = ("entries", "state", "_owner", "_size")
 
     def __init__(self, owner: Timelines | None = None, size: int = 16) -> None:
-        self.entries: deque[Entry] = deque(maxlen=size)
+        # A list, not a deque(maxlen=...): a deque allocates a 64-slot block (~530 bytes)
+        # up front, per user; dropping the oldest of at most 16 entries costs nothing.
+        self.entries: list[Entry] = []
+        self._size = size
         self.state = UNDEFINED
         """The state after the last recorded event (the tally moves with it)."""
         self._owner = owner
@@ -144,11 +147,15 @@ class Timeline:
                         entries[-2] = entries[-1]
                         entries[-1] = repeated
                     return
+        if len(entries) >= self._size:
+            del entries[0]
         entries.append((now, label, before, after, outcome, 1))
 
     def close(self, now: float, session_id: str, nick: str | None, reason: str,
               opened_at: float, info: dict[str, Any] | None = None) -> None:
         """The user is gone: leave the tally, file the timeline with the recently gone."""
+        if len(self.entries) >= self._size:
+            del self.entries[0]
         self.entries.append((now, f"gone: {reason}", self.state, "Disconnected", "", 1))
         if self._owner is not None:
             self._owner.by_state[self.state] -= 1

@@ -87,3 +87,24 @@ class TestMaxConnections:
         assert m["held"] == m["answering"] == m["logged_in"], m
         assert m["lost"] == 0 and m["codes"] == {}, m
         assert m["server_alive"], m
+
+
+class TestDebugLoad:
+    """Issue 14's bench (python -m bench debug), CI-sized: it runs, and every request is whole."""
+
+    def test_every_phase_measures_and_every_debug_request_answers(self, tmp_path):
+        """200 users, one round: each phase timed its says; the page's and the tree's requests
+        came back as whole JSON (the poller parses them) with their sizes recorded."""
+        out = tmp_path / "debug.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench", "debug", "--users", "200", "--rounds", "1", "--seconds", "1",
+             "--warmup", "0.5", "--json", str(out)],
+            cwd=ROOT, capture_output=True, text=True, timeout=55)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        r = json.loads(out.read_text())
+        assert r["users"] == 200 and r["server_alive"]
+        assert set(r["phases"]) == {"quiet", "control", "page", "tree"}
+        assert all(p["says"] > 5 for p in r["phases"].values())
+        tree = r["phases"]["tree"]["requests"]["/debug/actors"]
+        assert tree["n"] >= 1 and tree["bytes"] > 200 * 100  # every user is in it
+        assert r["phases"]["page"]["requests"]["/debug/summary"]["n"] >= 1

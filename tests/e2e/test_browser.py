@@ -423,6 +423,18 @@ class TestInspector:
             debug.locator(f'#tree li[data-id="room:{room}"] a.actor').click()
             expect(debug.locator("#d-title")).to_have_text(f"Room #{room}")
 
+    def test_phone_width(self, window, server):
+        """At phone width the summary stacks and the page does not scroll sideways (the
+        users table scrolls inside its card)."""
+        with Client(server) as c:
+            c.login(unique("narrow"), unique("narrowroom"))
+            page = window(viewport=PHONE, is_mobile=True, has_touch=True)
+            page.goto(server.url + "/debug")
+            expect(stat(page, "users")).to_be_visible()
+            expect(user_rows(page).first).to_be_attached()
+            width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert width == [PHONE["width"]] * 2, width
+
     def test_admin_token_prompted_once(self, window):
         """With --admin-token the page asks once and keeps the token for the session."""
         with Server("--admin-token", "s3cret") as srv:

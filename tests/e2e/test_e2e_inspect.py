@@ -146,3 +146,19 @@ def test_metrics_read_the_incremental_counts(server):
         text = server.wait_for(lambda: (t := server.http("/metrics")[2].decode())
                                and 'hubbub_users{state="InChat"} 0.0' not in t and t, what="InChat user")
         assert "hubbub_mailbox_max" in text and "hubbub_actors" in text
+
+
+def test_a_failed_user_leaves_the_counts_with_its_reason():
+    """A UserActor that raises: out of the users-per-state count, its timeline kept with
+    reason internal_error (tests/support/fault_server.py injects the failure)."""
+    srv = Server(script="tests/support/fault_server.py")
+    srv.expect_tracebacks = True
+    with srv, Client(srv) as a:
+        a.login("boom", "room")
+        sid = a.session
+        a.send({"type": "say", "room": "room", "text": "__boom_user__"})
+        assert a.closed()[0] == 1011
+        srv.wait_for(lambda: srv.json("/debug/summary")["users"] == 0, what="no users counted")
+        gone = srv.json(f"/debug/actors/{sid}")
+        assert gone["gone"] and gone["reason"] == "internal_error"
+        assert srv.json("/debug/summary")["disconnects_last_minute"] == {"internal_error": 1}
