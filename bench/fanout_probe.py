@@ -10,7 +10,7 @@ import sys, json, time, socket, gevent
 sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__))))
 from tests.support.e2e import Server, raw_upgrade, frame
 M, S, K = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-srv = Server("--max-connections", "0", "--rate", "1000000", "--burst", "1000000")
+srv = Server("--max-connections", "0", "--rate", "1000000", "--burst", "1000000", "--frame-budget", "0")
 socks = []
 for i in range(M):
     s, r = raw_upgrade(srv); socks.append(s)

@@ -524,6 +524,8 @@ class Handler(WSGIHandler):
         except OSError as exc:
             # A client that resets mid-response must not print a traceback per request.
             log.info("connection from %s dropped: %s", self.client_address, exc)
+        finally:
+            self._stop_deadline()  # e.g. pywsgi's own 414 ends a request before read_request
 
     # --- reading a request head (no `email`: httphead's strict parser) ------------
 
@@ -542,6 +544,8 @@ class Handler(WSGIHandler):
         self._deadline.start()
         try:
             line = self.rfile.readline(self.max_header_bytes + 1)
+            if not line:
+                self._stop_deadline()  # EOF: no request
         except _HeadTimeout:
             self._deadline = None
             log.info("request line from %s timed out", self.client_address)
