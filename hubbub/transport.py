@@ -306,14 +306,14 @@ class Connection:
                     # After our close frame data messages are no longer delivered (the
                     # app decided to end it); the peer's close frame still is awaited.
                     if proto.state is State.OPEN and self.on_message is not None:
-                        self.on_message(event.data)
+                        self.on_message(event.data)  # type: ignore[union-attr]
                 elif kind is Pong:
                     if self.on_pong is not None:
                         self.on_pong()
                 elif kind is CloseReceived:
                     self._peer_done = True
                 elif kind is Violation:
-                    log.info("WebSocket from %s: %s (%d)", self.remote_addr, event.reason, event.code)
+                    log.info("WebSocket from %s: %s (%d)", self.remote_addr, *event)  # type: ignore[misc]
                     # §7.1.7: after failing the connection, no further processing of the
                     # peer's data. Not even reading it: a flood would go on costing a recv
                     # per event until close_timeout. The close frame still goes out, then
@@ -492,6 +492,13 @@ class Handler(WSGIHandler):
     # pywsgi reads through a BufferedReader; 1 KiB holds any ordinary request head and
     # is dropped at the upgrade (the connection reads with recv from then on).
     read_buffer: int = 1024
+
+    # pywsgi's attributes, untyped upstream (None at class level): what they hold here.
+    socket: Any
+    rfile: Any
+    environ: Any
+    status: Any
+    result: Any
 
     ws_connection: Connection | None = None
     _detached: Connection | None = None  # the connection this handler handed over
