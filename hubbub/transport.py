@@ -39,6 +39,7 @@ import gevent
 import gevent.socket
 import gevent.ssl
 from gevent.pywsgi import Input, WSGIHandler
+from gevent.pywsgi import _InvalidClientInput  # pywsgi: "the client sent a bad body" (a 400)
 
 from . import httphead
 from .wsproto import (
@@ -464,6 +465,29 @@ class Connection:
 # ---------------------------------------------------------------------- the HTTP handler
 
 
+class _Body(Input):
+    """``wsgi.input``: a body that ends early (the client closed, or stopped sending) is
+    the client's fault - a 400 and a log line, not a traceback per request. pywsgi
+    answers its own ``_InvalidClientInput`` that way; its short-body ``IOError`` is
+    turned into one here."""
+
+    def _do_read(self, length: int | None = None, use_readline: bool = False) -> bytes:
+        try:
+            return super()._do_read(length, use_readline)
+        except _InvalidClientInput:
+            raise
+        except OSError as exc:
+            raise _InvalidClientInput(str(exc)) from None
+
+    def _chunked_read(self, length: int | None = None, use_readline: bool = False) -> bytes:
+        try:
+            return super()._chunked_read(length, use_readline)
+        except _InvalidClientInput:
+            raise
+        except OSError as exc:
+            raise _InvalidClientInput(str(exc)) from None
+
+
 class _HeadTimeout(Exception):
     """The request line and headers did not arrive within ``header_timeout``."""
 
@@ -604,7 +628,7 @@ class Handler(WSGIHandler):
             env["REMOTE_PORT"] = str(address[1])
         env.update(httphead.cgi_headers(self.headers))  # type: ignore[arg-type]
         sock = self.socket if env.get("HTTP_EXPECT") == "100-continue" else None
-        self.wsgi_input = Input(self.rfile, self.content_length, socket=sock, chunked_input=self._chunked)
+        self.wsgi_input = _Body(self.rfile, self.content_length, socket=sock, chunked_input=self._chunked)
         env["wsgi.input"] = self.wsgi_input
         env["wsgi.input_terminated"] = True
         return env

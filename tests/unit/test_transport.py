@@ -53,6 +53,10 @@ class EchoApp:
     def __call__(self, environ, start_response):
         conn = environ.get("hubbub.connection")
         if conn is None:
+            if environ["REQUEST_METHOD"] == "POST":
+                body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                start_response("200 OK", [("Content-Type", "text/plain")])
+                return [body]
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"plain http"]
         conn.on_pong = self._pong
@@ -819,3 +823,21 @@ class TestRequestHead:
                 data += chunk
             assert data.startswith(b"HTTP/1.1 200")
             assert Handler.keepalive_timeout * 0.8 <= time.monotonic() - start < Handler.keepalive_timeout + 1
+
+    def test_body_that_ends_early_is_400_without_traceback(self, server):
+        """A POST whose body stops short (the client shuts its side): 400, no traceback
+        (the fixture checks the logs)."""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=3) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort")
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 400"), data
+
+    def test_post_body_is_read(self, server):
+        """A complete body reaches the app."""
+        status, _, body = http_exchange(
+            server.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+        )
+        assert (status, body) == (200, b"hello")
