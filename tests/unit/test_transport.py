@@ -841,3 +841,36 @@ class TestRequestHead:
             server.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
         )
         assert (status, body) == (200, b"hello")
+
+
+class TestTLS:
+    """TLS: decrypted bytes the SSL layer holds are invisible to epoll; they must be read."""
+
+    def test_bytes_held_by_the_ssl_layer_are_read(self, tmp_path, monkeypatch):
+        """With a 10-byte read per event, a 900-byte message (one TLS record) is whole:
+        after each read the transport reads again while the SSL object has pending bytes
+        (epoll would never report them: the kernel buffer is already empty)."""
+        import ssl
+
+        import hubbub.transport
+        from tests.e2e.test_e2e_tls import make_certificate
+
+        monkeypatch.setattr(hubbub.transport, "READ_MAX", 10)
+        cert, key = make_certificate(tmp_path)
+        app = EchoApp()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # as server.py builds it
+        context.load_cert_chain(cert, key)
+        srv = WSGIServer(("127.0.0.1", 0), app, handler_class=Handler, log=None,
+                         error_log=io.StringIO(), ssl_context=context,
+                         do_handshake_on_connect=False)
+        srv.start()
+        try:
+            client_ctx = ssl.create_default_context(cafile=cert)
+            with connect(f"wss://127.0.0.1:{srv.server_port}/ws", ssl=client_ctx,
+                         server_hostname="localhost", max_size=None) as ws:
+                ws.send("x" * 900)
+                assert ws.recv(timeout=3) == "x" * 900
+                ws.send("again")
+                assert ws.recv(timeout=3) == "again"
+        finally:
+            srv.stop(timeout=1)
