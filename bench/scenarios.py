@@ -84,9 +84,9 @@ SCALES = {
 }
 
 # Limits hubbub has and the peer does not: lifted, so that both do the same work.
-# --rate/--burst and --frame-budget/--byte-budget: flood control would stop the saturated
-# senders (the peer has none);
-# --max-connections 0: no per-IP cap and no per-IP connection rate.
+# --rate/--burst: flood control would stop the saturated senders (the peer has none);
+# --max-connections 0: no per-IP cap and no per-IP connection rate;
+# --frame-budget/--byte-budget 0: a saturated sender exceeds 1,000 frames/s.
 HUBBUB_LIFTED = ["--rate", "1000000", "--burst", "1000000", "--max-connections", "0",
                  "--frame-budget", "0", "--byte-budget", "0"]
 

@@ -175,7 +175,7 @@ _KINDS: dict[str, Callable[[Any], Any]] = {
     "int>=1": _number(int, 1),
     "float>0": _number(float, 0, above=True),
     # 125 bytes is the largest payload with a one-byte length, and a hello needs about that;
-    # 64 MiB caps what gevent-websocket unmasks byte by byte at ~0.2 s per MiB.
+    # 64 MiB caps what one connection may make the server buffer for one message.
     "125..64MiB": _number(int, 125, 64 * 1024 * 1024),
     # The message does not echo the value: a Redis URL may carry a password.
     "redis-url": _text(lambda s: s.startswith(_REDIS), f"must start with {' or '.join(_REDIS)}"),

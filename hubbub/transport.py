@@ -32,13 +32,18 @@ import logging
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
 import gevent.socket
 import gevent.ssl
-from gevent.pywsgi import Input, WSGIHandler
+from gevent.pywsgi import (
+    Input,
+    WSGIHandler,
+    _InvalidClientInput,  # pywsgi: "the client sent a bad body" (a 400)
+)
 
 from . import httphead
 from .wsproto import (
@@ -306,14 +311,15 @@ class Connection:
                     # After our close frame data messages are no longer delivered (the
                     # app decided to end it); the peer's close frame still is awaited.
                     if proto.state is State.OPEN and self.on_message is not None:
-                        self.on_message(event.data)
+                        self.on_message(event.data)  # type: ignore[union-attr]
                 elif kind is Pong:
                     if self.on_pong is not None:
                         self.on_pong()
                 elif kind is CloseReceived:
                     self._peer_done = True
                 elif kind is Violation:
-                    log.info("WebSocket from %s: %s (%d)", self.remote_addr, event.reason, event.code)
+                    code, reason = event  # type: ignore[misc]
+                    log.info("WebSocket from %s: %s (%d)", self.remote_addr, reason, code)
                     # §7.1.7: after failing the connection, no further processing of the
                     # peer's data. Not even reading it: a flood would go on costing a recv
                     # per event until close_timeout. The close frame still goes out, then
@@ -464,6 +470,29 @@ class Connection:
 # ---------------------------------------------------------------------- the HTTP handler
 
 
+class _Body(Input):
+    """``wsgi.input``: a body that ends early (the client closed, or stopped sending) is
+    the client's fault - a 400 and a log line, not a traceback per request. pywsgi
+    answers its own ``_InvalidClientInput`` that way; its short-body ``IOError`` is
+    turned into one here."""
+
+    def _do_read(self, length: int | None = None, use_readline: bool = False) -> bytes:
+        try:
+            return super()._do_read(length, use_readline)
+        except _InvalidClientInput:
+            raise
+        except OSError as exc:
+            raise _InvalidClientInput(str(exc)) from None
+
+    def _chunked_read(self, length: int | None = None, use_readline: bool = False) -> bytes:
+        try:
+            return super()._chunked_read(length, use_readline)
+        except _InvalidClientInput:
+            raise
+        except OSError as exc:
+            raise _InvalidClientInput(str(exc)) from None
+
+
 class _HeadTimeout(Exception):
     """The request line and headers did not arrive within ``header_timeout``."""
 
@@ -493,6 +522,13 @@ class Handler(WSGIHandler):
     # is dropped at the upgrade (the connection reads with recv from then on).
     read_buffer: int = 1024
 
+    # pywsgi's attributes, untyped upstream (None at class level): what they hold here.
+    socket: Any
+    rfile: Any
+    environ: Any
+    status: Any
+    result: Any
+
     ws_connection: Connection | None = None
     _detached: Connection | None = None  # the connection this handler handed over
     _deadline: Any = None
@@ -512,7 +548,16 @@ class Handler(WSGIHandler):
         upgrade before the 101 is sent (origin checks, connection limits), or None."""
         return None
 
+    #: After an error response, unread request bytes are read and dropped for at most
+    #: this long (nginx's lingering close): closing with unread input would send a RST,
+    #: and a RST can destroy the response before the client reads it.
+    linger_timeout: float = 2.0
+    linger_bytes: int = 1 << 20
+
     def handle(self) -> None:
+        """pywsgi's keep-alive loop (``WSGIHandler.handle``), with its ending changed:
+        a socket handed to a ``Connection`` is left alone, any other one is closed
+        after a lingering read instead of pywsgi's single 16 KiB drain."""
         # gevent leaves Nagle on: every small frame of a fan-out would wait for the
         # previous one's ACK (~3.5x slower fan-out measured).
         try:
@@ -520,10 +565,49 @@ class Handler(WSGIHandler):
         except (OSError, AttributeError):
             pass  # not TCP (a Unix socket)
         try:
-            super().handle()
+            while self.socket is not None:
+                self.time_start = time.time()
+                self.time_finish = 0
+                result = self.handle_one_request()
+                if result is None:
+                    break
+                if result is True:
+                    continue
+                self.status, response_body = result  # a request pywsgi could not parse
+                self.socket.sendall(response_body)
+                if self.time_finish == 0:
+                    self.time_finish = time.time()
+                self.log_request()
+                break
         except OSError as exc:
             # A client that resets mid-response must not print a traceback per request.
             log.info("connection from %s dropped: %s", self.client_address, exc)
+        finally:
+            self._stop_deadline()  # e.g. pywsgi's own 414 ends a request before read_request
+            sock, rfile = self.socket, self.rfile
+            self.socket = self.rfile = self.wsgi_input = None
+            if sock is not None:  # not handed over to a Connection
+                self._linger_and_close(sock, rfile)
+
+    def _linger_and_close(self, sock: Any, rfile: Any) -> None:
+        try:
+            _shutdown(sock, socket.SHUT_WR)  # the response is complete: FIN after it
+            with gevent.Timeout(self.linger_timeout, False):
+                dropped = 0
+                while dropped < self.linger_bytes:
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    dropped += len(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                if rfile is not None:
+                    rfile.close()  # its io reference would keep the socket open
+                sock.close()
+            except OSError:
+                pass
 
     # --- reading a request head (no `email`: httphead's strict parser) ------------
 
@@ -542,6 +626,8 @@ class Handler(WSGIHandler):
         self._deadline.start()
         try:
             line = self.rfile.readline(self.max_header_bytes + 1)
+            if not line:
+                self._stop_deadline()  # EOF: no request
         except _HeadTimeout:
             self._deadline = None
             log.info("request line from %s timed out", self.client_address)
@@ -593,7 +679,7 @@ class Handler(WSGIHandler):
             env["REMOTE_PORT"] = str(address[1])
         env.update(httphead.cgi_headers(self.headers))  # type: ignore[arg-type]
         sock = self.socket if env.get("HTTP_EXPECT") == "100-continue" else None
-        self.wsgi_input = Input(self.rfile, self.content_length, socket=sock, chunked_input=self._chunked)
+        self.wsgi_input = _Body(self.rfile, self.content_length, socket=sock, chunked_input=self._chunked)
         env["wsgi.input"] = self.wsgi_input
         env["wsgi.input_terminated"] = True
         return env

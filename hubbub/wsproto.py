@@ -18,7 +18,8 @@ The rules, each decided as early as the bytes allow:
 * §5.4 fragmentation: no continuation without a start, no new message inside one;
 * size: a message over ``max_message`` is 1009 as soon as a frame header announces it;
 * §8.1 UTF-8: a text message that is not UTF-8 is 1007 - checked per fragment with an
-  incremental decoder, so a fragmented message fails at the first bad fragment;
+  incremental decoder, and inside a frame whose payload is still arriving, so bad
+  bytes fail as soon as they arrive (Autobahn 6.4.x "fail fast");
 * §7.4 close codes and §5.5.1 close reasons (UTF-8, a 1-byte body is invalid);
 * fairness (not in the RFC; issue 15): every frame of every kind is charged to a
   per-connection ``Budget`` of frames and bytes per time slice; over it the connection
@@ -270,7 +271,7 @@ class Protocol:
     # Thousands of these stay alive at once: no per-instance __dict__.
     __slots__ = (
         "max_message", "budget", "state", "close_code", "close_reason", "out_bytes",
-        "coalesce_pongs", "_out", "_pong", "_buf", "_pos", "_in_sync", "_eof",
+        "coalesce_pongs", "_out", "_pong", "_buf", "_pos", "_in_sync", "_eof", "_probe", "_probed",
         "_msg_op", "_parts", "_total", "_decoder",
     )  # fmt: skip
 
@@ -291,6 +292,9 @@ class Protocol:
         self._pong: bytes | None = None  # the one pending pong while coalescing
         self._buf = bytearray()
         self._pos = 0  # parsed up to here
+        # UTF-8 check of a text frame still arriving: decoder state, payload bytes checked
+        self._probe: codecs.IncrementalDecoder | None = None
+        self._probed = 0
         self._in_sync = True  # at a frame boundary we can trust
         self._eof = False
         # the data message being reassembled (§5.4)
@@ -465,7 +469,11 @@ class Protocol:
             raise ProtocolError(1009, "message too big")
         end = pos + head + 4 + length
         if len(buf) < end:
+            if (op == _OP_TEXT or self._decoder is not None) and self.state is State.OPEN:
+                self._probe_utf8(buf, pos + head, len(buf), op)
             return -1
+        self._probe = None
+        self._probed = 0
         budget = self.budget
         if budget is not None and not budget.charge(head + 4 + length, now):
             raise ProtocolError(CloseCode.RATE_LIMITED, "rate_limited")
@@ -478,6 +486,26 @@ class Protocol:
             self._data(op, fin, payload, events)
         # else: data after our close frame is read (for the peer's close) and dropped
         return end
+
+    def _probe_utf8(self, buf: bytearray, mask_at: int, have: int, op: int) -> None:
+        """Validate the part of a text frame's payload that has arrived, before the rest
+        does (Autobahn 6.4.3-6.4.4: fail fast inside a frame). Each byte is checked once:
+        ``_probe`` carries the decoder state from one partial read to the next."""
+        start = mask_at + 4 + self._probed
+        if have <= start:
+            return
+        if self._probe is None:
+            self._probe = probe = _utf8_decoder()
+            if op == _OP_CONT and self._decoder is not None:
+                probe.setstate(self._decoder.getstate())
+        mask = bytes(buf[mask_at : mask_at + 4])
+        rot = self._probed & 3
+        chunk = unmask(bytes(buf[start:have]), mask[rot:] + mask[:rot])
+        self._probed += len(chunk)
+        try:
+            self._probe.decode(chunk, False)
+        except UnicodeDecodeError:
+            raise ProtocolError(1007, "invalid UTF-8") from None
 
     def _data(self, op: int, fin: int, payload: bytes, events: list[Event]) -> None:
         if op != _OP_CONT:  # the first frame of a message

@@ -14,6 +14,7 @@ malformed and not allowed yet; whether JSON nested deeper than a parser's limit 
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import re
 import socket
@@ -740,6 +741,7 @@ def plan_for(ops: list[tuple[str, Any]]) -> Plan:
             body, payload, pieces, gaps = arg
             opcode = BINARY if body == "binary" else TEXT
             total = 0
+            utf8 = codecs.getincrementaldecoder("utf-8")()
             for i, piece in enumerate(pieces):
                 last = i == len(pieces) - 1
                 p.wire.append(frame(opcode if i == 0 else 0x0, piece, fin=last))
@@ -747,13 +749,16 @@ def plan_for(ops: list[tuple[str, Any]]) -> Plan:
                 if total > MAX:  # refused from the header of the fragment that crosses it
                     p.close = 1009
                     return p
+                if opcode == TEXT:
+                    try:  # invalid UTF-8 fails at the fragment that holds it (fail fast)
+                        utf8.decode(piece, last)
+                    except UnicodeDecodeError:
+                        p.close = 1007
+                        return p
                 for op, cp in gaps[i] if not last else []:
                     p.wire.append(frame(op, cp))
                     if op == PING:
                         p.pongs.append(cp)
-            if body == "bad_utf8":
-                p.close = 1007
-                return p
             p.texts.append("error:bad_message" if body == "binary" else "pong")
             continue
         if kind == "close":
@@ -883,8 +888,8 @@ def upgrades(draw: Any) -> tuple[bytes, str]:
     upgrade = (method == "GET" and norm("Upgrade") == "websocket"
                and "upgrade" in {t.strip() for t in norm("Connection").split(",")})
     valid = (upgrade and version == "HTTP/1.1" and norm("Sec-WebSocket-Version") == "13" and key_ok
-             and extra != "body" and not (extra == "huge" and size >= 65536)  # http.client's line limit
-             and len(lines) <= 100)  # http.client's header count limit
+             and extra != "body" and len(request) <= 32768  # --max-header-bytes (431 beyond)
+             and len(lines) <= 100)  # at most 100 header fields (431 beyond)
     good_path = path.split("?")[0] == "/ws"
     if "upgrade_on_any_path" in KNOWN_BUGS:
         assume(good_path or not valid)

@@ -53,6 +53,10 @@ class EchoApp:
     def __call__(self, environ, start_response):
         conn = environ.get("hubbub.connection")
         if conn is None:
+            if environ["REQUEST_METHOD"] == "POST":
+                body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                start_response("200 OK", [("Content-Type", "text/plain")])
+                return [body]
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"plain http"]
         conn.on_pong = self._pong
@@ -819,3 +823,54 @@ class TestRequestHead:
                 data += chunk
             assert data.startswith(b"HTTP/1.1 200")
             assert Handler.keepalive_timeout * 0.8 <= time.monotonic() - start < Handler.keepalive_timeout + 1
+
+    def test_body_that_ends_early_is_400_without_traceback(self, server):
+        """A POST whose body stops short (the client shuts its side): 400, no traceback
+        (the fixture checks the logs)."""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=3) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshort")
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 400"), data
+
+    def test_post_body_is_read(self, server):
+        """A complete body reaches the app."""
+        status, _, body = http_exchange(
+            server.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+        )
+        assert (status, body) == (200, b"hello")
+
+
+class TestTLS:
+    """TLS: decrypted bytes the SSL layer holds are invisible to epoll; they must be read."""
+
+    def test_bytes_held_by_the_ssl_layer_are_read(self, tmp_path, monkeypatch):
+        """With a 10-byte read per event, a 900-byte message (one TLS record) is whole:
+        after each read the transport reads again while the SSL object has pending bytes
+        (epoll would never report them: the kernel buffer is already empty)."""
+        import ssl
+
+        import hubbub.transport
+        from tests.e2e.test_e2e_tls import make_certificate
+
+        monkeypatch.setattr(hubbub.transport, "READ_MAX", 10)
+        cert, key = make_certificate(tmp_path)
+        app = EchoApp()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # as server.py builds it
+        context.load_cert_chain(cert, key)
+        srv = WSGIServer(("127.0.0.1", 0), app, handler_class=Handler, log=None,
+                         error_log=io.StringIO(), ssl_context=context,
+                         do_handshake_on_connect=False)
+        srv.start()
+        try:
+            client_ctx = ssl.create_default_context(cafile=cert)
+            with connect(f"wss://127.0.0.1:{srv.server_port}/ws", ssl=client_ctx,
+                         server_hostname="localhost", max_size=None) as ws:
+                ws.send("x" * 900)
+                assert ws.recv(timeout=3) == "x" * 900
+                ws.send("again")
+                assert ws.recv(timeout=3) == "again"
+        finally:
+            srv.stop(timeout=1)

@@ -420,3 +420,36 @@ def test_any_split_gives_the_same_messages(messages, cut):
     for i in range(0, len(wire), cut):
         events += proto.receive_data(wire[i : i + cut])
     assert [e.data for e in events] == messages
+
+
+class TestFailFastInsideAFrame:
+    """Autobahn 6.4.3-6.4.4: invalid UTF-8 fails as soon as it arrives, mid-frame."""
+
+    def test_invalid_bytes_fail_before_the_frame_is_complete(self, proto):
+        """The first 20 bytes of a 100-byte text frame hold invalid UTF-8: 1007 now."""
+        wire = client_frame(Opcode.TEXT, b"ok" + b"\xff" + b"a" * 97)
+        assert proto.receive_data(wire[:2 + 4 + 20]) == [Violation(1007, "invalid UTF-8")]
+
+    def test_valid_prefix_waits(self, proto):
+        """A valid prefix, in pieces of any size, waits for the rest; the message is whole."""
+        text = ("κόσμε€" * 20).encode()
+        wire = client_frame(Opcode.TEXT, text)
+        events = []
+        for i in range(0, len(wire), 7):
+            events += proto.receive_data(wire[i : i + 7])
+        assert events == [TextMessage(text.decode())]
+
+    def test_continuation_checked_with_the_message_state(self, proto):
+        """A character split across fragments, the continuation arriving in pieces."""
+        euro = "€".encode()
+        proto.receive_data(client_frame(Opcode.TEXT, b"a" + euro[:1], fin=False))
+        cont = client_frame(Opcode.CONT, euro[1:] + b"b" * 50)
+        assert proto.receive_data(cont[:10]) == []
+        assert proto.receive_data(cont[10:]) == [TextMessage("a€" + "b" * 50)]
+
+    def test_continuation_with_invalid_bytes_fails_mid_frame(self, proto):
+        """An invalid continuation of a split character fails before its frame ends."""
+        euro = "€".encode()
+        proto.receive_data(client_frame(Opcode.TEXT, euro[:1], fin=False))
+        cont = client_frame(Opcode.CONT, b"\x41" + b"b" * 50)  # not a continuation byte
+        assert proto.receive_data(cont[:8]) == [Violation(1007, "invalid UTF-8")]
