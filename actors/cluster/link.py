@@ -57,7 +57,7 @@ from .messages import (
     Unsubscribe,
 )
 
-__all__ = ["ClusterActor", "DEFAULT_NODE_TTL", "DEFAULT_ROOM_TTL", "PUB", "SAID_TTL_MS", "Settings", "parse_url",
+__all__ = ["ClusterActor", "DEFAULT_NODE_TTL", "DEFAULT_ROOM_TTL", "LIVE", "PUB", "SAID_TTL_MS", "Settings", "parse_url",
            "STARTUP_WAIT"]
 
 log = logging.getLogger("hubbub.cluster")
@@ -86,7 +86,11 @@ _REDIS_ERRORS = (redis.RedisError, OSError)
 
 PUB = "\x00pub"
 """In a Call's or a say's ARGV: replaced by the publish command (SPUBLISH or PUBLISH)."""
-_SCRIPTS = ("say", "presence", "sync", "drop_members", "claim", "release", "send")
+LIVE = "\x00live"
+"""In a Call's ARGV: replaced by the live nodes, comma-separated."""
+_SCRIPTS = ("say", "presence", "sync", "drop_members", "claim", "release", "send", "append", "unlease")
+_STREAMED = {"say": 3, "append": 2, "unlease": 2}
+"""Scripts sent on the says' stream, with their number of keys."""
 
 
 def _script_text(name: str) -> str:
@@ -418,7 +422,7 @@ class ClusterActor(HubbubActor):
             else:
                 if call.script == "claim":  # listed first, so that a lost claim is cleaned up
                     self.redis.sadd(K.node_nicks(self.node_id), call.keys[0][len("hubbub:{n:"):-1])
-                args = tuple(self.pub if a == PUB else a for a in call.args)
+                args = tuple(self.pub if a == PUB else ",".join(live) if a == LIVE else a for a in call.args)
                 if call.live:
                     args = (*args, *live)
                 value = self.scripts[call.script](keys=list(call.keys), args=list(args))
@@ -446,7 +450,7 @@ class ClusterActor(HubbubActor):
             tell(msg.room, SayDone(msg.n, ConnectionError(self.problem or "redis is unreachable")))
             return
         args = tuple(self.pub if a == PUB else a for a in msg.args)
-        stream.send(("EVALSHA", self.scripts["say"].sha, 3, *args),
+        stream.send(("EVALSHA", self.scripts[msg.script].sha, _STREAMED[msg.script], *args),
                     lambda reply, room=msg.room, n=msg.n: tell(room, SayDone(n, reply)))
 
     # --- subscriptions --------------------------------------------------------------
@@ -522,8 +526,9 @@ class ClusterActor(HubbubActor):
                     shards[name] = (conn, CommandStream(stream_pool.make_connection(), self.actor_ref, self.gen + 1))
                     conn.connect()
                     # The stream sends EVALSHA only: a restarted Redis has no scripts yet.
-                    shards[name][1].conn.send_command("SCRIPT", "LOAD", _script_text("say"))
-                    shards[name][1].conn.read_response()
+                    for script in _STREAMED:
+                        shards[name][1].conn.send_command("SCRIPT", "LOAD", _script_text(script))
+                        shards[name][1].conn.read_response()
                 _fresh, live, _dead = self._beat_once()
             except _REDIS_ERRORS as exc:
                 for conn, stream in shards.values():
