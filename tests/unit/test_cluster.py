@@ -13,7 +13,17 @@ import pytest
 
 from actors.cluster import DEFAULT_NODE_TTL, DEFAULT_ROOM_TTL, RoomMirror, parse_url
 from actors.cluster import keys as K
-from actors.cluster.mirror import Ack, Announce, Deliver, LocalSay, Recheck, Refuse, Rejoin, Resync, SendSay
+from actors.cluster.mirror import (
+    Ack,
+    Announce,
+    Deliver,
+    LocalSay,
+    Recheck,
+    Refuse,
+    Rejoin,
+    Resync,
+    SendSay,
+)
 from actors.core.history import RoomHistory
 
 from ..support.fakes import FakeClock
