@@ -477,3 +477,21 @@ class TestRoomsOnOneNode:
             alice.expect("message", seq=7)
             assert [s for s, _t in messages(read_messages(bob, 2, settle=0.2))] == [6, 7]
             assert [n["mode"] for n in walk(a.actors()) if n.get("room") == "hall"] == ["synced"]
+
+
+class TestBoundedState:
+    """docs/cluster.md "Redis keys": an emptied room's keys expire after room_ttl; a node keeps
+    no history of emptied rooms."""
+
+    def test_an_emptied_room_expires_and_comes_back_in_a_new_epoch(self, redis_server):
+        with Server("--redis", f"{redis_server.url}?node_ttl={TTL}&room_ttl=0.5") as a:
+            with Client(a).login("x", "brief") as x:
+                epoch = x.join("brief")["epoch"]
+                assert x.say("brief", "one")["seq"] == 1
+            a.wait_for(lambda: b"hubbub:{r:brief}" not in redis_server.command("KEYS", "*"), timeout=5,
+                       what="the room's keys gone")
+            assert next(n for n in walk(a.actors()) if n["kind"].endswith("DirectoryActor"))["dormant_rooms"] == 0
+            y = Client(a).login("y")
+            y.send({"type": "join", "room": "brief", "since": 1, "epoch": epoch})
+            joined = y.expect("joined")
+            assert joined["complete"] is False and joined["epoch"] != epoch and joined["history"] == []
