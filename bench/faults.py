@@ -16,6 +16,9 @@ history against the promise of docs/cluster.md:
 * every say is answered (ack or error) unless its connection closed (the close is the
   answer: the client saw why).
 
+The last room's chatters all use the first node, so that room is held by one node (its
+lease: docs/cluster.md "Rooms on one node") until the nemesis kills that node.
+
 The small run is tests/e2e/test_e2e_cluster_faults.py (under a minute); the figures
 in docs/reliability.md come from ``python -m bench faults --seconds 60``.
 """
@@ -65,8 +68,8 @@ class Cluster:
             return [n.ws_url for n in self.nodes]
 
     def kill_node(self) -> None:
-        with self.lock:
-            victim = self.nodes.pop(random.randrange(len(self.nodes)))
+        with self.lock:  # the first node half of the time: it holds the pinned room's lease
+            victim = self.nodes.pop(0 if random.random() < 0.5 else random.randrange(len(self.nodes)))
         victim.proc.kill()
         victim.stop()
         fresh = self._start()
@@ -133,9 +136,12 @@ class Chatter(threading.Thread):
     ("frame", n, frame) | ("closed", n, code) | ("end", n), in the order they happened.
     """
 
-    def __init__(self, nick: str, room: str, urls: Any, stop: threading.Event, rate: float = 10.0) -> None:
+    def __init__(self, nick: str, room: str, urls: Any, stop: threading.Event, rate: float = 10.0,
+                 pinned: bool = False) -> None:
         super().__init__(name=f"chatter-{nick}", daemon=True)
         self.nick, self.room, self.urls, self.stop, self.rate = nick, room, urls, stop, rate
+        self.pinned = pinned
+        """Always the first node: its room is held by one node (the lease) until that node dies."""
         self.events: list[tuple[Any, ...]] = []
         self.conn_no = 0
         self.said = 0
@@ -147,7 +153,8 @@ class Chatter(threading.Thread):
             self.conn_no += 1
             n = self.conn_no
             try:
-                ws = connect(random.choice(self.urls()), open_timeout=3, close_timeout=1)
+                urls = self.urls()
+                ws = connect(urls[0] if self.pinned else random.choice(urls), open_timeout=3, close_timeout=1)
             except (OSError, TimeoutError, Exception):  # noqa: BLE001 - a node being killed: try another
                 time.sleep(0.2)
                 continue
@@ -342,7 +349,10 @@ def run(nodes: int = 2, clients: int = 6, rooms: int = 2, seconds: float = 20.0,
     """Start the cluster, chat under the nemesis for about ``seconds``, check, stop."""
     cluster = Cluster(nodes)
     stop, nemesis_stop = threading.Event(), threading.Event()
-    chatters = [Chatter(f"c{i}", f"room{i % rooms}", cluster.urls, stop, rate) for i in range(clients)]
+    # The last room's chatters all use the first node: a room held there (the lease), moved
+    # to Redis or to another node when that node is killed.
+    chatters = [Chatter(f"c{i}", f"room{i % rooms}", cluster.urls, stop, rate, pinned=i % rooms == rooms - 1)
+                for i in range(clients)]
     plan = list(faults or FAULTS)
     try:
         for c in chatters:

@@ -81,6 +81,8 @@ class ClusterDirectoryActor(DirectoryActor):
         self.claiming: dict[str, str] = {}
         """nick → session: a nick being claimed here (a second local claim is refused)."""
         self._tokens = itertools.count()
+        self.late: dict[Any, ClaimNick] = {}
+        """token → claim whose user was told `unavailable` before Redis answered."""
 
     def room_port(self, name: str) -> Any:
         return RedisRoomPort(self.link, self.node_id, self.grace, self.room_ttl_ms)
@@ -128,8 +130,10 @@ class ClusterDirectoryActor(DirectoryActor):
     def _claimed(self, token: Any, value: Any) -> None:
         pending = self.claims.pop(token, None)
         if pending is None:
-            if value == 1 and not isinstance(value, BaseException):
-                return  # answered late, after the user was told unavailable: see below
+            late = self.late.pop(token, None)
+            if late is not None and value == 1 and self.nicks.get(late.nick) != late.session:
+                # Redis ran it after the user was told `unavailable`: give the nick back.
+                self._release(late.nick, late.session)
             return
         msg, old = pending
         if isinstance(value, BaseException) or not value or not old or old == msg.nick:
@@ -137,8 +141,8 @@ class ClusterDirectoryActor(DirectoryActor):
                 del self.claiming[msg.nick]
         if isinstance(value, BaseException):
             if isinstance(value, TimeoutError):
-                # Redis may still run it: give the nick back whenever it does (harmless if not).
-                self._release(msg.nick, msg.session)
+                # Redis may still run it: its answer, when it comes, gives the nick back.
+                self.late[token] = msg
             tell(msg.user, NickResult(msg.nick, False, "unavailable"))
             return
         if not value:
@@ -198,11 +202,11 @@ class ClusterDirectoryActor(DirectoryActor):
         if token[0] == "claim":
             return self._claimed(token, value)
         if token[0] == "renamed":
-            msg = token[1]
-            if self.claiming.get(msg.nick) == msg.session:
-                del self.claiming[msg.nick]
-            if msg.session in self.users:
-                super()._claim(msg)
+            claim: ClaimNick = token[1]
+            if self.claiming.get(claim.nick) == claim.session:
+                del self.claiming[claim.nick]
+            if claim.session in self.users:
+                super()._claim(claim)
             return None
         if token[0] == "dm":
             msg: SendDm = token[1]

@@ -15,19 +15,21 @@ idempotency key, so a repeat answers the first seq instead of running twice.
 
 The link also beats the node's heartbeat and buries dead nodes in bounded slices (one
 small script per room, one per nick: never one long script that blocks Redis).
+
+Why one module of ~580 lines: it is the one place that talks to Redis, and its parts
+(calls, subscriptions, the up/down generations, heartbeat and burials) all read and
+change the same connection state; the URL and the command stream live beside it
+(settings.py, stream.py).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import secrets
 import socket
 import time
-import urllib.parse
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -56,18 +58,14 @@ from .messages import (
     Subscribe,
     Unsubscribe,
 )
+from .settings import DEFAULT_NODE_TTL, DEFAULT_ROOM_TTL, Settings, parse_url
+from .stream import CommandStream, Lost, why
 
-__all__ = ["ClusterActor", "DEFAULT_NODE_TTL", "DEFAULT_ROOM_TTL", "PUB", "SAID_TTL_MS", "Settings", "parse_url",
+__all__ = ["ClusterActor", "DEFAULT_NODE_TTL", "DEFAULT_ROOM_TTL", "LIVE", "PUB", "SAID_TTL_MS", "Settings", "parse_url",
            "STARTUP_WAIT"]
 
 log = logging.getLogger("hubbub.cluster")
 
-DEFAULT_NODE_TTL = 30.0
-"""Seconds within which a dead node's users leave presence and its nicks are free
-(``?node_ttl=`` in the URL)."""
-DEFAULT_ROOM_TTL = 86400.0
-"""Seconds a room's keys (seq, epoch, history) live after its last member left
-(``?room_ttl=`` in the URL); a room that comes back after that starts a new epoch."""
 COMMAND_TIMEOUT = 2.0
 """A Redis command slower than this counts as Redis being away."""
 CONNECT_TIMEOUT = 1.0
@@ -86,70 +84,15 @@ _REDIS_ERRORS = (redis.RedisError, OSError)
 
 PUB = "\x00pub"
 """In a Call's or a say's ARGV: replaced by the publish command (SPUBLISH or PUBLISH)."""
-_SCRIPTS = ("say", "presence", "sync", "drop_members", "claim", "release", "send")
+LIVE = "\x00live"
+"""In a Call's ARGV: replaced by the live nodes, comma-separated."""
+_SCRIPTS = ("say", "presence", "sync", "drop_members", "claim", "release", "send", "append", "unlease")
+_STREAMED = {"say": 3, "append": 2, "unlease": 2}
+"""Scripts sent on the says' stream, with their number of keys."""
 
 
 def _script_text(name: str) -> str:
     return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """What the ``--redis`` URL says."""
-
-    url: str
-    """For redis-py (hubbub's own parameters taken out)."""
-    node_ttl: float
-    room_ttl: float
-    sentinels: tuple[tuple[str, int], ...] = ()
-    """``redis+sentinel://`` only: the Sentinels to ask for the primary."""
-    service: str = ""
-    """``redis+sentinel://`` only: the primary's name (Sentinel's ``monitor`` name)."""
-    db: int = 0
-    password: str | None = None
-
-
-def _seconds(key: str, value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"--redis: {key} must be a number of seconds > 0 (got {value!r})")
-    return seconds
-
-
-def parse_url(url: str) -> Settings:
-    """Split hubbub's own settings (``node_ttl``, ``room_ttl``) off the Redis URL.
-
-    They live in the URL because they belong to the cluster, not to one node: every node
-    is given the same URL, so all agree on when a silent node is dead.
-    ``redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`` asks Sentinel.
-    """
-    # Not urlunsplit: it turns "unix:///path" into "unix:/path", which redis-py refuses.
-    base, _, query = url.partition("?")
-    found = {"node_ttl": DEFAULT_NODE_TTL, "room_ttl": DEFAULT_ROOM_TTL}
-    rest = []
-    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
-        if key in found:
-            found[key] = _seconds(key, value)
-        else:
-            rest.append((key, value))
-    clean = base + ("?" + urllib.parse.urlencode(rest) if rest else "")
-    if not base.startswith("redis+sentinel://"):
-        return Settings(clean, found["node_ttl"], found["room_ttl"])
-    auth, _, hosts_path = base[len("redis+sentinel://"):].rpartition("@")
-    hosts, _, path = hosts_path.partition("/")
-    parts = [p for p in path.split("/") if p]
-    if not parts:
-        raise ValueError("--redis: redis+sentinel://host:port/SERVICE needs the primary's name")
-    sentinels = []
-    for hp in hosts.split(","):
-        host, _, port = hp.rpartition(":")
-        sentinels.append((host or hp, int(port) if host else 26379))
-    password = urllib.parse.unquote(auth.partition(":")[2]) if auth else None
-    return Settings(clean, found["node_ttl"], found["room_ttl"], tuple(sentinels), parts[0],
-                    int(parts[1]) if len(parts) > 1 else 0, password or None)
 
 
 # --- the link's own messages -------------------------------------------------------
@@ -163,14 +106,6 @@ class _Connected:
     """Per primary ("host:port"; one for a single Redis): subscriber connection, command stream."""
     pub: bytes
     live: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Lost:
-    """A connection or a command of generation ``gen`` failed."""
-
-    gen: int
-    why: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,81 +131,6 @@ class _Beaten:
     dead: tuple[str, ...]
 
 
-def _why(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-class CommandStream:
-    """Commands pipelined on one connection, their answers handed to callbacks in order.
-
-    redis-py makes every command a round trip through the pool (about 150 µs of Python
-    per EVALSHA, measured), and a room waiting for each say could not say faster than
-    Redis answers.  One writer greenlet sends everything queued in one write; one reader
-    greenlet hands each answer to the callback that came with its command.
-    """
-
-    def __init__(self, conn: Any, link: Any, gen: int) -> None:
-        self.conn = conn
-        self.link = link
-        self.gen = gen
-        conn.connect()
-        self._queue: list[tuple[Any, Callable[[Any], Any]]] = []
-        self._waiting: deque[Callable[[Any], Any]] = deque()
-        self._wake = gevent.event.Event()
-        self._greenlets: list[Any] = []
-        self.closed = False
-
-    def start(self) -> None:
-        self._greenlets = [gevent.spawn(self._write), gevent.spawn(self._read)]
-
-    def send(self, args: tuple[Any, ...], then: Callable[[Any], Any]) -> None:
-        if self.closed:
-            then(ConnectionError("the command stream is closed"))
-            return
-        self._queue.append((self.conn.pack_command(*args), then))
-        self._wake.set()
-
-    def close(self, why: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for g in self._greenlets:
-            g.kill(block=False)
-        self.conn.disconnect()
-        error = ConnectionError(why)
-        failed = [then for _packed, then in self._queue] + list(self._waiting)
-        self._queue, self._waiting = [], deque()
-        for then in failed:
-            then(error)
-
-    def _write(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            batch, self._queue = self._queue, []
-            if not batch:
-                continue
-            self._waiting.extend(then for _packed, then in batch)
-            try:
-                self.conn.send_packed_command([chunk for packed, _then in batch for chunk in packed],
-                                              check_health=False)
-            except _REDIS_ERRORS as exc:
-                tell(self.link, _Lost(self.gen, _why(exc)))
-                return
-
-    def _read(self) -> None:
-        while True:
-            try:
-                reply: Any = self.conn.read_response()
-            except redis.ResponseError as exc:  # one command failed; the stream is fine
-                exc.script_error = True  # type: ignore[attr-defined]  # Redis ran it and refused
-                reply = exc
-            except Exception as exc:  # noqa: BLE001 - the connection broke, whatever the cause
-                tell(self.link, _Lost(self.gen, _why(exc)))
-                return
-            self._waiting.popleft()(reply)
-
-
 class ClusterActor(HubbubActor):
     """This node's link to Redis (see the module docstring)."""
 
@@ -289,7 +149,7 @@ class ClusterActor(HubbubActor):
                                   "client_name": f"hubbub-{self.node_id}",
                                   # No retry at all: a retried script after a timeout may run twice.
                                   "retry": Retry(NoBackoff(), 0)}
-        quiet = {"socket_timeout": None}  # the subscriber and the stream wait as long as all is quiet
+        quiet: dict[str, Any] = {"socket_timeout": None}  # the subscriber and the stream wait as long as all is quiet
         if not s.url.startswith("unix:"):
             quiet["socket_keepalive"] = True  # a TCP option: redis-py refuses it for unix://
         if s.sentinels:
@@ -368,7 +228,7 @@ class ClusterActor(HubbubActor):
             with gevent.Timeout(3):
                 self._bury(self.node_id, lock=False)
         except (*_REDIS_ERRORS, gevent.Timeout) as exc:
-            log.warning("cluster: could not leave cleanly (%s); the others will after %.0f s", _why(exc), self.ttl)
+            log.warning("cluster: could not leave cleanly (%s); the others will after %.0f s", why(exc), self.ttl)
 
     def on_receive(self, message: Any) -> Any:
         kind = type(message)
@@ -392,7 +252,7 @@ class ClusterActor(HubbubActor):
             return self._beaten(message)
         if kind is _Connected:
             return self._connected(message)
-        if kind is _Lost:
+        if kind is Lost:
             if message.gen == self.gen:
                 self._down(message.why)
             return None
@@ -418,7 +278,7 @@ class ClusterActor(HubbubActor):
             else:
                 if call.script == "claim":  # listed first, so that a lost claim is cleaned up
                     self.redis.sadd(K.node_nicks(self.node_id), call.keys[0][len("hubbub:{n:"):-1])
-                args = tuple(self.pub if a == PUB else a for a in call.args)
+                args = tuple(self.pub if a == PUB else ",".join(live) if a == LIVE else a for a in call.args)
                 if call.live:
                     args = (*args, *live)
                 value = self.scripts[call.script](keys=list(call.keys), args=list(args))
@@ -427,7 +287,7 @@ class ClusterActor(HubbubActor):
             value = exc
         except _REDIS_ERRORS as exc:
             value = exc
-            tell(self.actor_ref, _Lost(gen, _why(exc)))
+            tell(self.actor_ref, Lost(gen, why(exc)))
         if call.reply_to is not None:
             tell(call.reply_to, Reply(call.token, value))
 
@@ -446,8 +306,12 @@ class ClusterActor(HubbubActor):
             tell(msg.room, SayDone(msg.n, ConnectionError(self.problem or "redis is unreachable")))
             return
         args = tuple(self.pub if a == PUB else a for a in msg.args)
-        stream.send(("EVALSHA", self.scripts["say"].sha, 3, *args),
-                    lambda reply, room=msg.room, n=msg.n: tell(room, SayDone(n, reply)))
+        room, n = msg.room, msg.n
+
+        def then(reply: Any) -> None:
+            tell(room, SayDone(n, reply))
+
+        stream.send(("EVALSHA", self.scripts[msg.script].sha, _STREAMED[msg.script], *args), then)
 
     # --- subscriptions --------------------------------------------------------------
 
@@ -479,7 +343,7 @@ class ClusterActor(HubbubActor):
         try:
             shard[0].send_command(*args)
         except _REDIS_ERRORS as exc:
-            self._down(_why(exc))
+            self._down(why(exc))
 
     def _read(self, gen: int, conn: Any) -> None:
         """The subscriber greenlet of one connection: route every event, until it breaks."""
@@ -501,7 +365,7 @@ class ClusterActor(HubbubActor):
                 if n % 64 == 0:
                     gevent.sleep(0)  # a busy channel must not starve the node (STYLE.md)
         except Exception as exc:  # noqa: BLE001 - whatever broke the connection, the answer is the same
-            tell(me, _Lost(gen, _why(exc)))
+            tell(me, Lost(gen, why(exc)))
 
     # --- up and down ----------------------------------------------------------------
 
@@ -522,8 +386,9 @@ class ClusterActor(HubbubActor):
                     shards[name] = (conn, CommandStream(stream_pool.make_connection(), self.actor_ref, self.gen + 1))
                     conn.connect()
                     # The stream sends EVALSHA only: a restarted Redis has no scripts yet.
-                    shards[name][1].conn.send_command("SCRIPT", "LOAD", _script_text("say"))
-                    shards[name][1].conn.read_response()
+                    for script in _STREAMED:
+                        shards[name][1].conn.send_command("SCRIPT", "LOAD", _script_text(script))
+                        shards[name][1].conn.read_response()
                 _fresh, live, _dead = self._beat_once()
             except _REDIS_ERRORS as exc:
                 for conn, stream in shards.values():
@@ -531,8 +396,8 @@ class ClusterActor(HubbubActor):
                     stream.close("not connected")
                 if self.problem == "connecting":  # never connected: say so once
                     log.warning("cluster: redis unreachable (%s): rooms refuse says with "
-                                "`unavailable` until it answers; connecting", _why(exc))
-                    self.problem = _why(exc)
+                                "`unavailable` until it answers; connecting", why(exc))
+                    self.problem = why(exc)
                 gevent.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, BACKOFF[1])
                 continue
@@ -636,7 +501,7 @@ class ClusterActor(HubbubActor):
         try:
             fresh, live, dead = self._beat_once()
         except _REDIS_ERRORS as exc:
-            tell(self.actor_ref, _Lost(gen, _why(exc)))
+            tell(self.actor_ref, Lost(gen, why(exc)))
             return
         tell(self.actor_ref, _Beaten(gen, fresh, live, dead))
 
@@ -671,7 +536,7 @@ class ClusterActor(HubbubActor):
         try:
             self._bury(node)
         except _REDIS_ERRORS as exc:
-            log.info("cluster: burying node %s stopped (%s); the next beat goes on", node, _why(exc))
+            log.info("cluster: burying node %s stopped (%s); the next beat goes on", node, why(exc))
         finally:
             self._burying.discard(node)
 
@@ -704,7 +569,7 @@ class ClusterActor(HubbubActor):
                     self._drop(name, f"{self.node_id}/")
                     self.redis.srem(K.node_rooms(self.node_id), name)
         except _REDIS_ERRORS as exc:
-            tell(self.actor_ref, _Lost(gen, _why(exc)))
+            tell(self.actor_ref, Lost(gen, why(exc)))
 
     def _reclaim(self, msg: Reclaim, gen: int) -> None:
         """After a reconnection: this node's nicks are exactly ``msg.owners``; the ones
@@ -722,6 +587,6 @@ class ClusterActor(HubbubActor):
                 if not self.scripts["claim"](keys=[K.nick_key(nick)], args=[owner, me, *self.live]):
                     lost.append(nick)
         except _REDIS_ERRORS as exc:
-            tell(self.actor_ref, _Lost(gen, _why(exc)))
+            tell(self.actor_ref, Lost(gen, why(exc)))
             return
         tell(msg.directory, Reply("reclaim", lost))

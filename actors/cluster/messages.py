@@ -63,14 +63,17 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class SaySend:
-    """A say for the pipelined command stream (into the link)."""
+    """A script for the pipelined command stream (into the link): a say, or a leased
+    room's write-behind (``append``) and release (``unlease``), in the room's order."""
 
     args: tuple[Any, ...]
-    """The EVALSHA arguments after the sha."""
+    """KEYS (the first: the room's meta, which picks the shard) then ARGV."""
     room: Any
     """Who gets SayDone."""
     n: int
-    """The room's number for the say."""
+    """The room's number for it (echoed in SayDone)."""
+    script: str = "say"
+    """say (3 keys), append or unlease (2 keys)."""
 
 
 @dataclass(frozen=True, slots=True)

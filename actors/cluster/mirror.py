@@ -25,7 +25,7 @@ from typing import Any
 from ..core.history import RoomHistory
 
 __all__ = [
-    "Ack", "Announce", "Deliver", "Refuse", "Rejoin", "Recheck", "Resync", "RoomMirror", "SendSay",
+    "Ack", "Announce", "Deliver", "LocalSay", "Refuse", "Rejoin", "Recheck", "Resync", "RoomMirror", "SendSay",
 ]
 
 
@@ -81,6 +81,15 @@ class SendSay:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalSay:
+    """Number say ``n`` here (this node holds the room's lease), ack it, deliver it, and
+    write it behind into Redis."""
+
+    n: int
+    """The port's number for the say."""
+
+
+@dataclass(frozen=True, slots=True)
 class Rejoin:
     """Every member here gets a fresh `joined` (``complete: false``): the room's history
     changed epoch (what they saw belongs to a history Redis lost), or has a gap."""
@@ -104,7 +113,8 @@ class Recheck:
 
 # --- the mirror ----------------------------------------------------------------------
 
-DOWN, SYNCING, SYNCED = "down", "syncing", "synced"
+DOWN, SYNCING, SYNCED, LOCAL, WAITING = "down", "syncing", "synced", "local", "waiting"
+_MODES = {"shared": SYNCED, "local": LOCAL, "wait": WAITING}
 
 
 class RoomMirror:
@@ -133,19 +143,44 @@ class RoomMirror:
         """member → deadline: missing from the last snapshot, maybe only late."""
         self.says: dict[int, str] = {}
         """n → queued | sent | unknown."""
+        self.link = True
+        """The link is up (as last told)."""
+        self.leased = False
+        """This node held the room's lease at the last snapshot (its messages may need flushing)."""
+        self.flushed = 0
+        """While leased: the last seq Redis confirmed having (append.lua)."""
+        self.asked = False
+        """Another node asked for the lease while a snapshot was on its way."""
+        self.handing = False
+        """Asked for the lease: says wait; the snapshot that hands over is taken once Redis
+        has every message numbered here (the history may not keep them all)."""
 
     @property
     def synced(self) -> bool:
+        """Redis numbers the messages and the channel is trusted."""
         return self.state == SYNCED
+
+    @property
+    def authoritative(self) -> bool:
+        """The history here misses nothing (Redis's, or this node's own as lease holder)."""
+        return self.state in (SYNCED, LOCAL)
 
     # --- the link ------------------------------------------------------------------
 
     def link_up(self) -> None:
         """The channel is subscribed: a snapshot is on its way."""
+        self.link = True
         self.state = SYNCING
+        self.handing = False
 
     def link_down(self) -> list[Any]:
-        """The link lost Redis: nothing from the channel is trusted until the next snapshot."""
+        """The link lost Redis: nothing from the channel is trusted until the next snapshot.
+
+        A lease holder goes on numbering its room (nobody else may while its heartbeat
+        lives: the port ends that with :meth:`lease_expired`)."""
+        self.link = False
+        if self.state == LOCAL:
+            return []
         self.state = DOWN
         out: list[Any] = []
         for n, state in list(self.says.items()):
@@ -156,16 +191,49 @@ class RoomMirror:
                 self.says[n] = "unknown"
         return out
 
+    def lease_expired(self) -> list[Any]:
+        """Redis stayed away as long as a heartbeat lives: the others may have given this
+        node up and taken the room over; numbering here must stop."""
+        if self.state == LOCAL and not self.link:
+            self.state = DOWN
+        return []
+
     # --- says ----------------------------------------------------------------------
 
     def say(self, n: int) -> list[Any]:
         if self.state == SYNCED:
             self.says[n] = "sent"
             return [SendSay(n)]
-        if self.state == SYNCING:
+        if self.state == LOCAL:
+            return [LocalSay(n)]
+        if self.state in (SYNCING, WAITING):
             self.says[n] = "queued"
             return []
         return [Refuse(n)]
+
+    def number(self, frame: dict[str, Any]) -> int:
+        """A lease holder's say: the next seq, kept in the history."""
+        frame["seq"] = self.history.last_seq + 1
+        self.history.record(frame)
+        return frame["seq"]
+
+    def appended(self, seq: int, reply: Any) -> list[Any]:
+        """Redis's answer to a write-behind."""
+        if isinstance(reply, BaseException):
+            if getattr(reply, "script_error", False) and self.state == LOCAL:
+                self.state = SYNCING
+                return [Resync()]
+            return []
+        if int(reply) >= 0:
+            self.flushed = max(self.flushed, seq)
+            if self.handing and self.flushed >= self.history.last_seq:
+                self.handing = False
+                return [Resync()]
+            return []
+        if self.state == LOCAL:  # the lease is gone, or one went missing: a snapshot sorts it out
+            self.state = SYNCING
+            return [Resync()]
+        return []
 
     def expired(self, n: int) -> list[Any]:
         """Say ``n`` waited too long for the first snapshot."""
@@ -197,7 +265,7 @@ class RoomMirror:
     # --- the snapshot --------------------------------------------------------------
 
     def snapshot(self, ev: int, seq: int, roster: dict[str, str], frames: list[tuple[bytes, dict[str, Any]]],
-                 epoch: str, now: float) -> list[Any]:
+                 epoch: str, now: float, mode: str = "shared") -> list[Any]:
         out: list[Any] = []
         if self.told:
             # (After a new epoch the fresh `joined` lists the members: no presence then.)
@@ -220,10 +288,21 @@ class RoomMirror:
                     out.append(Deliver(frame, raw))
             self.history = self.history.merged(seq, [f for _raw, f in frames])
             self.roster = roster
-        self.epoch, self.ev, self.state, self.told = epoch, ev, SYNCED, True
-        for n in self.says:
-            self.says[n] = "sent"
-            out.append(SendSay(n))
+        self.epoch, self.ev, self.state, self.told = epoch, ev, _MODES[mode], True
+        self.leased = self.state == LOCAL
+        if self.leased:
+            self.flushed = seq
+        if self.asked and self.state == LOCAL:
+            self.state = SYNCING  # asked to hand over meanwhile
+            out.extend(self._hand_over())
+        self.asked = False
+        for n, state in list(self.says.items()):
+            if self.state == SYNCED:
+                self.says[n] = "sent"
+                out.append(SendSay(n))
+            elif self.state == LOCAL and state == "queued":
+                del self.says[n]
+                out.append(LocalSay(n))
         if self.suspects:
             out.append(Recheck(min(self.suspects.values())))
         return out
@@ -251,6 +330,13 @@ class RoomMirror:
             self.suspects.setdefault(member, now + self.grace)
         return {**roster, **missing}
 
+    def _hand_over(self) -> list[Any]:
+        """Hand the lease over once Redis has every message numbered here."""
+        if self.flushed >= self.history.last_seq:
+            return [Resync()]
+        self.handing = True
+        return []
+
     def recheck(self, now: float) -> list[Any]:
         """Members missing since a snapshot that did not come back in time are gone."""
         out: list[Any] = []
@@ -268,6 +354,16 @@ class RoomMirror:
 
     def event(self, data: bytes, decode: Any) -> list[Any]:
         """One event from the room's channel (``decode``: bytes → frame dict)."""
+        kind = data[:1]
+        if kind == b"H" and self.state in (LOCAL, SYNCING):
+            if self.state == SYNCING:
+                self.asked = True  # the snapshot on its way may give this node the lease
+                return []
+            self.state = SYNCING  # another node's member came: says wait from now on
+            return self._hand_over()
+        if self.state == WAITING and kind == b"S":
+            self.state = SYNCING  # the lease holder handed over: Redis numbers from now on
+            return [Resync()]
         if self.state != SYNCED:
             return []  # the next snapshot covers it
         head, _, rest = data.partition(b" ")
@@ -325,14 +421,14 @@ class RoomMirror:
         client's ``since`` belongs to this epoch, and the history still keeps it all.
         """
         if not self.synced:
-            self.roster[member] = nick  # Redis hears of it at the next snapshot
+            self.roster[member] = nick  # the channel will not tell: set it here
         nicks = sorted({*self.roster.values(), nick})
         if since is None:
             return nicks, self.history.recent(), True
         if epoch is not None and epoch != self.epoch:
             return nicks, self.history.recent(), False
         history, complete = self.history.since(since)
-        return nicks, history, complete and self.synced
+        return nicks, history, complete and self.authoritative
 
     def left(self, member: str) -> None:
         """A member of this node left while the room is not synchronised."""

@@ -424,3 +424,74 @@ def test_the_cluster_benchmark_runs():
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "ratio 2 workers / 1 node:" in proc.stdout
+
+
+class TestRoomsOnOneNode:
+    """docs/cluster.md "Rooms on one node": a room whose members are all on one node is
+    numbered there (a lease), so its says never wait for Redis; a member on another node
+    takes the room over to Redis without a gap or a repeat."""
+
+    @staticmethod
+    def say_latencies(c: Client, room: str, n: int) -> list[float]:
+        out = []
+        for i in range(n):
+            t0 = time.monotonic()
+            c.send({"type": "say", "room": room, "text": f"t{i}", "id": str(i)})
+            while c.recv()["type"] != "ack":
+                pass
+            out.append(time.monotonic() - t0)
+        return sorted(out)
+
+    def test_a_local_room_acks_at_its_normal_pace_while_redis_stalls(self, redis_server):
+        """say → ack p99 while DEBUG SLEEP holds Redis stays within 2x of normal (+10 ms of noise)."""
+        import threading
+
+        with node(redis_server, "--rate", "1000", "--burst", "1000") as a, node(redis_server):
+            alice = Client(a).login("alice", "solo")
+            Client(a).login("amy", "solo")
+            alice.pump(0.2)
+            assert [n["mode"] for n in walk(a.actors()) if n.get("room") == "solo"] == ["local"]
+            normal = self.say_latencies(alice, "solo", 60)
+            threading.Thread(target=redis_server.command, args=("DEBUG", "SLEEP", "1.5"), daemon=True).start()
+            time.sleep(0.1)
+            started = time.monotonic()
+            stalled = self.say_latencies(alice, "solo", 60)
+            assert time.monotonic() - started < 1.4, "measured while Redis slept"
+            p99 = lambda xs: xs[int(len(xs) * 0.99) - 1]  # noqa: E731
+            assert p99(stalled) <= 2 * p99(normal) + 0.010, (p99(normal), p99(stalled))
+
+    def test_a_member_on_another_node_takes_the_room_over_without_a_gap(self, redis_server):
+        """Numbered on node a, then by Redis once bob on node b joins: one order, no gap."""
+        with node(redis_server) as a, node(redis_server) as b:
+            alice = Client(a).login("alice", "hall")
+            for i in range(1, 6):
+                assert alice.say("hall", f"local {i}")["seq"] == i
+                alice.expect("message", seq=i)
+            bob = Client(b).login("bob")
+            joined = bob.join("hall")
+            assert [m["seq"] for m in joined["history"]] == [1, 2, 3, 4, 5], "written behind into Redis"
+            alice.expect("presence", event="join", nick="bob")
+            assert bob.say("hall", "shared")["seq"] == 6
+            alice.expect("message", seq=6)
+            assert alice.say("hall", "again")["seq"] == 7
+            alice.expect("message", seq=7)
+            assert [s for s, _t in messages(read_messages(bob, 2, settle=0.2))] == [6, 7]
+            assert [n["mode"] for n in walk(a.actors()) if n.get("room") == "hall"] == ["synced"]
+
+
+class TestBoundedState:
+    """docs/cluster.md "Redis keys": an emptied room's keys expire after room_ttl; a node keeps
+    no history of emptied rooms."""
+
+    def test_an_emptied_room_expires_and_comes_back_in_a_new_epoch(self, redis_server):
+        with Server("--redis", f"{redis_server.url}?node_ttl={TTL}&room_ttl=0.5") as a:
+            with Client(a).login("x", "brief") as x:
+                epoch = x.join("brief")["epoch"]
+                assert x.say("brief", "one")["seq"] == 1
+            a.wait_for(lambda: b"hubbub:{r:brief}" not in redis_server.command("KEYS", "*"), timeout=5,
+                       what="the room's keys gone")
+            assert next(n for n in walk(a.actors()) if n["kind"].endswith("DirectoryActor"))["dormant_rooms"] == 0
+            y = Client(a).login("y")
+            y.send({"type": "join", "room": "brief", "since": 1, "epoch": epoch})
+            joined = y.expect("joined")
+            assert joined["complete"] is False and joined["epoch"] != epoch and joined["history"] == []

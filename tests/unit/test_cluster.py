@@ -13,7 +13,17 @@ import pytest
 
 from actors.cluster import DEFAULT_NODE_TTL, DEFAULT_ROOM_TTL, RoomMirror, parse_url
 from actors.cluster import keys as K
-from actors.cluster.mirror import Ack, Announce, Deliver, Recheck, Refuse, Rejoin, Resync, SendSay
+from actors.cluster.mirror import (
+    Ack,
+    Announce,
+    Deliver,
+    LocalSay,
+    Recheck,
+    Refuse,
+    Rejoin,
+    Resync,
+    SendSay,
+)
 from actors.core.history import RoomHistory
 
 from ..support.fakes import FakeClock
@@ -213,3 +223,45 @@ class TestPresence:
         m.link_up()
         out = m.snapshot(0, 9, {}, [raw(8), raw(9)], "e1", 0.0)
         assert out == [Rejoin(after=2)] and [f["seq"] for f in m.history.recent()] == [8, 9]
+
+
+class TestLease:
+    """docs/cluster.md "Rooms on one node": the lease holder numbers; a handover loses nothing."""
+
+    def leased(self) -> RoomMirror:
+        m = RoomMirror("me/", b"tag", RoomHistory(10), grace=1.5)
+        m.snapshot(0, 0, {}, [], "e1", 0.0, mode="local")
+        return m
+
+    def test_a_leased_room_numbers_its_says_here(self):
+        m = self.leased()
+        assert m.say(1) == [LocalSay(1)]
+        assert [m.number(frame(0)) for _ in range(3)] == [1, 2, 3]
+
+    def test_asked_to_hand_over_it_waits_for_redis_to_have_every_message(self):
+        m = self.leased()
+        m.number(frame(0))
+        m.number(frame(0))
+        m.appended(1, 1)
+        assert m.event(b"H1", json.loads) == [], "message 2 is not in Redis yet"
+        assert m.say(9) == [], "says wait during the handover"
+        assert m.appended(2, 1) == [Resync()]
+
+    def test_a_lease_holder_keeps_numbering_while_redis_is_away_but_not_past_a_heartbeat(self):
+        m = self.leased()
+        m.link_down()
+        assert m.say(1) == [LocalSay(1)]
+        m.lease_expired()
+        assert m.say(2) == [Refuse(2)]
+
+    def test_waiting_for_the_holder_says_wait_until_it_hands_over(self):
+        m = RoomMirror("me/", b"tag", RoomHistory(10), grace=1.5)
+        m.snapshot(0, 0, {}, [], "e1", 0.0, mode="wait")
+        assert m.say(1) == []
+        assert m.event(b"S1", json.loads) == [Resync()]
+        assert m.snapshot(1, 3, {}, [raw(1), raw(2), raw(3)], "e1", 0.0)[-1] == SendSay(1)
+
+    def test_asked_while_the_snapshot_was_on_its_way(self):
+        m = RoomMirror("me/", b"tag", RoomHistory(10), grace=1.5)
+        assert m.event(b"H1", json.loads) == []
+        assert m.snapshot(1, 0, {}, [], "e1", 0.0, mode="local") == [Resync()]
