@@ -4,10 +4,9 @@ The real server; users logged in over raw sockets (the upgrade, ``hello`` and ``
 in one write each, cheap enough for 1,000 in a few seconds); ``/debug/stats`` counts the
 live greenlets before and after.
 
-What the transport guarantees: no reader greenlet and no pywsgi handler greenlet per
-upgraded connection (before this, each user held both). The user's actor still runs on
-a greenlet of its own until idle actors hold none (the runtime part of issue 11);
-``ACTOR_GREENLETS_PER_USER`` says so, and becomes 0 when that lands.
+What the transport and the runtime guarantee together: no reader greenlet and no pywsgi
+handler greenlet per upgraded connection, and no greenlet per idle actor (actors run
+only when mail arrives). Before, each user held two or three.
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 USERS = 1000
 BATCH = 100
-#: greenlets a logged-in idle user's actor holds (pykka ThreadingActor on gevent today)
-ACTOR_GREENLETS_PER_USER = 1
+#: greenlets a logged-in idle user's actor holds: none (actors/base.py)
+ACTOR_GREENLETS_PER_USER = 0
 TEXT = 0x1
 
 
