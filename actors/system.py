@@ -155,8 +155,8 @@ class ActorSystem:
 
     def kick(self, nick: str, reason: str, timeout: float = 2.0) -> bool:
         answer = self.directory.actor_ref.ask(KickNick(nick, reason), timeout=timeout)
-        if hasattr(answer, "get"):  # a cluster's kick for another node: answered by the link
-            answer = answer.get(timeout=timeout)
+        if hasattr(answer, "wait"):  # a cluster's kick for another node: answered by the link
+            answer = answer.wait(timeout)  # None (false) if it took longer
         return bool(answer)
 
     # --- observation ----------------------------------------------------------------
