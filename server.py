@@ -1,4 +1,6 @@
-from gevent import monkey; monkey.patch_all()  # noqa: E702, I001 - must run before anything imports socket/threading
+from gevent import monkey
+
+monkey.patch_all()  # noqa: E702, I001 - must run before anything imports socket/threading
 
 """hubbub: run one chat node.  Wiring only: config → actor system → WSGI server → routes."""
 
@@ -29,14 +31,28 @@ def build(config, listener=None, **system_options):
     """The node's parts, wired: (actor system, WSGI server).  Tests build nodes this way too.
 
     ``listener``: an already bound socket (a --workers worker's SO_REUSEPORT one)."""
-    t = Timeouts(hello=config.hello_timeout, ping=config.ping_interval, pong=config.pong_timeout,
-                 profile=config.profile_timeout, session=config.max_session)
+    t = Timeouts(
+        hello=config.hello_timeout,
+        ping=config.ping_interval,
+        pong=config.pong_timeout,
+        profile=config.profile_timeout,
+        session=config.max_session,
+    )
     telemetry = Telemetry(config.log_format)
-    system = ActorSystem(t, history=config.history, events=telemetry, store=config.store,
-                         limits=Limits(config.rate, config.burst), redis=config.redis,
-                         budgets=budgets_for(config), verifier=verifier_for(config),
-                         require_token=config.auth_mode == "required" and bool(config.auth_secret or config.auth_public_key),
-                         max_backlog=config.max_backlog, **system_options)
+    system = ActorSystem(
+        t,
+        history=config.history,
+        events=telemetry,
+        store=config.store,
+        limits=Limits(config.rate, config.burst),
+        redis=config.redis,
+        budgets=budgets_for(config),
+        verifier=verifier_for(config),
+        require_token=config.auth_mode == "required"
+        and bool(config.auth_secret or config.auth_public_key),
+        max_backlog=config.max_backlog,
+        **system_options,
+    )
     telemetry.system = system
     handler = handler_for(config)
     tls = {}
@@ -52,28 +68,44 @@ def build(config, listener=None, **system_options):
     gate = gate_for(config, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     app = App(system, config, telemetry)
     app.gate = gate
-    server = GatedServer(listener or (config.host, config.port), app,
-                         handler_class=handler, log=None, error_log=logging.getLogger("hubbub.http"),
-                         gate=gate, **tls)
+    server = GatedServer(
+        listener or (config.host, config.port),
+        app,
+        handler_class=handler,
+        log=None,
+        error_log=logging.getLogger("hubbub.http"),
+        gate=gate,
+        **tls,
+    )
     return system, server
 
 
 def budgets_for(config):
     """The memory and rate budgets the options ask for (docs/operations.md)."""
-    return Budgets(shape=Shape(max_bytes=config.info_bytes, max_depth=config.info_depth),
-                   history_bytes=config.history_bytes, history_total=config.history_total,
-                   joined_bytes=config.joined_bytes, max_rooms_per_user=config.max_rooms_per_user,
-                   max_rooms=config.max_rooms, dm_rate=config.dm_rate, dm_bytes=config.dm_bytes,
-                   nick_grace=config.nick_grace)
+    return Budgets(
+        shape=Shape(max_bytes=config.info_bytes, max_depth=config.info_depth),
+        history_bytes=config.history_bytes,
+        history_total=config.history_total,
+        joined_bytes=config.joined_bytes,
+        max_rooms_per_user=config.max_rooms_per_user,
+        max_rooms=config.max_rooms,
+        dm_rate=config.dm_rate,
+        dm_bytes=config.dm_bytes,
+        nick_grace=config.nick_grace,
+    )
 
 
 def verifier_for(config):
     """The JWT checker for --auth-secret / --auth-public-key, or None (no identity)."""
     if config.auth_secret:
-        return Verifier(config.auth_secret, audience=config.auth_audience, issuer=config.auth_issuer)
+        return Verifier(
+            config.auth_secret, audience=config.auth_audience, issuer=config.auth_issuer
+        )
     if config.auth_public_key:
         with open(config.auth_public_key, "rb") as f:
-            return Verifier(f.read(), public=True, audience=config.auth_audience, issuer=config.auth_issuer)
+            return Verifier(
+                f.read(), public=True, audience=config.auth_audience, issuer=config.auth_issuer
+            )
     return None
 
 
@@ -107,7 +139,10 @@ def main(argv=None, listener=None, ready=None, **system_options):
     tune_gc()
     if config.workers > 1 and listener is None:
         from hubbub.workers import run_workers
-        return run_workers(config, lambda sock, up: main(argv, listener=sock, ready=up, **system_options))
+
+        return run_workers(
+            config, lambda sock, up: main(argv, listener=sock, ready=up, **system_options)
+        )
     system, server = build(config, listener=listener, **system_options)
     try:
         start_plugins(system, config)  # before listening: a broken plugin never serves
@@ -116,7 +151,10 @@ def main(argv=None, listener=None, ready=None, **system_options):
         print(f"hubbub: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"hubbub: error: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        print(
+            f"hubbub: error: cannot listen on {config.host}:{config.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
         return 2
     scheme = "https" if config.certfile else "http"
     host, port = server.address[:2]

@@ -54,7 +54,15 @@ from pykka.messages import _ActorStop
 
 from .core.messages import ChildFailed
 
-__all__ = ["HubbubActor", "HubbubRef", "Mailbox", "publish", "tell", "DRAIN_BATCH", "MAX_IDLE_RUNNERS"]
+__all__ = [
+    "HubbubActor",
+    "HubbubRef",
+    "Mailbox",
+    "publish",
+    "tell",
+    "DRAIN_BATCH",
+    "MAX_IDLE_RUNNERS",
+]
 
 log = logging.getLogger("hubbub.actors")
 _pykka_log = logging.getLogger("pykka")  # what pykka's own loop logs to (the server tunes it)
@@ -216,7 +224,7 @@ class HubbubRef(pykka.ActorRef[Any]):
 
     @property
     def actor_urn(self) -> str:  # type: ignore[override]
-        return self.actor_inbox.urn  # type: ignore[attr-defined, no-any-return]
+        return self.actor_inbox.urn  # type: ignore[attr-defined]  # pykka types the inbox as its bare protocol
 
     def tell(self, message: Any) -> None:
         # ActorRef.tell, minus two calls: this is every message of the server.
@@ -265,7 +273,7 @@ class HubbubActor(pykka.ThreadingActor):
 
     @property
     def actor_urn(self) -> str:  # type: ignore[override]
-        return self.actor_inbox.urn  # type: ignore[attr-defined, no-any-return]
+        return self.actor_inbox.urn  # type: ignore[attr-defined]  # pykka types the inbox as its bare protocol
 
     def __str__(self) -> str:
         # pykka's names the urn; the id is what logs and /debug show, and costs nothing.
@@ -334,7 +342,9 @@ class HubbubActor(pykka.ThreadingActor):
                 envelope.reply_to.set(response)
         except Exception:
             if envelope.reply_to is not None:
-                _pykka_log.info("Exception returned from %s to caller:", self, exc_info=sys.exc_info())
+                _pykka_log.info(
+                    "Exception returned from %s to caller:", self, exc_info=sys.exc_info()
+                )
                 envelope.reply_to.set_exception()
             else:
                 self._handle_failure(*sys.exc_info())

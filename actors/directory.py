@@ -62,11 +62,19 @@ class _Room:
 
 
 class DirectoryActor(HubbubActor):
-    def __init__(self, history_size: int, parent: HubbubActor | None = None,
-                 room_class: type[RoomActor] = RoomActor, counters: Counters | None = None,
-                 store: Any = None, observers: Observers | None = None, budgets: Budgets | None = None,
-                 clock: Clock | None = None, page_bytes: int | None = None,
-                 require_token: bool = False) -> None:
+    def __init__(
+        self,
+        history_size: int,
+        parent: HubbubActor | None = None,
+        room_class: type[RoomActor] = RoomActor,
+        counters: Counters | None = None,
+        store: Any = None,
+        observers: Observers | None = None,
+        budgets: Budgets | None = None,
+        clock: Clock | None = None,
+        page_bytes: int | None = None,
+        require_token: bool = False,
+    ) -> None:
         super().__init__("directory", parent)
         self.history_size = history_size
         self.budgets = budgets = budgets or Budgets()
@@ -92,8 +100,13 @@ class DirectoryActor(HubbubActor):
         self.restarts = 0
 
     def describe_fields(self) -> dict[str, Any]:
-        return {"nicks": len(self.nicks), "rooms": len(self.rooms), "dormant_rooms": len(self.dormant),
-                "held_nicks": len(self.nick_table.held), "history_bytes": self.pool.bytes}
+        return {
+            "nicks": len(self.nicks),
+            "rooms": len(self.rooms),
+            "dormant_rooms": len(self.dormant),
+            "held_nicks": len(self.nick_table.held),
+            "history_bytes": self.pool.bytes,
+        }
 
     def on_receive(self, message: Any) -> Any:
         handler = self._handlers.get(type(message))
@@ -104,7 +117,9 @@ class DirectoryActor(HubbubActor):
     # --- nicks ----------------------------------------------------------------------
 
     def _claim(self, msg: ClaimNick) -> None:
-        got = self.nick_table.claim(msg.session, msg.nick, self.clock.monotonic(), msg.verified, msg.resume)
+        got = self.nick_table.claim(
+            msg.session, msg.nick, self.clock.monotonic(), msg.verified, msg.resume
+        )
         if not got.ok:
             tell(msg.user, NickResult(msg.nick, False, got.code, got.message))
             return
@@ -120,7 +135,9 @@ class DirectoryActor(HubbubActor):
                 for name in list(stale.rooms):
                     self._remove_member(name, got.evict)
                 stale.rooms.clear()
-                tell(stale.ref, Kick("your nick was reclaimed by its owner from another connection"))
+                tell(
+                    stale.ref, Kick("your nick was reclaimed by its owner from another connection")
+                )
         user = self.users.setdefault(msg.session, _User(msg.user))
         old, user.nick = user.nick, msg.nick
         if old is not None and self.nicks.get(old) == msg.session:
@@ -152,7 +169,9 @@ class DirectoryActor(HubbubActor):
         room = self.rooms.get(msg.room)
         b = self.budgets
         if msg.room not in user.rooms and len(user.rooms) >= b.max_rooms_per_user:
-            return self._refuse_join(msg, f"you are in {b.max_rooms_per_user} rooms already: leave one first")
+            return self._refuse_join(
+                msg, f"you are in {b.max_rooms_per_user} rooms already: leave one first"
+            )
         if room is None and len(self.rooms) + len(self.retiring) >= b.max_rooms:
             return self._refuse_join(msg, f"this server has {b.max_rooms} rooms already")
         if room is None:
@@ -169,25 +188,47 @@ class DirectoryActor(HubbubActor):
             room = self.rooms[msg.room] = _Room(self._start_room(msg.room, history))
         room.members[msg.session] = msg.nick
         user.rooms.add(msg.room)
-        tell(room.actor.actor_ref, RoomJoin(msg.session, msg.user, msg.nick, msg.since, msg.outbox, msg.epoch,
-                                            msg.ignores))
+        tell(
+            room.actor.actor_ref,
+            RoomJoin(
+                msg.session, msg.user, msg.nick, msg.since, msg.outbox, msg.epoch, msg.ignores
+            ),
+        )
 
     def _refuse_join(self, msg: JoinRoom, why: str) -> None:
         tell(msg.user, Deliver(codec.encode(codec.error("too_many_rooms", why))))
 
-    def _new_history(self, last_seq: int = 0, messages: list[dict[str, Any]] | None = None) -> RoomHistory:
-        return RoomHistory(self.history_size, last_seq, messages, max_bytes=self.budgets.history_bytes,
-                           pool=self.pool)
+    def _new_history(
+        self, last_seq: int = 0, messages: list[dict[str, Any]] | None = None
+    ) -> RoomHistory:
+        return RoomHistory(
+            self.history_size,
+            last_seq,
+            messages,
+            max_bytes=self.budgets.history_bytes,
+            pool=self.pool,
+        )
 
     def _loaded(self, msg: HistoryLoaded) -> None:
         self.dormant[msg.room] = self._new_history(msg.last_seq, msg.messages)
         self._replay(msg.room)
 
-    def _start_room(self, name: str, history: RoomHistory, restore: RoomState | None = None) -> RoomActor:
+    def _start_room(
+        self, name: str, history: RoomHistory, restore: RoomState | None = None
+    ) -> RoomActor:
         # The object, not a ref: the directory is its parent (the tree in /debug).
-        return self.room_class.spawn(name, history, self.actor_ref, parent=self, counters=self.counters,
-                                     store=self.store, observers=self.observers, restore=restore,
-                                     port=self.room_port(name), page_bytes=self.page_bytes)
+        return self.room_class.spawn(
+            name,
+            history,
+            self.actor_ref,
+            parent=self,
+            counters=self.counters,
+            store=self.store,
+            observers=self.observers,
+            restore=restore,
+            port=self.room_port(name),
+            page_bytes=self.page_bytes,
+        )
 
     def room_port(self, name: str) -> Any:
         """The port a new room gets (a cluster's directory gives a Redis one; actors/room.py)."""
@@ -249,7 +290,10 @@ class DirectoryActor(HubbubActor):
     def _dm_budget(self, user: _User, size: int) -> bool:
         b, now = self.budgets, self.clock.monotonic()
         if user.dm_in is None:
-            user.dm_in = (Bucket(b.dm_rate, 2 * b.dm_rate, now), Bucket(b.dm_bytes, 4 * b.dm_bytes, now))
+            user.dm_in = (
+                Bucket(b.dm_rate, 2 * b.dm_rate, now),
+                Bucket(b.dm_bytes, 4 * b.dm_bytes, now),
+            )
         count, volume = user.dm_in
         # Both or neither: a refused dm must not use up the other budget.
         if not count.take(1, now):

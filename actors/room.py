@@ -62,10 +62,20 @@ class RoomState:
 
 
 class RoomActor(HubbubActor):
-    def __init__(self, name: str, history: RoomHistory, directory: Any,
-                 parent: HubbubActor | None = None, counters: Counters | None = None,
-                 clock: Clock | None = None, store: Any = None, observers: Observers | None = None,
-                 restore: RoomState | None = None, port: Any = None, page_bytes: int = 256 << 10) -> None:
+    def __init__(
+        self,
+        name: str,
+        history: RoomHistory,
+        directory: Any,
+        parent: HubbubActor | None = None,
+        counters: Counters | None = None,
+        clock: Clock | None = None,
+        store: Any = None,
+        observers: Observers | None = None,
+        restore: RoomState | None = None,
+        port: Any = None,
+        page_bytes: int = 256 << 10,
+    ) -> None:
         super().__init__(f"room:{name}", parent)
         self.name = name
         self.history = history
@@ -105,7 +115,9 @@ class RoomActor(HubbubActor):
         return fields
 
     def last_words(self) -> RoomState:
-        return RoomState(self.name, self.history, dict(self.members), dict(self.outboxes), dict(self.ignores))
+        return RoomState(
+            self.name, self.history, dict(self.members), dict(self.outboxes), dict(self.ignores)
+        )
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, RoomSay):
@@ -126,7 +138,9 @@ class RoomActor(HubbubActor):
             return self.port.receive(message)
         return super().on_receive(message)
 
-    def _broadcast(self, payload: bytes, skip: str | None = None, sender: str | None = None) -> None:
+    def _broadcast(
+        self, payload: bytes, skip: str | None = None, sender: str | None = None
+    ) -> None:
         # Fan-out: the encoded bytes are queued straight on each member's connection.
         # send_text never blocks (a slow member only grows its own backlog, and is cut
         # at --max-backlog), so going through 500 member actors would only add 500
@@ -197,7 +211,10 @@ class RoomActor(HubbubActor):
             self.history.record(frame, payload)
         self._broadcast(payload, sender=frame["from"])  # `from`: the members who ignore it skip it
         if self.watchers:  # after the members: a plugin never delays the humans
-            publish(self.watchers, RoomMessage(self.name, frame["from"], frame["text"], frame["seq"], frame["ts"]))
+            publish(
+                self.watchers,
+                RoomMessage(self.name, frame["from"], frame["text"], frame["seq"], frame["ts"]),
+            )
         counters = self.counters
         counters.deliveries += len(self.members)
         took = max(0.0, self.clock.wall() - frame["ts"])
@@ -210,10 +227,18 @@ class RoomActor(HubbubActor):
         if self.watchers:
             publish(self.watchers, RoomPresence(self.name, event, nick))
 
-    def send_joined(self, msg: RoomJoin, nicks: list[str], history: list[dict[str, Any]], complete: bool,
-                    epoch: str | None = None) -> None:
+    def send_joined(
+        self,
+        msg: RoomJoin,
+        nicks: list[str],
+        history: list[dict[str, Any]],
+        complete: bool,
+        epoch: str | None = None,
+    ) -> None:
         """The `joined` answer (the room's ref goes to the user with it)."""
-        self.send_joined_payload(msg, codec.encode(codec.joined(self.name, nicks, history, complete, epoch)))
+        self.send_joined_payload(
+            msg, codec.encode(codec.joined(self.name, nicks, history, complete, epoch))
+        )
 
     def send_joined_payload(self, msg: RoomJoin, payload: bytes | None) -> None:
         if msg.outbox is not None:
@@ -237,7 +262,9 @@ class RoomActor(HubbubActor):
         # `joined` that cut every newcomer).  `more` says older pages exist.
         history, more, complete = self.history.page(since=msg.since, max_bytes=self.page_bytes)
         nicks = sorted({nick for _ref, nick in self.members.values()})
-        self.send_joined_payload(msg, codec.encode_joined(self.name, nicks, history, complete, more))
+        self.send_joined_payload(
+            msg, codec.encode_joined(self.name, nicks, history, complete, more)
+        )
         if fresh:
             self.announce("join", msg.nick, skip=msg.session)
         return None
@@ -274,8 +301,9 @@ class RoomActor(HubbubActor):
         if msg.session not in self.members:
             return  # left meanwhile; its session answered not_in_room already or will
         limit = msg.limit if msg.limit is not None else self.history.keep
-        page, more, complete = self.history.page(since=msg.since, before=msg.before, limit=limit,
-                                                 max_bytes=self.page_bytes)
+        page, more, complete = self.history.page(
+            since=msg.since, before=msg.before, limit=limit, max_bytes=self.page_bytes
+        )
         payload = codec.encode_history(self.name, page, more, complete)
         outbox = self.outboxes.get(msg.session)
         if outbox is not None:

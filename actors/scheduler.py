@@ -43,8 +43,9 @@ class _Wake:
 
 
 class SchedulerActor(HubbubActor):
-    def __init__(self, clock: Clock, parent: HubbubActor | None = None,
-                 counters: Counters | None = None) -> None:
+    def __init__(
+        self, clock: Clock, parent: HubbubActor | None = None, counters: Counters | None = None
+    ) -> None:
         super().__init__("scheduler", parent)
         self.clock = clock
         self.counters = counters or Counters()
@@ -60,8 +61,12 @@ class SchedulerActor(HubbubActor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Schedule):
-            self.timers.schedule(message.owner_id, message.name, message.due,
-                                 (message.owner, message.token, message.every, message.conn))
+            self.timers.schedule(
+                message.owner_id,
+                message.name,
+                message.due,
+                (message.owner, message.token, message.every, message.conn),
+            )
         elif isinstance(message, Cancel):
             self.timers.cancel(message.owner_id, message.name)
         elif isinstance(message, CancelOwner):

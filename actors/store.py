@@ -83,14 +83,21 @@ class HistoryStore:
         db = self.db
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT OR REPLACE INTO messages (room, seq, frame) VALUES (?, ?, ?)",
-                           [(room, f["seq"], json.dumps(f, separators=(",", ":"))) for room, f in batch])
+            db.executemany(
+                "INSERT OR REPLACE INTO messages (room, seq, frame) VALUES (?, ?, ?)",
+                [(room, f["seq"], json.dumps(f, separators=(",", ":"))) for room, f in batch],
+            )
             for room, f in batch:
                 last[room] = max(last.get(room, 0), f["seq"])
-            db.executemany("INSERT INTO rooms (room, last_seq) VALUES (?, ?) ON CONFLICT(room) "
-                           "DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)", list(last.items()))
-            db.executemany("DELETE FROM messages WHERE room = ? AND seq <= ?",
-                           [(room, seq - self.keep) for room, seq in last.items()])
+            db.executemany(
+                "INSERT INTO rooms (room, last_seq) VALUES (?, ?) ON CONFLICT(room) "
+                "DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                list(last.items()),
+            )
+            db.executemany(
+                "DELETE FROM messages WHERE room = ? AND seq <= ?",
+                [(room, seq - self.keep) for room, seq in last.items()],
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -117,7 +124,11 @@ class StoreActor(HubbubActor):
         self._timer: Any = None
 
     def describe_fields(self) -> dict[str, Any]:
-        return {"path": self.path, "buffered": len(self.history.pending), "batches": self.history.batches}
+        return {
+            "path": self.path,
+            "buffered": len(self.history.pending),
+            "batches": self.history.batches,
+        }
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Persist):
@@ -146,7 +157,9 @@ class StoreActor(HubbubActor):
         except sqlite3.Error:
             # The batch stays buffered (flush puts it back); try again shortly rather
             # than fail the actor and drop every later message.
-            log.exception("writing %d messages to %s failed; retrying", len(self.history.pending), self.path)
+            log.exception(
+                "writing %d messages to %s failed; retrying", len(self.history.pending), self.path
+            )
             self._timer = gevent.get_hub().loop.timer(1.0)
             self._timer.start(gevent.spawn, tell, self.actor_ref, _Flush())
 

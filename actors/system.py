@@ -87,11 +87,22 @@ class ActorSystem:
     """One node's actors.  ``user_class`` / ``room_class`` are the extension points for
     other actor types of those roles (tests use them to inject failures)."""
 
-    def __init__(self, timeouts: Timeouts, history: int = 100, clock: Clock | None = None,
-                 events: Any = None, limits: Limits | None = None, store: str | None = None,
-                 user_class: type[UserActor] = UserActor, room_class: type[RoomActor] = RoomActor,
-                 redis: str | None = None, budgets: Budgets | None = None, verifier: Any = None,
-                 require_token: bool = False, max_backlog: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        timeouts: Timeouts,
+        history: int = 100,
+        clock: Clock | None = None,
+        events: Any = None,
+        limits: Limits | None = None,
+        store: str | None = None,
+        user_class: type[UserActor] = UserActor,
+        room_class: type[RoomActor] = RoomActor,
+        redis: str | None = None,
+        budgets: Budgets | None = None,
+        verifier: Any = None,
+        require_token: bool = False,
+        max_backlog: int = 1 << 20,
+    ) -> None:
         self.timeouts = timeouts
         self.history = history
         self.clock = clock or MonotonicClock()
@@ -112,26 +123,47 @@ class ActorSystem:
         """The ClusterActor (the link to Redis) with --redis (actors/cluster/), else None."""
         if redis is not None:
             from . import cluster  # only with --redis: redis-py is an optional dependency
+
             if store:
                 log.warning("--store is not used with --redis: room history lives in Redis")
                 store = None
             self.cluster = cluster.ClusterActor.spawn(redis, parent=self.node)
             directory_class = cluster.ClusterDirectoryActor  # its rooms get a Redis port
             cluster_option = {"cluster": self.cluster}
-        self.store: StoreActor | None = StoreActor.spawn(store, history, parent=self.node) if store else None
-        self.scheduler: SchedulerActor = SchedulerActor.spawn(self.clock, parent=self.node, counters=self.counters)
+        self.store: StoreActor | None = (
+            StoreActor.spawn(store, history, parent=self.node) if store else None
+        )
+        self.scheduler: SchedulerActor = SchedulerActor.spawn(
+            self.clock, parent=self.node, counters=self.counters
+        )
         self.directory: DirectoryActor = directory_class.spawn(
-            history, parent=self.node, room_class=room_class, counters=self.counters,
-            store=self.store.actor_ref if self.store else None, observers=self.observers,
-            budgets=self.budgets, clock=self.clock, page_bytes=self.budgets.page_bytes(max_backlog),
-            require_token=require_token, **cluster_option)
+            history,
+            parent=self.node,
+            room_class=room_class,
+            counters=self.counters,
+            store=self.store.actor_ref if self.store else None,
+            observers=self.observers,
+            budgets=self.budgets,
+            clock=self.clock,
+            page_bytes=self.budgets.page_bytes(max_backlog),
+            require_token=require_token,
+            **cluster_option,
+        )
         self.node.scheduler, self.node.directory = self.scheduler, self.directory
         if self.cluster is not None:
             self.cluster.directory = self.directory.actor_ref
-            self.cluster.first_up.wait(cluster.STARTUP_WAIT)  # else it starts alone and keeps trying
-        self.plugins = PluginHub(self.node, self.scheduler.actor_ref, self.directory.actor_ref,
-                                 self.clock, self.node.started, self.observers,
-                                 shared_nicks=self.cluster is not None)
+            self.cluster.first_up.wait(
+                cluster.STARTUP_WAIT
+            )  # else it starts alone and keeps trying
+        self.plugins = PluginHub(
+            self.node,
+            self.scheduler.actor_ref,
+            self.directory.actor_ref,
+            self.clock,
+            self.node.started,
+            self.observers,
+            shared_nicks=self.cluster is not None,
+        )
         self.node.plugins = self.plugins
 
     # --- users ----------------------------------------------------------------------
@@ -140,10 +172,21 @@ class ActorSystem:
         """A UserActor for an upgraded connection, wired to its callbacks
         (``on_message``, ``on_pong``, ``on_overflow``, ``on_close``: see actors/user.py)."""
         sid = secrets.token_hex(8)
-        user = self.user_class.spawn(sid, conn, self.timeouts, self.clock, self.scheduler.actor_ref,
-                                     self.directory.actor_ref, parent=self.node, events=self.events,
-                                     limits=self.limits, counters=self.counters, observers=self.observers,
-                                     budgets=self.budgets, verifier=self.verifier)
+        user = self.user_class.spawn(
+            sid,
+            conn,
+            self.timeouts,
+            self.clock,
+            self.scheduler.actor_ref,
+            self.directory.actor_ref,
+            parent=self.node,
+            events=self.events,
+            limits=self.limits,
+            counters=self.counters,
+            observers=self.observers,
+            budgets=self.budgets,
+            verifier=self.verifier,
+        )
         user.attach(conn)
         return user.actor_ref
 

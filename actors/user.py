@@ -83,11 +83,22 @@ def _nothing(*_args: Any) -> None:
 
 
 class UserActor(HubbubActor):
-    def __init__(self, session_id: str, conn: Any, timeouts: Timeouts, clock: Clock,
-                 scheduler: Any, directory: Any, parent: HubbubActor | None = None,
-                 events: Any = None, limits: Limits | None = None,
-                 counters: Counters | None = None, observers: Observers | None = None,
-                 budgets: Any = None, verifier: Any = None) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        conn: Any,
+        timeouts: Timeouts,
+        clock: Clock,
+        scheduler: Any,
+        directory: Any,
+        parent: HubbubActor | None = None,
+        events: Any = None,
+        limits: Limits | None = None,
+        counters: Counters | None = None,
+        observers: Observers | None = None,
+        budgets: Any = None,
+        verifier: Any = None,
+    ) -> None:
         super().__init__(session_id, parent)
         self.conn = conn
         self.outbox = Outbox(conn)
@@ -99,7 +110,9 @@ class UserActor(HubbubActor):
         """Optional observer with connected(user) / disconnected(user) (metrics, logs)."""
         self.opened_at = clock.monotonic()  # now, in the greenlet that accepted the socket
         self.counters = counters or Counters()
-        self.session = Session(session_id, timeouts, clock.wall, limits=limits or Limits(), verifier=verifier)
+        self.session = Session(
+            session_id, timeouts, clock.wall, limits=limits or Limits(), verifier=verifier
+        )
         if budgets is not None:
             self.session.budgets = budgets
         self.handled = 0
@@ -118,7 +131,9 @@ class UserActor(HubbubActor):
             "state": s.state.value,
             "nick": s.nick,
             "rooms": sorted(s.rooms),
-            "timers": [{"name": name, "due_in": round(due - now, 3)} for name, due in s.timer_dues(now)],
+            "timers": [
+                {"name": name, "due_in": round(due - now, 3)} for name, due in s.timer_dues(now)
+            ],
             "remote": getattr(self.conn, "remote_addr", None),
             "backlog": getattr(self.conn, "backlog", 0),
         }
@@ -151,9 +166,12 @@ class UserActor(HubbubActor):
 
     def on_message(self, data: str | bytes) -> None:
         """One complete data message from the socket."""
-        if (type(data) is str and self.actor_inbox.empty()  # type: ignore[attr-defined]
-                and (data in _BARE_PONGS or _MAYBE_PONG.search(data) is not None)
-                and self._pong_message(data)):
+        if (
+            type(data) is str
+            and self.actor_inbox.empty()
+            and (data in _BARE_PONGS or _MAYBE_PONG.search(data) is not None)
+            and self._pong_message(data)
+        ):
             return
         tell(self.actor_ref, ClientFrame(data))
 
@@ -207,26 +225,73 @@ class UserActor(HubbubActor):
                     publish(self.watchers, UserProfiled(s.session_id, fx.frame["nick"]))
                 self.conn.send_text(codec.encode(fx.frame))
             elif kind is Arm:
-                tell(self.scheduler, Schedule(s.session_id, self.actor_ref, fx.name, fx.due, fx.token, fx.every,
-                                              self.conn if fx.direct else None))
+                tell(
+                    self.scheduler,
+                    Schedule(
+                        s.session_id,
+                        self.actor_ref,
+                        fx.name,
+                        fx.due,
+                        fx.token,
+                        fx.every,
+                        self.conn if fx.direct else None,
+                    ),
+                )
             elif kind is Disarm:
                 tell(self.scheduler, Cancel(s.session_id, fx.name))
             elif kind is SayFx:
-                if not tell(fx.handle, RoomSay(s.session_id, self.actor_ref, s.nick or "", fx.text,
-                                               fx.client_id, self.clock.wall())):
-                    self.conn.send_text(codec.encode(codec.error("not_in_room", "that room is gone")))
+                if not tell(
+                    fx.handle,
+                    RoomSay(
+                        s.session_id,
+                        self.actor_ref,
+                        s.nick or "",
+                        fx.text,
+                        fx.client_id,
+                        self.clock.wall(),
+                    ),
+                ):
+                    self.conn.send_text(
+                        codec.encode(codec.error("not_in_room", "that room is gone"))
+                    )
             elif kind is ClaimNickFx:
-                tell(self.directory, ClaimNick(s.session_id, self.actor_ref, fx.nick, fx.verified, fx.resume))
+                tell(
+                    self.directory,
+                    ClaimNick(s.session_id, self.actor_ref, fx.nick, fx.verified, fx.resume),
+                )
             elif kind is JoinRoomFx:
-                tell(self.directory, JoinRoom(s.session_id, self.actor_ref, s.nick or "", fx.room, fx.since,
-                                              self.outbox, fx.epoch, frozenset(s.ignores)))
+                tell(
+                    self.directory,
+                    JoinRoom(
+                        s.session_id,
+                        self.actor_ref,
+                        s.nick or "",
+                        fx.room,
+                        fx.since,
+                        self.outbox,
+                        fx.epoch,
+                        frozenset(s.ignores),
+                    ),
+                )
             elif kind is LeaveRoomFx:
                 tell(self.directory, LeaveRoom(s.session_id, fx.room))
             elif kind is DmFx:
-                tell(self.directory, SendDm(s.session_id, self.actor_ref, s.nick or "", fx.to, fx.text,
-                                            fx.client_id, self.clock.wall()))
+                tell(
+                    self.directory,
+                    SendDm(
+                        s.session_id,
+                        self.actor_ref,
+                        s.nick or "",
+                        fx.to,
+                        fx.text,
+                        fx.client_id,
+                        self.clock.wall(),
+                    ),
+                )
             elif kind is PageFx:
-                tell(fx.handle, RoomPage(s.session_id, self.actor_ref, fx.before, fx.since, fx.limit))
+                tell(
+                    fx.handle, RoomPage(s.session_id, self.actor_ref, fx.before, fx.since, fx.limit)
+                )
             elif kind is IgnoresFx:
                 for handle in s.rooms.values():
                     tell(handle, RoomIgnores(s.session_id, fx.ignores))
@@ -252,12 +317,24 @@ class UserActor(HubbubActor):
             conn.on_message = conn.on_pong = conn.on_overflow = conn.on_close = _nothing
         self.counters.disconnects[self.session.close_reason or "client_closed"] += 1
         s = self.session
-        self.timeline.close(self.clock.monotonic(), s.session_id, s.nick, s.close_reason or "client_closed",
-                            s.opened_at, {"remote": getattr(self.conn, "remote_addr", None),
-                                          "rooms": sorted(s.rooms), "handled": self.handled})
+        self.timeline.close(
+            self.clock.monotonic(),
+            s.session_id,
+            s.nick,
+            s.close_reason or "client_closed",
+            s.opened_at,
+            {
+                "remote": getattr(self.conn, "remote_addr", None),
+                "rooms": sorted(s.rooms),
+                "handled": self.handled,
+            },
+        )
         if self.watchers:
             s = self.session
-            publish(self.watchers, UserDisconnected(s.session_id, s.nick, s.close_reason or "client_closed"))
+            publish(
+                self.watchers,
+                UserDisconnected(s.session_id, s.nick, s.close_reason or "client_closed"),
+            )
         if self.events is not None:
             self.events.disconnected(self)
 
@@ -270,7 +347,9 @@ class UserActor(HubbubActor):
         s = self.session
         # Out of /debug's users-per-state count even when it failed before it could say
         # goodbye itself (in on_start); once only, so a no-op after on_failure's.
-        self.timeline.close(self.clock.monotonic(), s.session_id, s.nick, "internal_error", s.opened_at)
+        self.timeline.close(
+            self.clock.monotonic(), s.session_id, s.nick, "internal_error", s.opened_at
+        )
         return UserGone(s.session_id, tuple(s.timers))
 
     def on_failure(self, exc_type: Any, exc: Any, tb: Any) -> None:

@@ -71,8 +71,12 @@ def per_actor(n_heap: int = 2000, n_rss: int = 20000) -> dict[str, float]:
         a.actor_ref.tell("x")
     _settle(many)
     rss_bytes = (_rss() - r0) / n_rss
-    return {"heap_bytes_per_actor": round(heap_bytes), "rss_bytes_per_actor": round(rss_bytes),
-            "greenlets_after_idle": greenlets, "actors": n_heap}
+    return {
+        "heap_bytes_per_actor": round(heap_bytes),
+        "rss_bytes_per_actor": round(rss_bytes),
+        "greenlets_after_idle": greenlets,
+        "actors": n_heap,
+    }
 
 
 def drain_switch(n: int = 200_000) -> dict[str, float]:

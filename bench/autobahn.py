@@ -65,8 +65,9 @@ def main() -> int:
     root = Path(__file__).resolve().parent.parent
     out = Path(args.out or tempfile.mkdtemp(prefix="autobahn-"))
     env = dict(os.environ, PYTHONPATH=str(root))
-    server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], cwd=root, env=env,
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", ECHO_SERVER], cwd=root, env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(server.stdout.readline())  # type: ignore[union-attr]
         spec = {
@@ -79,9 +80,14 @@ def main() -> int:
         spec_file = out / "fuzzingclient.json"
         out.mkdir(parents=True, exist_ok=True)
         spec_file.write_text(json.dumps(spec))
-        subprocess.run([args.wstest, "-m", "fuzzingclient", "-s", str(spec_file)], cwd=out,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=args.timeout,
-                       check=False)
+        subprocess.run(
+            [args.wstest, "-m", "fuzzingclient", "-s", str(spec_file)],
+            cwd=out,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=args.timeout,
+            check=False,
+        )
     finally:
         server.kill()
         server.wait()
@@ -89,8 +95,18 @@ def main() -> int:
     tally = collections.Counter(r["behavior"] for r in results.values())
     close = collections.Counter(r["behaviorClose"] for r in results.values())
     not_ok = {case: r["behavior"] for case, r in sorted(results.items()) if r["behavior"] != "OK"}
-    print(json.dumps({"cases": len(results), "behavior": tally, "behaviorClose": close,
-                      "not_ok": not_ok, "report": str(out / "index.html")}, indent=1))
+    print(
+        json.dumps(
+            {
+                "cases": len(results),
+                "behavior": tally,
+                "behaviorClose": close,
+                "not_ok": not_ok,
+                "report": str(out / "index.html"),
+            },
+            indent=1,
+        )
+    )
     return 1 if tally.get("FAILED") else 0
 
 

@@ -46,8 +46,24 @@ from tests.support.redis_fixture import RedisServer  # noqa: E402 - after the pa
 
 # Flood control and per-IP limits would throttle the senders; a backlog limit that
 # cannot trip during a run; pings that never come during one.
-LIFTED = ["--rate", "1000000", "--burst", "1000000", "--max-connections", "0",
-          "--frame-budget", "0", "--byte-budget", "0", "--max-backlog", str(256 * 1024 * 1024), "--ping-interval", "600", "--pong-timeout", "1200"]
+LIFTED = [
+    "--rate",
+    "1000000",
+    "--burst",
+    "1000000",
+    "--max-connections",
+    "0",
+    "--frame-budget",
+    "0",
+    "--byte-budget",
+    "0",
+    "--max-backlog",
+    str(256 * 1024 * 1024),
+    "--ping-interval",
+    "600",
+    "--pong-timeout",
+    "1200",
+]
 MASK = b"\x5a\xc3\x17\xe9"
 MESSAGE = b'"type":"message"'
 
@@ -79,8 +95,14 @@ class Node:
     def __init__(self, *flags: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")}
         self.log = open(os.devnull, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "server.py", "--port", "0", *LIFTED, *flags],
-                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "server.py", "--port", "0", *LIFTED, *flags],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: never None
         match = re.match(r"hubbub listening on http://([^:]+):(\d+)", line)
         if not match:
@@ -145,8 +167,12 @@ def connect(host: str, port: int, nick: str, room: str, sender: bool) -> Member:
     sock = socket.create_connection((host, port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
     buf = _read_until(sock, b"\r\n\r\n")
     if b" 101 " not in buf.split(b"\r\n", 1)[0]:
         raise ConnectionError(f"upgrade refused: {buf[:80]!r}")
@@ -163,8 +189,15 @@ def connect(host: str, port: int, nick: str, room: str, sender: bool) -> Member:
     return member
 
 
-def run_load(host: str, port: int, receivers: int, senders: int, window: int, seconds: float,
-             room: str = "fanout") -> dict[str, Any]:
+def run_load(
+    host: str,
+    port: int,
+    receivers: int,
+    senders: int,
+    window: int,
+    seconds: float,
+    room: str = "fanout",
+) -> dict[str, Any]:
     """One measurement: returns deliveries/s and the counts behind it."""
     members = [connect(host, port, f"s{i}", room, True) for i in range(senders)]
     members += [connect(host, port, f"r{i}", room, False) for i in range(receivers)]
@@ -179,8 +212,13 @@ def run_load(host: str, port: int, receivers: int, senders: int, window: int, se
                 pass
         except BlockingIOError:
             pass
-    say = {m.nick: masked(b'{"type":"say","room":"%s","text":"fan-out benchmark payload"}' % room.encode())
-           for m in members if m.sender}
+    say = {
+        m.nick: masked(
+            b'{"type":"say","room":"%s","text":"fan-out benchmark payload"}' % room.encode()
+        )
+        for m in members
+        if m.sender
+    }
     members_count = len(members)
     start = time.monotonic()
     stop_sending = start + seconds
@@ -220,16 +258,20 @@ def run_load(host: str, port: int, receivers: int, senders: int, window: int, se
                     m.sock.sendall(say[m.nick] * more)
                     m.sent += more
             # Keep a short tail: a marker split across two reads is counted once.
-            m.tail = chunk[-(len(m.marker) - 1):] if m.sender else chunk[-(len(MESSAGE) - 1):]
+            m.tail = chunk[-(len(m.marker) - 1) :] if m.sender else chunk[-(len(MESSAGE) - 1) :]
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     elapsed = last_delivery - start
     delivered = sum(m.seen for m in members)
     for m in members:
         m.sock.close()
     poll.close()
-    return {"deliveries": delivered, "messages": sum(m.sent for m in members if m.sender),
-            "seconds": elapsed, "per_second": delivered / elapsed,
-            "client_cpu": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)}
+    return {
+        "deliveries": delivered,
+        "messages": sum(m.sent for m in members if m.sender),
+        "seconds": elapsed,
+        "per_second": delivered / elapsed,
+        "client_cpu": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+    }
 
 
 SETUPS: dict[str, list[str]] = {
@@ -245,7 +287,9 @@ def measure(setup: str, args: argparse.Namespace, redis: RedisServer) -> dict[st
     redis_pid = redis.proc.pid if redis.proc is not None else 0
     try:
         cpu0, rcpu0 = node.cpu_seconds(), cpu_seconds(redis_pid)
-        result = run_load(node.host, node.port, args.receivers, args.senders, args.window, args.seconds)
+        result = run_load(
+            node.host, node.port, args.receivers, args.senders, args.window, args.seconds
+        )
         result["server_cpu"] = node.cpu_seconds() - cpu0
         result["redis_cpu"] = cpu_seconds(redis_pid) - rcpu0
         return result
@@ -255,13 +299,21 @@ def measure(setup: str, args: argparse.Namespace, redis: RedisServer) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.cluster_fanout", description=__doc__.split("\n\n")[0])
-    p.add_argument("--receivers", type=int, default=200, help="members that only read (default 200)")
+    p = argparse.ArgumentParser(
+        prog="python -m bench.cluster_fanout", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--receivers", type=int, default=200, help="members that only read (default 200)"
+    )
     p.add_argument("--senders", type=int, default=4, help="members that also say (default 4)")
     p.add_argument("--window", type=int, default=16, help="says in flight per sender (default 16)")
     p.add_argument("--seconds", type=float, default=5.0, help="sending time per run (default 5)")
-    p.add_argument("--runs", type=int, default=3, help="runs per setup; the best is reported (default 3)")
-    p.add_argument("--setups", default=",".join(SETUPS), help="comma-separated subset of: " + ", ".join(SETUPS))
+    p.add_argument(
+        "--runs", type=int, default=3, help="runs per setup; the best is reported (default 3)"
+    )
+    p.add_argument(
+        "--setups", default=",".join(SETUPS), help="comma-separated subset of: " + ", ".join(SETUPS)
+    )
     args = p.parse_args(argv)
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     redis = RedisServer().start()
@@ -271,15 +323,20 @@ def main(argv: list[str] | None = None) -> int:
             for setup in setups:
                 r = measure(setup, args, redis)
                 results.setdefault(setup, []).append(r)
-                print(f"run {run + 1} {setup:<18} {r['per_second']:>10,.0f} deliveries/s "
-                      f"({r['messages']} messages to {args.receivers + args.senders} members in {r['seconds']:.2f} s; "
-                      f"cpu: server {r['server_cpu']:.1f} s, redis {r['redis_cpu']:.1f} s, "
-                      f"clients {r['client_cpu']:.1f} s)", file=sys.stderr)
+                print(
+                    f"run {run + 1} {setup:<18} {r['per_second']:>10,.0f} deliveries/s "
+                    f"({r['messages']} messages to {args.receivers + args.senders} members in {r['seconds']:.2f} s; "
+                    f"cpu: server {r['server_cpu']:.1f} s, redis {r['redis_cpu']:.1f} s, "
+                    f"clients {r['client_cpu']:.1f} s)",
+                    file=sys.stderr,
+                )
     finally:
         redis.close()
-    print(f"\none room, {args.receivers} receivers + {args.senders} senders (window {args.window}), "
-          f"{args.seconds:g} s per run, best of {args.runs}; {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f}\n")
+    print(
+        f"\none room, {args.receivers} receivers + {args.senders} senders (window {args.window}), "
+        f"{args.seconds:g} s per run, best of {args.runs}; {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f}\n"
+    )
     print("| setup | deliveries/s, best | median | CPU s of the best run: server, redis, clients |")
     print("| --- | ---: | ---: | --- |")
     best: dict[str, float] = {}
@@ -288,13 +345,17 @@ def main(argv: list[str] | None = None) -> int:
         top = max(runs, key=lambda r: r["per_second"])
         best[setup] = top["per_second"]
         median[setup] = statistics.median(r["per_second"] for r in runs)
-        print(f"| {setup} | {best[setup]:,.0f} | {median[setup]:,.0f} | "
-              f"{top['server_cpu']:.1f}, {top['redis_cpu']:.1f}, {top['client_cpu']:.1f} |")
+        print(
+            f"| {setup} | {best[setup]:,.0f} | {median[setup]:,.0f} | "
+            f"{top['server_cpu']:.1f}, {top['redis_cpu']:.1f}, {top['client_cpu']:.1f} |"
+        )
     print()
     for base in ("1 node", "1 node + redis"):
         if base in best and "2 workers + redis" in best:
-            print(f"ratio 2 workers / {base}: {best['2 workers + redis'] / best[base]:.2f} (best), "
-                  f"{median['2 workers + redis'] / median[base]:.2f} (median)")
+            print(
+                f"ratio 2 workers / {base}: {best['2 workers + redis'] / best[base]:.2f} (best), "
+                f"{median['2 workers + redis'] / median[base]:.2f} (median)"
+            )
     return 0
 
 

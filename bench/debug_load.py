@@ -106,8 +106,15 @@ class Probe:
         self.ws.close()
 
 
-def _phase(probe: Probe, base: str, polls: tuple[str, ...], seconds: float, interval: float,
-           every: float, server: ServerProcess) -> dict[str, Any]:
+def _phase(
+    probe: Probe,
+    base: str,
+    polls: tuple[str, ...],
+    seconds: float,
+    interval: float,
+    every: float,
+    server: ServerProcess,
+) -> dict[str, Any]:
     proc = pipe = None
     if polls:
         ctx = multiprocessing.get_context("fork")
@@ -126,12 +133,22 @@ def _phase(probe: Probe, base: str, polls: tuple[str, ...], seconds: float, inte
         for path in polls:
             times = [t for p, t, _ in got if p == path]
             sizes = [b for p, _, b in got if p == path]
-            requests[path] = {"n": len(times), "p50_ms": pct(times, 50) * 1e3, "max_ms": max(times, default=0) * 1e3,
-                              "bytes": max(sizes, default=0)}
-    return {"rtts": rtts, "says": len(rtts), "p50_ms": pct(rtts, 50) * 1e3, "p99_ms": pct(rtts, 99) * 1e3,
-            "max_ms": max(rtts) * 1e3, "requests": requests,
-            "other_cpu_pct": max(0.0, 100 * other / max(1e-9, time.monotonic() - t0)),
-            "server_cpu_pct": 100 * server_cpu / max(1e-9, time.monotonic() - t0)}
+            requests[path] = {
+                "n": len(times),
+                "p50_ms": pct(times, 50) * 1e3,
+                "max_ms": max(times, default=0) * 1e3,
+                "bytes": max(sizes, default=0),
+            }
+    return {
+        "rtts": rtts,
+        "says": len(rtts),
+        "p50_ms": pct(rtts, 50) * 1e3,
+        "p99_ms": pct(rtts, 99) * 1e3,
+        "max_ms": max(rtts) * 1e3,
+        "requests": requests,
+        "other_cpu_pct": max(0.0, 100 * other / max(1e-9, time.monotonic() - t0)),
+        "server_cpu_pct": 100 * server_cpu / max(1e-9, time.monotonic() - t0),
+    }
 
 
 _PIDS: list[int] = []  #: the server's and the load generator's pids (set by measure)
@@ -139,7 +156,9 @@ _PIDS: list[int] = []  #: the server's and the load generator's pids (set by mea
 
 def _ours() -> float:
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system + sum(_proc_cpu(p) for p in _PIDS)
+    return (
+        t.user + t.system + t.children_user + t.children_system + sum(_proc_cpu(p) for p in _PIDS)
+    )
 
 
 def _pool(phases: list[dict[str, Any]]) -> dict[str, Any]:
@@ -154,50 +173,87 @@ def _pool(phases: list[dict[str, Any]]) -> dict[str, Any]:
             agg["bytes"] = max(agg["bytes"], r["bytes"])
     for agg in requests.values():
         agg["p50_ms"] = pct(agg.pop("p50s"), 50)
-    return {"says": len(rtts), "p50_ms": pct(rtts, 50) * 1e3, "p99_ms": pct(rtts, 99) * 1e3,
-            "max_ms": max(rtts) * 1e3, "requests": requests,
-            "round_p99_ms": [round(p["p99_ms"], 2) for p in phases],
-            "server_cpu_pct": pct([p["server_cpu_pct"] for p in phases], 50),
-            "other_cpu_pct": [round(p["other_cpu_pct"]) for p in phases]}
+    return {
+        "says": len(rtts),
+        "p50_ms": pct(rtts, 50) * 1e3,
+        "p99_ms": pct(rtts, 99) * 1e3,
+        "max_ms": max(rtts) * 1e3,
+        "requests": requests,
+        "round_p99_ms": [round(p["p99_ms"], 2) for p in phases],
+        "server_cpu_pct": pct([p["server_cpu_pct"] for p in phases], 50),
+        "other_cpu_pct": [round(p["other_cpu_pct"]) for p in phases],
+    }
 
 
-def measure(users: int, seconds: float, interval: float, every: float, rounds: int = 3,
-            log: Callable[[str], None] = lambda s: None, warmup: float = 10.0) -> dict[str, Any]:
+def measure(
+    users: int,
+    seconds: float,
+    interval: float,
+    every: float,
+    rounds: int = 3,
+    log: Callable[[str], None] = lambda s: None,
+    warmup: float = 10.0,
+) -> dict[str, Any]:
     server_core, load_core = cores()
     scale = dataclasses.replace(SCALES["full"], connect_users=users)
     # Pings every 30 s (the default) answered by the load generator; a pong timeout the run
     # never reaches, so no user leaves during the measurement.
     flags = [*_timeouts(ping=30, pong=3600, session=7200), *hubbub_flags()]
-    with Fleet(scale.workers, load_core) as fleet, ServerProcess("hubbub", flags, core=server_core) as server:
+    with (
+        Fleet(scale.workers, load_core) as fleet,
+        ServerProcess("hubbub", flags, core=server_core) as server,
+    ):
         base = f"http://{server.host}:{server.port}"
         _PIDS[:] = [server.pid, *(p.pid for p in fleet.procs)]
         log(f"logging in {users} users (rooms of {scale.room_size}) ...")
         login = _login(fleet, server, scale, users, "join")
-        log(f"{login['ok']} logged in in {login['seconds']:.1f} s; RSS {server.rss_kb() / 1024:.0f} MB")
+        log(
+            f"{login['ok']} logged in in {login['seconds']:.1f} s; RSS {server.rss_kb() / 1024:.0f} MB"
+        )
         probe = Probe(server.host, server.port)
-        out: dict[str, Any] = {"users": login["ok"], "failed": login["failed"], "seconds": seconds,
-                               "interval": interval, "every": every, "rounds": rounds, "phases": {}}
+        out: dict[str, Any] = {
+            "users": login["ok"],
+            "failed": login["failed"],
+            "seconds": seconds,
+            "interval": interval,
+            "every": every,
+            "rounds": rounds,
+            "phases": {},
+        }
         try:
             # What one request costs at this size, on an otherwise idle node.
             for path in (*PAGE_POLLS, *TREE_POLLS):
                 t0 = time.perf_counter()
                 with urllib.request.urlopen(base + path, timeout=30) as res:
                     size = len(res.read())
-                out.setdefault("single", {})[path] = {"ms": (time.perf_counter() - t0) * 1e3, "bytes": size}
+                out.setdefault("single", {})[path] = {
+                    "ms": (time.perf_counter() - t0) * 1e3,
+                    "bytes": size,
+                }
             # Warm-up, not reported: the first full GC collection after 19,000 logins takes
             # seconds, and whichever phase it lands in would carry it.
             log(f"warm-up ({warmup:g} s) ...")
             _phase(probe, base, (*PAGE_POLLS, *TREE_POLLS), warmup, interval, every, server)
-            kinds = (("quiet", ()), ("control", CONTROL_POLLS), ("page", PAGE_POLLS), ("tree", TREE_POLLS))
+            kinds = (
+                ("quiet", ()),
+                ("control", CONTROL_POLLS),
+                ("page", PAGE_POLLS),
+                ("tree", TREE_POLLS),
+            )
             raw: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in kinds}
             for i in range(rounds):
                 for name, polls in kinds:
                     ph = _phase(probe, base, polls, seconds, interval, every, server)
                     raw[name].append(ph)
-                    log(f"round {i + 1} {name}: say→ack p50 {ph['p50_ms']:.2f} ms, p99 {ph['p99_ms']:.2f} ms, "
+                    log(
+                        f"round {i + 1} {name}: say→ack p50 {ph['p50_ms']:.2f} ms, p99 {ph['p99_ms']:.2f} ms, "
                         f"max {ph['max_ms']:.2f} ms, server CPU {ph['server_cpu_pct']:.0f}%, "
                         f"other processes {ph['other_cpu_pct']:.0f}% of a core"
-                        + "".join(f"; {p} {r['p50_ms']:.0f} ms {r['bytes']} B" for p, r in ph["requests"].items()))
+                        + "".join(
+                            f"; {p} {r['p50_ms']:.0f} ms {r['bytes']} B"
+                            for p, r in ph["requests"].items()
+                        )
+                    )
             out["phases"] = {name: _pool(phases) for name, phases in raw.items()}
         finally:
             probe.close()
@@ -213,20 +269,34 @@ def measure(users: int, seconds: float, interval: float, every: float, rounds: i
 def describe(r: dict[str, Any]) -> str:
     ph = r["phases"]
     quiet = ph["quiet"]["p99_ms"]
-    lines = [f"{r['users']} users logged in (rooms of 10), probe says every {r['interval']:g} s, "
-             f"{r['rounds']} rounds of {r['seconds']:g} s per phase, debug polled every {r['every']:g} s",
-             "", "| phase | says | say→ack p50 | p99 | max | p99 per round | other processes' CPU per round | "
-             "server CPU (median) | debug requests (median time, bytes) |",
-             "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |"]
+    lines = [
+        f"{r['users']} users logged in (rooms of 10), probe says every {r['interval']:g} s, "
+        f"{r['rounds']} rounds of {r['seconds']:g} s per phase, debug polled every {r['every']:g} s",
+        "",
+        "| phase | says | say→ack p50 | p99 | max | p99 per round | other processes' CPU per round | "
+        "server CPU (median) | debug requests (median time, bytes) |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
+    ]
     for name, p in ph.items():
-        req = "; ".join(f"`{k}` {v['p50_ms']:.0f} ms, {v['bytes']:,} B" for k, v in p["requests"].items()) or "—"
-        lines.append(f"| {name} | {p['says']} | {p['p50_ms']:.2f} ms | {p['p99_ms']:.2f} ms | "
-                     f"{p['max_ms']:.2f} ms | {', '.join(f'{x:g}' for x in p['round_p99_ms'])} ms | "
-                     f"{', '.join(f'{x}%' for x in p['other_cpu_pct'])} | {p['server_cpu_pct']:.0f}% | {req} |")
-    lines += ["", "One request each on the idle node: " + "; ".join(
-        f"`{k}` {v['ms']:.0f} ms, {v['bytes']:,} B" for k, v in r["single"].items()),
-        "", f"p99 with the page open / quiet p99: {ph['page']['p99_ms'] / quiet:.2f}× pooled, "
+        req = (
+            "; ".join(
+                f"`{k}` {v['p50_ms']:.0f} ms, {v['bytes']:,} B" for k, v in p["requests"].items()
+            )
+            or "—"
+        )
+        lines.append(
+            f"| {name} | {p['says']} | {p['p50_ms']:.2f} ms | {p['p99_ms']:.2f} ms | "
+            f"{p['max_ms']:.2f} ms | {', '.join(f'{x:g}' for x in p['round_p99_ms'])} ms | "
+            f"{', '.join(f'{x}%' for x in p['other_cpu_pct'])} | {p['server_cpu_pct']:.0f}% | {req} |"
+        )
+    lines += [
+        "",
+        "One request each on the idle node: "
+        + "; ".join(f"`{k}` {v['ms']:.0f} ms, {v['bytes']:,} B" for k, v in r["single"].items()),
+        "",
+        f"p99 with the page open / quiet p99: {ph['page']['p99_ms'] / quiet:.2f}× pooled, "
         f"{min(ph['page']['round_p99_ms']) / min(ph['quiet']['round_p99_ms']):.2f}× between the least "
         f"disturbed rounds; with the whole tree every second: {ph['tree']['p99_ms'] / quiet:.2f}× pooled, "
-        f"{min(ph['tree']['round_p99_ms']) / min(ph['quiet']['round_p99_ms']):.2f}× least disturbed"]
+        f"{min(ph['tree']['round_p99_ms']) / min(ph['quiet']['round_p99_ms']):.2f}× least disturbed",
+    ]
     return "\n".join(lines)

@@ -24,7 +24,9 @@ sys.path.insert(
 from tests.support.e2e import Server, frame, raw_upgrade
 
 M, S, K = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-srv = Server("--max-connections", "0", "--rate", "1000000", "--burst", "1000000", "--frame-budget", "0")
+srv = Server(
+    "--max-connections", "0", "--rate", "1000000", "--burst", "1000000", "--frame-budget", "0"
+)
 socks = []
 for i in range(M):
     s, r = raw_upgrade(srv)

@@ -61,7 +61,9 @@ class Cluster:
         self.lock = threading.Lock()
 
     def _start(self) -> Any:
-        return self._server("--redis", f"{self.redis.url}?node_ttl={self.ttl}", "--rate", "1000", "--burst", "1000")
+        return self._server(
+            "--redis", f"{self.redis.url}?node_ttl={self.ttl}", "--rate", "1000", "--burst", "1000"
+        )
 
     def urls(self) -> list[str]:
         with self.lock:
@@ -69,7 +71,9 @@ class Cluster:
 
     def kill_node(self) -> None:
         with self.lock:  # the first node half of the time: it holds the pinned room's lease
-            victim = self.nodes.pop(0 if random.random() < 0.5 else random.randrange(len(self.nodes)))
+            victim = self.nodes.pop(
+                0 if random.random() < 0.5 else random.randrange(len(self.nodes))
+            )
         victim.proc.kill()
         victim.stop()
         fresh = self._start()
@@ -85,6 +89,7 @@ class Cluster:
 
 def _redis_raw(port: int, *args: str) -> None:
     """Send one command and do not wait for the answer (DEBUG SLEEP holds it)."""
+
     def go() -> None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -92,13 +97,22 @@ def _redis_raw(port: int, *args: str) -> None:
                 s.recv(64)
         except OSError:
             pass
+
     threading.Thread(target=go, daemon=True).start()
 
 
-FAULTS = ("redis-restart-empty", "redis-sigstop", "redis-debug-sleep", "redis-client-pause", "node-kill")
+FAULTS = (
+    "redis-restart-empty",
+    "redis-sigstop",
+    "redis-debug-sleep",
+    "redis-client-pause",
+    "node-kill",
+)
 
 
-def nemesis(cluster: Cluster, faults: list[str], stop: threading.Event, quiet: float = 2.0) -> list[str]:
+def nemesis(
+    cluster: Cluster, faults: list[str], stop: threading.Event, quiet: float = 2.0
+) -> list[str]:
     """Inject faults one after the other, with ``quiet`` seconds between them."""
     done: list[str] = []
     r = cluster.redis
@@ -136,8 +150,15 @@ class Chatter(threading.Thread):
     ("frame", n, frame) | ("closed", n, code) | ("end", n), in the order they happened.
     """
 
-    def __init__(self, nick: str, room: str, urls: Any, stop: threading.Event, rate: float = 10.0,
-                 pinned: bool = False) -> None:
+    def __init__(
+        self,
+        nick: str,
+        room: str,
+        urls: Any,
+        stop: threading.Event,
+        rate: float = 10.0,
+        pinned: bool = False,
+    ) -> None:
         super().__init__(name=f"chatter-{nick}", daemon=True)
         self.nick, self.room, self.urls, self.stop, self.rate = nick, room, urls, stop, rate
         self.pinned = pinned
@@ -154,7 +175,9 @@ class Chatter(threading.Thread):
             n = self.conn_no
             try:
                 urls = self.urls()
-                ws = connect(urls[0] if self.pinned else random.choice(urls), open_timeout=3, close_timeout=1)
+                ws = connect(
+                    urls[0] if self.pinned else random.choice(urls), open_timeout=3, close_timeout=1
+                )
             except (OSError, TimeoutError, Exception):  # noqa: BLE001 - a node being killed: try another
                 time.sleep(0.2)
                 continue
@@ -191,7 +214,9 @@ class Chatter(threading.Thread):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             frame = self._recv(ws, n, max(0.01, deadline - time.monotonic()))
-            if frame is not None and (frame["type"] in kinds or (frame["type"] == "error" and "error" in kinds)):
+            if frame is not None and (
+                frame["type"] in kinds or (frame["type"] == "error" and "error" in kinds)
+            ):
                 return frame
         raise TimeoutError(f"no {kinds}")
 
@@ -217,7 +242,9 @@ class Chatter(threading.Thread):
                 self.said += 1
                 say_id = f"{self.nick}-{self.said}"
                 self.events.append(("sent", n, say_id))
-                ws.send(json.dumps({"type": "say", "room": self.room, "text": say_id, "id": say_id}))
+                ws.send(
+                    json.dumps({"type": "say", "room": self.room, "text": say_id, "id": say_id})
+                )
                 next_say = now + random.expovariate(self.rate)
             self._recv(ws, n, max(0.001, next_say - time.monotonic()))
         # Drain: the answers to the last says.
@@ -244,28 +271,46 @@ class Report:
     anomalies: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"faults": self.faults, "clients": self.clients, "connections": self.connections,
-                "says": self.says, "acked": self.acked, "refused": self.refused,
-                "messages_checked": self.messages_checked, "epochs": self.epochs,
-                "anomalies": len(self.anomalies), "examples": self.anomalies[:10]}
+        return {
+            "faults": self.faults,
+            "clients": self.clients,
+            "connections": self.connections,
+            "says": self.says,
+            "acked": self.acked,
+            "refused": self.refused,
+            "messages_checked": self.messages_checked,
+            "epochs": self.epochs,
+            "anomalies": len(self.anomalies),
+            "examples": self.anomalies[:10],
+        }
 
 
 def check(chatters: list[Chatter]) -> Report:
     rep = Report(clients=len(chatters))
-    order: dict[tuple[str, str | None], dict[int, str]] = defaultdict(dict)  # (room, epoch) → seq → id
-    placed: dict[tuple[str, str | None], dict[str, int]] = defaultdict(dict)  # (room, epoch) → id → seq
+    order: dict[tuple[str, str | None], dict[int, str]] = defaultdict(
+        dict
+    )  # (room, epoch) → seq → id
+    placed: dict[tuple[str, str | None], dict[str, int]] = defaultdict(
+        dict
+    )  # (room, epoch) → id → seq
     acked: dict[str, tuple[str, str | None, int]] = {}  # id → (room, epoch, seq)
-    final: dict[str, tuple[str | None, int | None, bool]] = {}  # client → (epoch, last seq, open at end)
+    final: dict[
+        str, tuple[str | None, int | None, bool]
+    ] = {}  # client → (epoch, last seq, open at end)
 
     def place(c: Chatter, epoch: str | None, m: dict[str, Any]) -> None:
         key = (m["room"], epoch)
         rep.messages_checked += 1
         seen = order[key].setdefault(m["seq"], m["text"])
         if seen != m["text"]:
-            rep.anomalies.append(f"{key}: seq {m['seq']} is both {seen!r} and {m['text']!r} ({c.nick})")
+            rep.anomalies.append(
+                f"{key}: seq {m['seq']} is both {seen!r} and {m['text']!r} ({c.nick})"
+            )
         first = placed[key].setdefault(m["text"], m["seq"])
         if first != m["seq"]:
-            rep.anomalies.append(f"{key}: {m['text']!r} under seq {first} and {m['seq']} ({c.nick})")
+            rep.anomalies.append(
+                f"{key}: {m['text']!r} under seq {first} and {m['seq']} ({c.nick})"
+            )
 
     for c in chatters:
         epoch: str | None = None
@@ -289,7 +334,9 @@ def check(chatters: list[Chatter]) -> Report:
                 pending[n] += 1
             elif kind in ("closed", "end"):
                 if kind == "end" and pending[n] > 0:
-                    rep.anomalies.append(f"{c.nick}: {pending[n]} says never answered on a live connection")
+                    rep.anomalies.append(
+                        f"{c.nick}: {pending[n]} says never answered on a live connection"
+                    )
                 pending[n] = 0
                 open_conn = n if kind == "end" else None
             elif kind == "frame":
@@ -308,12 +355,22 @@ def check(chatters: list[Chatter]) -> Report:
                     if hist != list(range(hist[0], hist[0] + len(hist))) if hist else False:
                         rep.anomalies.append(f"{c.nick}: history not contiguous: {hist}")
                     since, since_epoch = join_since.pop(n, (None, None))
-                    if f["complete"] and since is not None and since_epoch == epoch and hist and hist[0] != since + 1:
-                        rep.anomalies.append(f"{c.nick}: complete true after since {since} but history {hist[:3]}...")
+                    if (
+                        f["complete"]
+                        and since is not None
+                        and since_epoch == epoch
+                        and hist
+                        and hist[0] != since + 1
+                    ):
+                        rep.anomalies.append(
+                            f"{c.nick}: complete true after since {since} but history {hist[:3]}..."
+                        )
                     for m in f["history"]:
                         place(c, epoch, m)
                         if (epoch, m["text"]) in got:
-                            rep.anomalies.append(f"{c.nick}: {m['text']!r} twice in epoch {epoch} (history)")
+                            rep.anomalies.append(
+                                f"{c.nick}: {m['text']!r} twice in epoch {epoch} (history)"
+                            )
                         got.add((epoch, m["text"]))
                     if hist:
                         expect = hist[-1] + 1
@@ -329,7 +386,9 @@ def check(chatters: list[Chatter]) -> Report:
                     got.add((epoch, f["text"]))
                     if expect is not None and f["seq"] != expect:
                         what = "a gap" if f["seq"] > expect else "a repeat"
-                        rep.anomalies.append(f"{c.nick}: {what}: seq {f['seq']} where {expect} was next ({epoch})")
+                        rep.anomalies.append(
+                            f"{c.nick}: {what}: seq {f['seq']} where {expect} was next ({epoch})"
+                        )
                     expect, last = f["seq"] + 1, f["seq"]
         final[c.nick] = (epoch, last, open_conn is not None)
     # No acked message lost for a member connected, in its epoch, at the end.
@@ -344,15 +403,26 @@ def check(chatters: list[Chatter]) -> Report:
     return rep
 
 
-def run(nodes: int = 2, clients: int = 6, rooms: int = 2, seconds: float = 20.0, rate: float = 8.0,
-        faults: list[str] | None = None, log: Any = None) -> Report:
+def run(
+    nodes: int = 2,
+    clients: int = 6,
+    rooms: int = 2,
+    seconds: float = 20.0,
+    rate: float = 8.0,
+    faults: list[str] | None = None,
+    log: Any = None,
+) -> Report:
     """Start the cluster, chat under the nemesis for about ``seconds``, check, stop."""
     cluster = Cluster(nodes)
     stop, nemesis_stop = threading.Event(), threading.Event()
     # The last room's chatters all use the first node: a room held there (the lease), moved
     # to Redis or to another node when that node is killed.
-    chatters = [Chatter(f"c{i}", f"room{i % rooms}", cluster.urls, stop, rate, pinned=i % rooms == rooms - 1)
-                for i in range(clients)]
+    chatters = [
+        Chatter(
+            f"c{i}", f"room{i % rooms}", cluster.urls, stop, rate, pinned=i % rooms == rooms - 1
+        )
+        for i in range(clients)
+    ]
     plan = list(faults or FAULTS)
     try:
         for c in chatters:
@@ -386,8 +456,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=8.0, help="says per second per client")
     args = p.parse_args(argv)
     t0 = time.monotonic()
-    report = run(args.nodes, args.clients, args.rooms, args.seconds, args.rate,
-                 log=lambda m: print(f"[{time.monotonic() - t0:5.1f}s] {m}", file=sys.stderr, flush=True))
+    report = run(
+        args.nodes,
+        args.clients,
+        args.rooms,
+        args.seconds,
+        args.rate,
+        log=lambda m: print(f"[{time.monotonic() - t0:5.1f}s] {m}", file=sys.stderr, flush=True),
+    )
     print(json.dumps(report.as_dict(), indent=2))
     return 1 if report.anomalies else 0
 

@@ -32,7 +32,9 @@ def client_frames(n: int) -> bytes:
     rnd = random.Random(1)
     out = []
     for i in range(n):
-        text = json.dumps({"type": "say", "room": "lobby", "text": "x" * rnd.randint(10, 160), "id": str(i)})
+        text = json.dumps(
+            {"type": "say", "room": "lobby", "text": "x" * rnd.randint(10, 160), "id": str(i)}
+        )
         payload = text.encode()
         mask = os.urandom(4)
         k = len(payload)
@@ -142,8 +144,16 @@ def best(fn: Callable[[], object], repeat: int) -> float:
 
 def run(repeat: int) -> dict[str, dict[str, float]]:
     reads = chunks(client_frames(N_FRAMES))
-    payload = json.dumps({"type": "message", "room": "lobby", "from": "alice", "text": "y" * 50,
-                          "seq": 12345, "ts": 1795641290.493}).encode()
+    payload = json.dumps(
+        {
+            "type": "message",
+            "room": "lobby",
+            "from": "alice",
+            "text": "y" * 50,
+            "seq": 12345,
+            "ts": 1795641290.493,
+        }
+    ).encode()
     payload = payload.ljust(120)
     results = {}
     for name, make in ADAPTERS.items():
@@ -184,8 +194,10 @@ def main() -> None:
     results = run(args.repeat)
     print(f"{'library':<26}{'parse µs/frame':>16}{'send µs/frame':>16}{'fan-out µs/delivery':>22}")
     for name, r in results.items():
-        print(f"{name:<26}{r['parse_us_per_frame']:>16.2f}{r['send_us_per_frame']:>16.2f}"
-              f"{r['fanout_us_per_delivery']:>22.2f}")
+        print(
+            f"{name:<26}{r['parse_us_per_frame']:>16.2f}{r['send_us_per_frame']:>16.2f}"
+            f"{r['fanout_us_per_delivery']:>22.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,11 @@ sys.exit(server.main(sys.argv[2:]))
 
 def mask(payload: bytes) -> bytes:
     key = b"\x01\x02\x03\x04"
-    return bytes((0x81, 0x80 | len(payload))) + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return (
+        bytes((0x81, 0x80 | len(payload)))
+        + key
+        + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    )
 
 
 def login_all(port: int, users: int) -> tuple[float, list[socket.socket]]:
@@ -81,8 +85,11 @@ def one(mode: str, users: int) -> dict[str, float]:
     log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(
         [sys.executable, "-c", WRAPPER, mode, "--port", "0", "--max-connections", "0"],
-        cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")},
-        stdout=subprocess.PIPE, stderr=log, text=True,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")},
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
@@ -120,8 +127,10 @@ def main() -> None:
     for run in range(args.runs):
         for mode in ("on", "off"):
             r = one(mode, args.users)
-            print(json.dumps({"run": run, "tune_gc": mode, **{k: round(v, 2) for k, v in r.items()}}),
-                  flush=True)
+            print(
+                json.dumps({"run": run, "tune_gc": mode, **{k: round(v, 2) for k, v in r.items()}}),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -48,9 +48,15 @@ def cores() -> tuple[int | None, int | None]:
 class ServerProcess:
     """One server under test. ``kind`` is "hubbub" or "peer"; ``flags`` its options."""
 
-    def __init__(self, kind: str, flags: list[str], core: int | None = None,
-                 nofile: int | None = None, start_timeout: float = 20.0,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        flags: list[str],
+        core: int | None = None,
+        nofile: int | None = None,
+        start_timeout: float = 20.0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.kind = kind
         if kind == "hubbub":
             argv = [sys.executable, "server.py", "--port", "0", *flags]
@@ -78,8 +84,9 @@ class ServerProcess:
         # stderr to a file: nobody reads a pipe during a run, and hubbub logs a line
         # per connect and disconnect.
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"bench-{kind}-", suffix=".log")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                     stderr=self.log, preexec_fn=limits)
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log, preexec_fn=limits
+        )
         self.pid = self.proc.pid
         line = self._first_line(start_timeout)
         match = re.search(rb"listening on https?://([^:\s]+):(\d+)", line)
@@ -163,8 +170,9 @@ class Fleet:
         self.procs: list[Any] = []
         for i in range(n):
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=loadgen.main, args=(theirs, i, core), daemon=True,
-                               name=f"bench-loadgen-{i}")
+            proc = ctx.Process(
+                target=loadgen.main, args=(theirs, i, core), daemon=True, name=f"bench-loadgen-{i}"
+            )
             proc.start()
             theirs.close()
             self.pipes.append(mine)
@@ -185,9 +193,13 @@ class Fleet:
         while waiting:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise BenchError(f"load generator workers {sorted(waiting.values())} did not "
-                                 f"answer {cmds[0]['cmd']!r} in time")
-            for pipe in multiprocessing.connection.wait([self.pipes[i] for i in waiting.values()], left):
+                raise BenchError(
+                    f"load generator workers {sorted(waiting.values())} did not "
+                    f"answer {cmds[0]['cmd']!r} in time"
+                )
+            for pipe in multiprocessing.connection.wait(
+                [self.pipes[i] for i in waiting.values()], left
+            ):
                 i = waiting.pop(id(pipe))
                 try:
                     answers[i] = pipe.recv()

@@ -8,10 +8,13 @@ Prints the server's RSS growth per connection while they are open and after they
 Loopback only, bounded (one frame per connection; the server is stopped at the end).
 Before the budgets: 1.58 MB per connection with the first frame, 971 MB held after 1,000 closed.
 """
-from gevent import monkey; monkey.patch_all()  # noqa: E702, I001
-import os  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+
+from gevent import monkey
+
+monkey.patch_all()  # noqa: E702, I001
+import os
+import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.support.e2e import Client, Server  # noqa: E402
@@ -48,9 +51,11 @@ def main() -> None:
         for c in clients:
             c.close()
         time.sleep(1)
-        print(f"{n} connections, frame {len(frame)} B: RSS +{(held - base) / 1024:.1f} MiB "
-              f"({(held - base) / n:.1f} KiB each); after they closed +{(rss_kib(srv) - base) / 1024:.1f} MiB; "
-              f"{time.monotonic() - t:.1f} s")
+        print(
+            f"{n} connections, frame {len(frame)} B: RSS +{(held - base) / 1024:.1f} MiB "
+            f"({(held - base) / n:.1f} KiB each); after they closed +{(rss_kib(srv) - base) / 1024:.1f} MiB; "
+            f"{time.monotonic() - t:.1f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -51,15 +51,23 @@ from tests.support.e2e import Server, frame, split_frame, walk  # noqa: E402
 __all__ = ["KINDS", "SERVER_FLAGS", "Report", "check", "run_cycles", "settle", "stats"]
 
 HELLO_TIMEOUT, PROFILE_TIMEOUT = 0.3, 0.6
-SERVER_FLAGS = ("--hello-timeout", str(HELLO_TIMEOUT), "--profile-timeout", str(PROFILE_TIMEOUT),
-                # Every cycle comes from 127.0.0.1: the per-IP connection limits would
-                # refuse most of them (503) and measure nothing.
-                "--max-connections", "0")
+SERVER_FLAGS = (
+    "--hello-timeout",
+    str(HELLO_TIMEOUT),
+    "--profile-timeout",
+    str(PROFILE_TIMEOUT),
+    # Every cycle comes from 127.0.0.1: the per-IP connection limits would
+    # refuse most of them (503) and measure nothing.
+    "--max-connections",
+    "0",
+)
 KINDS = ("bye", "close_frame", "reset", "reset_early", "fin", "no_hello", "no_profile")
 ROOMS = tuple(f"leak-{i}" for i in range(8))
 CYCLE_TIMEOUT = 5.0  # any single read; a cycle that waits longer counts as an error
-UPGRADE = ("GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+UPGRADE = (
+    "GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 TEXT, CLOSE = 0x1, 0x8
 
 
@@ -153,8 +161,12 @@ def cycle(host: str, port: int, i: int) -> str:
     "error: ..."."""
     kind = KINDS[i % len(KINDS)]
     room = ROOMS[i % len(ROOMS)]
-    login = ({"type": "hello", "client": "leak_cycles"}, {"type": "profile", "nick": f"leak{i}"},
-             {"type": "join", "room": room}, {"type": "say", "room": room, "text": f"cycle {i}", "id": str(i)})
+    login = (
+        {"type": "hello", "client": "leak_cycles"},
+        {"type": "profile", "nick": f"leak{i}"},
+        {"type": "join", "room": room},
+        {"type": "say", "room": room, "text": f"cycle {i}", "id": str(i)},
+    )
     peer = None
     try:
         peer = Peer(host, port)
@@ -203,14 +215,16 @@ def cycle(host: str, port: int, i: int) -> str:
             peer.close()
 
 
-def run_cycles(server: Server, n: int, concurrency: int, start: int = 0,
-               deadline: float = 600.0) -> Counter[str]:
+def run_cycles(
+    server: Server, n: int, concurrency: int, start: int = 0, deadline: float = 600.0
+) -> Counter[str]:
     """``n`` cycles, ``concurrency`` at a time; outcome counts (kinds, "late: ...", errors)."""
     pool = gevent.pool.Pool(concurrency)
     outcomes: Counter[str] = Counter()
     with gevent.Timeout(deadline, AssertionError(f"{n} cycles took more than {deadline} s")):
-        for outcome in pool.imap_unordered(lambda i: cycle(server.host, server.port, i),
-                                           range(start, start + n)):
+        for outcome in pool.imap_unordered(
+            lambda i: cycle(server.host, server.port, i), range(start, start + n)
+        ):
             outcomes[outcome] += 1
     return outcomes
 
@@ -253,7 +267,9 @@ def check(base: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return failures
 
 
-def settle(server: Server, base: dict[str, Any] | None = None, timeout: float = 15.0) -> dict[str, Any]:
+def settle(
+    server: Server, base: dict[str, Any] | None = None, timeout: float = 15.0
+) -> dict[str, Any]:
     """Poll /debug/stats until the server is quiet: no users, empty mailboxes, and (with a
     baseline) everything back; without one, until two reads in a row agree. Bounded: after
     ``timeout`` the last reading is returned as it is (and the checks report it)."""
@@ -264,8 +280,12 @@ def settle(server: Server, base: dict[str, Any] | None = None, timeout: float = 
         quiet = s["users"] == 0 and s["mailbox_total"] == 0
         if quiet and base is not None and not check(base, s):
             return s
-        if quiet and base is None and last is not None and all(
-                s[k] == last[k] for k in ("actors", "pending_timers", "greenlets", "fds")):
+        if (
+            quiet
+            and base is None
+            and last is not None
+            and all(s[k] == last[k] for k in ("actors", "pending_timers", "greenlets", "fds"))
+        ):
             return s
         if time.monotonic() > deadline:
             return s
@@ -273,11 +293,22 @@ def settle(server: Server, base: dict[str, Any] | None = None, timeout: float = 
         time.sleep(0.1)
 
 
-ROWS = ("users", "actors", "pending_timers", "mailbox_total", "nicks", "dir_rooms", "greenlets", "fds", "rss_kb")
+ROWS = (
+    "users",
+    "actors",
+    "pending_timers",
+    "mailbox_total",
+    "nicks",
+    "dir_rooms",
+    "greenlets",
+    "fds",
+    "rss_kb",
+)
 
 
-def table(base: dict[str, Any], after: dict[str, Any], cycles: int, elapsed: float,
-          outcomes: Counter[str]) -> str:
+def table(
+    base: dict[str, Any], after: dict[str, Any], cycles: int, elapsed: float, outcomes: Counter[str]
+) -> str:
     lines = [f"{'':16} {'baseline':>10} {'after':>10} {'delta':>8}"]
     for key in ROWS:
         b, a = base.get(key), after.get(key)
@@ -304,20 +335,25 @@ def main(argv: list[str] | None = None) -> int:
             warm = run_cycles(server, args.warmup, args.concurrency, deadline=args.deadline)
             base = settle(server)
             start = time.monotonic()
-            outcomes = run_cycles(server, args.cycles, args.concurrency, start=args.warmup,
-                                  deadline=args.deadline)
+            outcomes = run_cycles(
+                server, args.cycles, args.concurrency, start=args.warmup, deadline=args.deadline
+            )
             elapsed = time.monotonic() - start
             after = settle(server, base)
-            print(f"hubbub leak cycles: {args.cycles} cycles, concurrency {args.concurrency}, "
-                  f"warm-up {args.warmup}, server {' '.join(SERVER_FLAGS)}")
+            print(
+                f"hubbub leak cycles: {args.cycles} cycles, concurrency {args.concurrency}, "
+                f"warm-up {args.warmup}, server {' '.join(SERVER_FLAGS)}"
+            )
             print(table(base, after, args.cycles, elapsed, outcomes))
             failures += check(base, after)
             errors = {k: v for k, v in (warm + outcomes).items() if k.startswith("error")}
             failures += [f"{v} x {k}" for k, v in errors.items()]
             late = sum(v for k, v in (warm + outcomes).items() if k.startswith("late"))
             if late > (args.warmup + args.cycles) // 100:
-                failures.append(f"{late} cycles late (> 1%): the server took > {HELLO_TIMEOUT} s to "
-                                "handle a hello or a profile")
+                failures.append(
+                    f"{late} cycles late (> 1%): the server took > {HELLO_TIMEOUT} s to "
+                    "handle a hello or a profile"
+                )
     except AssertionError as exc:  # Server.__exit__: exit code not 0, or a traceback in its log
         failures.append(f"server: {str(exc)[-2000:]}")
     if failures:

@@ -430,12 +430,16 @@ class Worker:
         # t_ready: the goal was reached (a storm socket may be closed again already)
         ok = [c for c in self.batch if c.t_ready]
         took = array("d", (c.t_ready - c.t_start for c in ok))
-        self.reply({
-            "ok": len(ok), "failed": len(self.batch) - len(ok),
-            "why": dict(Counter(c.why for c in self.batch if not c.t_ready)),
-            "t_first": min((c.t_start for c in self.batch), default=0.0),
-            "t_last": max((c.t_ready for c in ok), default=0.0), "took": took,
-        })
+        self.reply(
+            {
+                "ok": len(ok),
+                "failed": len(self.batch) - len(ok),
+                "why": dict(Counter(c.why for c in self.batch if not c.t_ready)),
+                "t_first": min((c.t_start for c in self.batch), default=0.0),
+                "t_last": max((c.t_ready for c in ok), default=0.0),
+                "took": took,
+            }
+        )
 
     # --- hold: keep the connections and count pings -----------------------------------
 
@@ -452,14 +456,17 @@ class Worker:
             return
         live = self.live()
         held = [c for c in self.all if c.t_ready]
-        self.reply({
-            "live": len(live), "lost": len(held) - len(live),
-            "codes": dict(Counter(c.code for c in held if c.state == CLOSED)),
-            "why": dict(Counter(c.why for c in held if c.state == CLOSED and c.why)),
-            "pings_min": min((c.pings for c in live), default=0),
-            "pings_max": max((c.pings for c in live), default=0),
-            "answering": sum(1 for c in live if c.pings >= cmd.get("min_pings", 1)),
-        })
+        self.reply(
+            {
+                "live": len(live),
+                "lost": len(held) - len(live),
+                "codes": dict(Counter(c.code for c in held if c.state == CLOSED)),
+                "why": dict(Counter(c.why for c in held if c.state == CLOSED and c.why)),
+                "pings_min": min((c.pings for c in live), default=0),
+                "pings_max": max((c.pings for c in live), default=0),
+                "answering": sum(1 for c in live if c.pings >= cmd.get("min_pings", 1)),
+            }
+        )
 
     # --- fan-out: senders say, everyone counts ----------------------------------------
 
@@ -493,7 +500,12 @@ class Worker:
         c.outstanding += 1
         # the text carries the sender, a counter and the send time (CLOCK_MONOTONIC is
         # one clock for every process of the machine)
-        self.send(c, wire.masked(b'%s%d","text":"%d %d %.6f"}' % (self.say_prefix, c.sent, c.gid, c.sent, now)))
+        self.send(
+            c,
+            wire.masked(
+                b'%s%d","text":"%d %d %.6f"}' % (self.say_prefix, c.sent, c.gid, c.sent, now)
+            ),
+        )
 
     def step_fanout(self, cmd: dict[str, Any], now: float, late: bool) -> None:
         rate = cmd.get("rate")
@@ -512,11 +524,13 @@ class Worker:
             return
         if any(c.outstanding > 0 and c.state == READY for c in self.senders) and not late:
             return  # the last says are still on their way: wait for their acks
-        self.reply({
-            "sent": {c.gid: c.sent for c in self.senders},
-            "acked": {c.gid: c.acked for c in self.senders},
-            "lag": self.lag,
-        })
+        self.reply(
+            {
+                "sent": {c.gid: c.sent for c in self.senders},
+                "acked": {c.gid: c.acked for c in self.senders},
+                "lag": self.lag,
+            }
+        )
 
     def start_drain(self, cmd: dict[str, Any]) -> None:
         pass
@@ -526,15 +540,20 @@ class Worker:
         expect = cmd["expect"]
         if not late and any(c.msgs < expect for c in live):
             return
-        self.reply({
-            "received": sum(c.msgs for c in live), "receivers": len(live),
-            "min": min((c.msgs for c in live), default=0),
-            "max": max((c.msgs for c in live), default=0),
-            "short": sum(max(0, expect - c.msgs) for c in live),
-            "lost_conns": sum(1 for c in self.all if c.t_ready and c.state == CLOSED),
-            "gaps": sum(c.gaps for c in live), "errors": sum(c.errors for c in self.all),
-            "t_last": max((c.t_last for c in live), default=0.0), "lat": self.lat,
-        })
+        self.reply(
+            {
+                "received": sum(c.msgs for c in live),
+                "receivers": len(live),
+                "min": min((c.msgs for c in live), default=0),
+                "max": max((c.msgs for c in live), default=0),
+                "short": sum(max(0, expect - c.msgs) for c in live),
+                "lost_conns": sum(1 for c in self.all if c.t_ready and c.state == CLOSED),
+                "gaps": sum(c.gaps for c in live),
+                "errors": sum(c.errors for c in self.all),
+                "t_last": max((c.t_last for c in live), default=0.0),
+                "lat": self.lat,
+            }
+        )
 
     # --- hello storm: wait for the server to close every socket -----------------------
 
@@ -546,11 +565,16 @@ class Worker:
         if not late and any(c.state != CLOSED for c in opened):
             return
         after = cmd["after"]
-        self.reply({
-            "opened": len(opened), "still_open": sum(1 for c in opened if c.state != CLOSED),
-            "codes": dict(Counter(c.code for c in opened if c.state == CLOSED)),
-            "late": array("d", (c.t_close - c.t_open - after for c in opened if c.state == CLOSED)),
-        })
+        self.reply(
+            {
+                "opened": len(opened),
+                "still_open": sum(1 for c in opened if c.state != CLOSED),
+                "codes": dict(Counter(c.code for c in opened if c.state == CLOSED)),
+                "late": array(
+                    "d", (c.t_close - c.t_open - after for c in opened if c.state == CLOSED)
+                ),
+            }
+        )
 
     # --- teardown ---------------------------------------------------------------------
 

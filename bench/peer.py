@@ -40,8 +40,14 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 # The user states of docs/protocol.md ("Disconnected" is the handler having returned).
 UNDEFINED, CONNECTED, IN_CHAT, TO_BE_DISCONNECTED = range(4)
-CODES = {"hello_timeout": 4001, "pong_timeout": 4002, "session_expired": 4003,
-         "profile_timeout": 4004, "policy": 1008, "bye": 1000}
+CODES = {
+    "hello_timeout": 4001,
+    "pong_timeout": 4002,
+    "session_expired": 4003,
+    "profile_timeout": 4004,
+    "policy": 1008,
+    "bye": 1000,
+}
 
 
 class Room:
@@ -55,8 +61,19 @@ class Room:
 
 
 class User:
-    __slots__ = ("ws", "session", "state", "nick", "rooms", "last_pong",
-                 "hello_h", "profile_h", "session_h", "ping_h", "pong_h")
+    __slots__ = (
+        "ws",
+        "session",
+        "state",
+        "nick",
+        "rooms",
+        "last_pong",
+        "hello_h",
+        "profile_h",
+        "session_h",
+        "ping_h",
+        "pong_h",
+    )
 
     def __init__(self, ws: ServerConnection) -> None:
         self.ws = ws
@@ -76,8 +93,13 @@ class User:
 
 class Chat:
     def __init__(self, args: argparse.Namespace) -> None:
-        self.t = {"hello": args.hello_timeout, "ping": args.ping_interval, "pong": args.pong_timeout,
-                  "profile": args.profile_timeout, "session": args.max_session}
+        self.t = {
+            "hello": args.hello_timeout,
+            "ping": args.ping_interval,
+            "pong": args.pong_timeout,
+            "profile": args.profile_timeout,
+            "session": args.max_session,
+        }
         self.keep = args.history
         self.nicks: dict[str, User] = {}
         self.rooms: dict[str, Room] = {}
@@ -217,7 +239,9 @@ class Chat:
             return self.error(user, "not_ready", "`join` needs a profile")
         name, since = msg.get("room"), msg.get("since")
         if not isinstance(name, str) or not NAME.match(name):
-            return self.error(user, "bad_message", "`room` must be 1-32 letters, digits, '_' or '-'")
+            return self.error(
+                user, "bad_message", "`room` must be 1-32 letters, digits, '_' or '-'"
+            )
         room = self.rooms.get(name)
         if room is None:
             room = self.rooms[name] = Room(name, self.keep)
@@ -228,8 +252,16 @@ class Chat:
         if isinstance(since, int):
             complete = not history or history[0]["seq"] <= since + 1
             history = [m for m in history if m["seq"] > since]
-        self.send(user, {"type": "joined", "room": name, "members": sorted(set(room.members.values())),
-                         "history": history, "complete": complete})
+        self.send(
+            user,
+            {
+                "type": "joined",
+                "room": name,
+                "members": sorted(set(room.members.values())),
+                "history": history,
+                "complete": complete,
+            },
+        )
         if fresh:
             self.presence(room, "join", user.nick, user)  # type: ignore[arg-type]  # a user in a room has a nick (profile before join)
 
@@ -246,8 +278,14 @@ class Chat:
         if not isinstance(text, str) or not text or (cid is not None and not isinstance(cid, str)):
             return self.error(user, "bad_message", "`text` must be a non-empty string")
         room.seq += 1
-        frame = {"type": "message", "room": room.name, "from": user.nick, "text": text,
-                 "seq": room.seq, "ts": time.time()}
+        frame = {
+            "type": "message",
+            "room": room.name,
+            "from": user.nick,
+            "text": text,
+            "seq": room.seq,
+            "ts": time.time(),
+        }
         room.history.append(frame)
         self.send(user, {"type": "ack", "id": cid, "seq": room.seq})
         broadcast([u.ws for u in room.members], _dumps(frame))
@@ -276,9 +314,17 @@ async def serve_forever(args: argparse.Namespace) -> None:
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     # compression=None: hubbub speaks no permessage-deflate; ping_interval=None: the
     # chat protocol has its own ping; close_timeout=1: hubbub's close handshake bound.
-    async with serve(chat.handler, args.host, args.port, compression=None, ping_interval=None,
-                     close_timeout=1, max_size=args.max_message, backlog=args.backlog,
-                     server_header=None) as server:
+    async with serve(
+        chat.handler,
+        args.host,
+        args.port,
+        compression=None,
+        ping_interval=None,
+        close_timeout=1,
+        max_size=args.max_message,
+        backlog=args.backlog,
+        server_header=None,
+    ) as server:
         host, port = server.sockets[0].getsockname()[:2]
         print(f"peer listening on http://{host}:{port}", flush=True)
         await stop

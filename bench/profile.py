@@ -73,8 +73,9 @@ def summarize(collapsed: str, top: int = 25) -> str:
     return "\n".join(out)
 
 
-def profile(names: tuple[str, ...], scale: Scale, out: str, top: int,
-            log: Callable[[str], None]) -> int:
+def profile(
+    names: tuple[str, ...], scale: Scale, out: str, top: int, log: Callable[[str], None]
+) -> int:
     if shutil.which("py-spy") is None:
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)
         return 2
@@ -88,9 +89,22 @@ def profile(names: tuple[str, ...], scale: Scale, out: str, top: int,
         if event == "begin":
             log(f"py-spy attached to hubbub (pid {server.pid}) for {scenario}")
             spy["p"] = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(server.pid), "--rate", "250", "--nonblocking",
-                 "--format", "raw", "--output", str(path)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--rate",
+                    "250",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(path),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
         elif "p" in spy:
             proc = spy.pop("p")
             proc.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
@@ -154,7 +168,9 @@ def memprofile(users: int, scale: Scale, top: int, log: Callable[[str], None]) -
     scenarios.SERVER_ENV = {"BENCH_SNAPSHOT": str(base)}
     try:
         with Fleet(scale.workers, cores()[1]) as fleet:
-            figures = scenarios.group_connect("hubbub-memtrace", scale, fleet, cores()[0], {"connect"})
+            figures = scenarios.group_connect(
+                "hubbub-memtrace", scale, fleet, cores()[0], {"connect"}
+            )
     finally:
         scenarios.PHASE = scenarios.no_phase
         scenarios.SERVER_ENV = {}
@@ -168,15 +184,21 @@ def memprofile(users: int, scale: Scale, top: int, log: Callable[[str], None]) -
     ok = figures["connect"]["users"]
     stats = after.compare_to(before, "lineno")
     traced = sum(s.size_diff for s in stats)
-    print(f"{ok} users logged in; RSS grew {(rss[1] - rss[0]) / max(1, ok):.1f} KB per user "
-          f"(under tracemalloc), traced Python allocations {traced / 1024 / max(1, ok):.1f} KB per user")
+    print(
+        f"{ok} users logged in; RSS grew {(rss[1] - rss[0]) / max(1, ok):.1f} KB per user "
+        f"(under tracemalloc), traced Python allocations {traced / 1024 / max(1, ok):.1f} KB per user"
+    )
     print("\nallocation sites by growth (per user):")
     for s in stats[:top]:
         frame = s.traceback[0]
-        print(f"  {s.size_diff / max(1, ok):8.0f} B  {s.count_diff / max(1, ok):6.1f} blocks  "
-              f"{_short(f'x ({frame.filename}:{frame.lineno})')[3:-1]}:{frame.lineno}")
+        print(
+            f"  {s.size_diff / max(1, ok):8.0f} B  {s.count_diff / max(1, ok):6.1f} blocks  "
+            f"{_short(f'x ({frame.filename}:{frame.lineno})')[3:-1]}:{frame.lineno}"
+        )
     by_file = after.compare_to(before, "filename")
     print("\nby file (per user):")
     for s in by_file[:12]:
-        print(f"  {s.size_diff / max(1, ok):8.0f} B  {_short(f'x ({s.traceback[0].filename})')[3:-1]}")
+        print(
+            f"  {s.size_diff / max(1, ok):8.0f} B  {_short(f'x ({s.traceback[0].filename})')[3:-1]}"
+        )
     return 0

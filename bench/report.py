@@ -46,19 +46,45 @@ FIGURES = [
     # Targets of issue 11 ("lightweight users"): a connected user costs less than in the peer.
     Figure("connect", "logins_per_s", "connect: logins/s", "", ratio=(">=", 1.2)),
     Figure("connect", "login_p50_ms", "connect: login p50", "ms", "{:,.1f}", ratio=("<=", 1.0)),
-    Figure("connect", "kb_per_user", "connect: RSS per logged-in user", "KB", "{:,.1f}", ratio=("<=", 0.75)),
+    Figure(
+        "connect",
+        "kb_per_user",
+        "connect: RSS per logged-in user",
+        "KB",
+        "{:,.1f}",
+        ratio=("<=", 0.75),
+    ),
     Figure("idle", "cpu_pct", "idle: CPU of one core", "%", "{:,.1f}", ratio=("<=", 0.8)),
-    Figure("saturated", "deliveries_per_s", "fan-out saturated: deliveries/s", "", ratio=(">=", 2.5)),
+    Figure(
+        "saturated", "deliveries_per_s", "fan-out saturated: deliveries/s", "", ratio=(">=", 2.5)
+    ),
     Figure("saturated", "p99_ms", "fan-out saturated: latency p99", "ms", "{:,.1f}"),
     Figure("saturated", "lost", "fan-out saturated: lost", "", absolute=("==", 0), worst=True),
-    Figure("saturated", "fairness", "fan-out saturated: fairness min/max sent", "", "{:.2f}",
-           absolute=(">=", 0.8)),
+    Figure(
+        "saturated",
+        "fairness",
+        "fan-out saturated: fairness min/max sent",
+        "",
+        "{:.2f}",
+        absolute=(">=", 0.8),
+    ),
     Figure("paced", "p99_ms", "fan-out paced: latency p99", "ms", "{:,.1f}", ratio=("<=", 1.0)),
     Figure("paced", "lost", "fan-out paced: lost", "", absolute=("==", 0), worst=True),
-    Figure("storm", "server_cpu_pct", "hello storm: server CPU of one core", "%", "{:,.1f}", ratio=("<=", 1.0)),
-    Figure("storm", "late_p99_ms", "hello storm: lateness p99", "ms", "{:,.1f}", absolute=("<=", 20.0)),
+    Figure(
+        "storm",
+        "server_cpu_pct",
+        "hello storm: server CPU of one core",
+        "%",
+        "{:,.1f}",
+        ratio=("<=", 1.0),
+    ),
+    Figure(
+        "storm", "late_p99_ms", "hello storm: lateness p99", "ms", "{:,.1f}", absolute=("<=", 20.0)
+    ),
     Figure("storm", "not_4001", "hello storm: not closed 4001", "", absolute=("==", 0), worst=True),
-    Figure("maxconn", "answering", "max connections: held, answering pings", "", absolute=(">=", 19000)),
+    Figure(
+        "maxconn", "answering", "max connections: held, answering pings", "", absolute=(">=", 19000)
+    ),
 ]
 
 
@@ -111,16 +137,28 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> tuple[list[list[str]], list[
             target, met = "", None
         if met is False:
             missed.append(fig.label)
-        rows.append([fig.label + (f" ({fig.unit})" if fig.unit else ""), _fmt(fig, peer), _fmt(fig, hub),
-                     "–" if math.isnan(ratio) else f"{ratio:.2f}×", target,
-                     "" if met is None else ("yes" if met else "**no**")])
+        rows.append(
+            [
+                fig.label + (f" ({fig.unit})" if fig.unit else ""),
+                _fmt(fig, peer),
+                _fmt(fig, hub),
+                "–" if math.isnan(ratio) else f"{ratio:.2f}×",
+                target,
+                "" if met is None else ("yes" if met else "**no**"),
+            ]
+        )
     return rows, missed
 
 
 def text_table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -155,9 +193,15 @@ def machine() -> dict[str, str]:
         mem = f"{kb / 1024 / 1024:.1f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    return {"date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-            "nproc": nproc, "cpu": model, "memory": mem, "kernel": platform.release(),
-            "python": platform.python_version(), "implementation": platform.python_implementation()}
+    return {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "nproc": nproc,
+        "cpu": model,
+        "memory": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+    }
 
 
 def code_version() -> dict[str, Any]:
@@ -167,18 +211,27 @@ def code_version() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.rstrip("\n")
+            return subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.rstrip("\n")
         except (OSError, subprocess.SubprocessError):
             return ""
 
     digest = hashlib.sha256()
-    for path in sorted([ROOT / "server.py", *ROOT.glob("actors/**/*.py"), *ROOT.glob("hubbub/**/*.py")]):
+    for path in sorted(
+        [ROOT / "server.py", *ROOT.glob("actors/**/*.py"), *ROOT.glob("hubbub/**/*.py")]
+    ):
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "server.py", "actors", "hubbub").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD").strip() or "?", "changed": changed,
-            "digest": digest.hexdigest()[:12]}
+    changed = [
+        line[3:]
+        for line in git("status", "--porcelain", "--", "server.py", "actors", "hubbub").splitlines()
+    ]
+    return {
+        "commit": git("rev-parse", "--short", "HEAD").strip() or "?",
+        "changed": changed,
+        "digest": digest.hexdigest()[:12],
+    }
 
 
 def loadavg() -> float:
@@ -221,19 +274,37 @@ def chart(runs: dict[str, list[dict[str, Any]]], path: Path, scale: Scale) -> bo
             levels = []
             for i in range(len(sweeps[0])):
                 points = [s[i] for s in sweeps if i < len(s)]
-                levels.append((statistics.median(p["deliveries_per_s"] for p in points),
-                               statistics.median(p["p50_ms"] for p in points),
-                               statistics.median(p["p99_ms"] for p in points)))
+                levels.append(
+                    (
+                        statistics.median(p["deliveries_per_s"] for p in points),
+                        statistics.median(p["p50_ms"] for p in points),
+                        statistics.median(p["p99_ms"] for p in points),
+                    )
+                )
             xs, p50, p99 = zip(*levels, strict=True)
             ax.plot(xs, p99, "o-", color=colours[kind], label=f"{kind} p99 (paced)")
             ax.plot(xs, p50, "o--", color=colours[kind], alpha=0.6, label=f"{kind} p50 (paced)")
         sat = [r["saturated"] for r in results if "saturated" in r]
         if sat:
             x = statistics.median(s["deliveries_per_s"] for s in sat)
-            ax.plot([x], [statistics.median(s["p99_ms"] for s in sat)], "s", color=colours[kind],
-                    markersize=9, label=f"{kind} p99 (saturated)")
-            ax.plot([x], [statistics.median(s["p50_ms"] for s in sat)], "s", color=colours[kind],
-                    markersize=7, alpha=0.5, fillstyle="none", label=f"{kind} p50 (saturated)")
+            ax.plot(
+                [x],
+                [statistics.median(s["p99_ms"] for s in sat)],
+                "s",
+                color=colours[kind],
+                markersize=9,
+                label=f"{kind} p99 (saturated)",
+            )
+            ax.plot(
+                [x],
+                [statistics.median(s["p50_ms"] for s in sat)],
+                "s",
+                color=colours[kind],
+                markersize=7,
+                alpha=0.5,
+                fillstyle="none",
+                label=f"{kind} p50 (saturated)",
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     from matplotlib.ticker import FuncFormatter
@@ -242,8 +313,10 @@ def chart(runs: dict[str, list[dict[str, Any]]], path: Path, scale: Scale) -> bo
     ax.yaxis.set_major_formatter(plain)
     ax.yaxis.set_minor_formatter(plain)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
-    ax.set_xlabel(f"deliveries per second (1 room of {scale.fan_members}, {scale.fan_senders} senders; "
-                  "measured at the receivers)")
+    ax.set_xlabel(
+        f"deliveries per second (1 room of {scale.fan_members}, {scale.fan_senders} senders; "
+        "measured at the receivers)"
+    )
     ax.set_ylabel("latency say → message received (ms)")
     ax.set_title("Fan-out latency vs load, server on one core (medians of runs)")
     ax.grid(True, which="both", alpha=0.3)
@@ -259,11 +332,21 @@ def chart(runs: dict[str, list[dict[str, Any]]], path: Path, scale: Scale) -> bo
 
 
 def _per_run(runs: dict[str, list[dict[str, Any]]]) -> str:
-    rows = [["figure", *[f"peer #{i + 1}" for i in range(len(runs.get('peer', [])))],
-             *[f"hubbub #{i + 1}" for i in range(len(runs.get('hubbub', [])))]]]
+    rows = [
+        [
+            "figure",
+            *[f"peer #{i + 1}" for i in range(len(runs.get("peer", [])))],
+            *[f"hubbub #{i + 1}" for i in range(len(runs.get("hubbub", [])))],
+        ]
+    ]
     for fig in FIGURES:
-        rows.append([fig.label, *[_fmt(fig, value(r, fig)) for r in runs.get("peer", [])],
-                     *[_fmt(fig, value(r, fig)) for r in runs.get("hubbub", [])]])
+        rows.append(
+            [
+                fig.label,
+                *[_fmt(fig, value(r, fig)) for r in runs.get("peer", [])],
+                *[_fmt(fig, value(r, fig)) for r in runs.get("hubbub", [])],
+            ]
+        )
     return md_table(rows)
 
 
@@ -300,8 +383,10 @@ DETAILS: list[tuple[str, str, str]] = [
     ("maxconn", "logins_per_s", "logins/s"),
     ("maxconn", "kb_per_user", "RSS per user (KB)"),
     ("maxconn", "rss_mb", "server RSS (MB)"),
-    *[(name, "other_cpu_pct", "other processes' CPU meanwhile (% of a core)")
-      for name in ("connect", "idle", "paced", "saturated", "storm", "maxconn")],
+    *[
+        (name, "other_cpu_pct", "other processes' CPU meanwhile (% of a core)")
+        for name in ("connect", "idle", "paced", "saturated", "storm", "maxconn")
+    ],
 ]
 
 
@@ -310,7 +395,11 @@ def _details(runs: dict[str, list[dict[str, Any]]]) -> str:
     for scenario, key, label in DETAILS:
         cells = []
         for kind in ("peer", "hubbub"):
-            vals = [r[scenario][key] for r in runs.get(kind, []) if scenario in r and r[scenario].get(key) is not None]
+            vals = [
+                r[scenario][key]
+                for r in runs.get(kind, [])
+                if scenario in r and r[scenario].get(key) is not None
+            ]
             vals = [v for v in vals if not (isinstance(v, float) and math.isnan(v))]
             cells.append("–" if not vals else f"{statistics.median(vals):,.1f}".removesuffix(".0"))
         rows.append([scenario, label, *cells])
@@ -318,8 +407,16 @@ def _details(runs: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def _sweep(runs: dict[str, list[dict[str, Any]]]) -> str:
-    rows = [["says/s per sender", "offered deliveries/s", "peer deliveries/s", "peer p50 / p99 (ms)",
-             "hubbub deliveries/s", "hubbub p50 / p99 (ms)"]]
+    rows = [
+        [
+            "says/s per sender",
+            "offered deliveries/s",
+            "peer deliveries/s",
+            "peer p50 / p99 (ms)",
+            "hubbub deliveries/s",
+            "hubbub p50 / p99 (ms)",
+        ]
+    ]
     sweeps = {k: [r["paced"]["sweep"] for r in v if "paced" in r] for k, v in runs.items()}
     if not all(sweeps.values()) or not sweeps:
         return ""
@@ -330,9 +427,11 @@ def _sweep(runs: dict[str, list[dict[str, Any]]]) -> str:
             pts = [s[i] for s in sweeps.get(kind, [])]
             if not row:
                 row = [f"{pts[0]['rate']:g}", f"{pts[0]['offered_per_s']:,.0f}"]
-            row += [f"{statistics.median(p['deliveries_per_s'] for p in pts):,.0f}",
-                    f"{statistics.median(p['p50_ms'] for p in pts):,.1f} / "
-                    f"{statistics.median(p['p99_ms'] for p in pts):,.1f}"]
+            row += [
+                f"{statistics.median(p['deliveries_per_s'] for p in pts):,.0f}",
+                f"{statistics.median(p['p50_ms'] for p in pts):,.1f} / "
+                f"{statistics.median(p['p99_ms'] for p in pts):,.1f}",
+            ]
         rows.append(row)
     return md_table(rows)
 
@@ -340,17 +439,25 @@ def _sweep(runs: dict[str, list[dict[str, Any]]]) -> str:
 def _interference(runs: dict[str, list[dict[str, Any]]]) -> str:
     from .scenarios import NOISY_PCT
 
-    seen = [(f["other_cpu_pct"], kind, name) for kind, rs in runs.items() for r in rs
-            for name, f in r.items() if isinstance(f, dict) and f.get("other_cpu_pct") is not None
-            and not math.isnan(f["other_cpu_pct"])]
+    seen = [
+        (f["other_cpu_pct"], kind, name)
+        for kind, rs in runs.items()
+        for r in rs
+        for name, f in r.items()
+        if isinstance(f, dict)
+        and f.get("other_cpu_pct") is not None
+        and not math.isnan(f["other_cpu_pct"])
+    ]
     if not seen:
         return "* interference from other processes: not measured"
     noisy = sorted({f"{kind} {name}" for pct, kind, name in seen if pct > NOISY_PCT})
-    line = (f"* CPU used by other processes during the measured phases (both cores, `/proc/stat` "
-            f"minus ours): median {statistics.median(p for p, _, _ in seen):.0f}%, at most "
-            f"{max(p for p, _, _ in seen):.0f}% of a core. A scenario group that saw more than "
-            f"{NOISY_PCT:g}% is measured again (up to twice, within a time budget) and the least "
-            "disturbed attempt kept")
+    line = (
+        f"* CPU used by other processes during the measured phases (both cores, `/proc/stat` "
+        f"minus ours): median {statistics.median(p for p, _, _ in seen):.0f}%, at most "
+        f"{max(p for p, _, _ in seen):.0f}% of a core. A scenario group that saw more than "
+        f"{NOISY_PCT:g}% is measured again (up to twice, within a time budget) and the least "
+        "disturbed attempt kept"
+    )
     if noisy:
         line += "; still disturbed: " + ", ".join(noisy) + " (see the per-run table)"
     return line
@@ -366,13 +473,16 @@ def _code_lines(info: dict[str, Any]) -> list[str]:
     line += f" (sources digest `{code['digest']}`)"
     after = info.get("code_after")
     if after and after["digest"] != code["digest"]:
-        line += (f" — **the server code changed during the run** (digest `{after['digest']}` "
-                 "at the end): the figures mix versions")
+        line += (
+            f" — **the server code changed during the run** (digest `{after['digest']}` "
+            "at the end): the figures mix versions"
+        )
     return [line]
 
 
-def document(runs: dict[str, list[dict[str, Any]]], scale: Scale, info: dict[str, Any],
-             chart_rel: str | None) -> str:
+def document(
+    runs: dict[str, list[dict[str, Any]]], scale: Scale, info: dict[str, Any], chart_rel: str | None
+) -> str:
     rows, missed = table(runs)
     from .scenarios import HUBBUB_LIFTED
 
@@ -405,14 +515,20 @@ def document(runs: dict[str, list[dict[str, Any]]], scale: Scale, info: dict[str
         f"{v['gevent-websocket']}, pykka {v['pykka']}, websockets {v['websockets']}",
         f"* load average (1 min) at the start {info['load_before']:.2f}, at the end "
         f"{info['load_after']:.2f}"
-        + ("" if quiet else " — **the machine was not quiet** (other work ran meanwhile): "
-           "figures are noisy, ratios from the same run are still comparable"),
+        + (
+            ""
+            if quiet
+            else " — **the machine was not quiet** (other work ran meanwhile): "
+            "figures are noisy, ratios from the same run are still comparable"
+        ),
         _interference(runs),
         f"* {info['runs']} runs; each figure is the median of the runs (counts that must be 0: the "
         "worst run). Runs alternate which server goes first.",
         f"* scale `{scale.name}`: {scale.workers} load generator processes",
         "",
-        "Server pinned to core " + str(info["cores"][0]) + " (`taskset -c`), load generator processes "
+        "Server pinned to core "
+        + str(info["cores"][0])
+        + " (`taskset -c`), load generator processes "
         "pinned to core " + str(info["cores"][1]) + ". Each scenario group starts a fresh server "
         "(`--port 0`), the open-file limit raised soft → hard (20,000) for both. Flags:",
         "",
@@ -432,8 +548,11 @@ def document(runs: dict[str, list[dict[str, Any]]], scale: Scale, info: dict[str
         "",
         md_table(rows, "lrrrrr"),
         "",
-        ("Every target met." if not missed else
-         "Targets missed: " + "; ".join(missed) + ". See *Where the time goes* below."),
+        (
+            "Every target met."
+            if not missed
+            else "Targets missed: " + "; ".join(missed) + ". See *Where the time goes* below."
+        ),
         "",
         "## Latency vs load",
         "",
@@ -442,8 +561,13 @@ def document(runs: dict[str, list[dict[str, Any]]], scale: Scale, info: dict[str
         parts += [f"![fan-out latency vs load]({chart_rel})", ""]
     sweep = _sweep(runs)
     if sweep:
-        parts += ["The paced sweep (open loop: each sender says on a fixed schedule, whatever the "
-                  "acks), medians of the runs:", "", sweep, ""]
+        parts += [
+            "The paced sweep (open loop: each sender says on a fixed schedule, whatever the "
+            "acks), medians of the runs:",
+            "",
+            sweep,
+            "",
+        ]
     parts += [
         "## Every figure",
         "",
@@ -493,8 +617,11 @@ def document(runs: dict[str, list[dict[str, Any]]], scale: Scale, info: dict[str
     if findings.exists():
         parts += [findings.read_text().strip(), ""]
     else:
-        parts += ["(no analysis yet: `python -m bench profile SCENARIO` records a py-spy profile of "
-                  "hubbub during one scenario)", ""]
+        parts += [
+            "(no analysis yet: `python -m bench profile SCENARIO` records a py-spy profile of "
+            "hubbub during one scenario)",
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -502,7 +629,11 @@ def describe_run(results: dict[str, Any]) -> str:
     lines = [f"server: {results['server']}"]
     for name, figs in results.items():
         if isinstance(figs, dict) and name != "scale":
-            shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in figs.items() if k != "sweep"}
+            shown = {
+                k: (round(v, 2) if isinstance(v, float) else v)
+                for k, v in figs.items()
+                if k != "sweep"
+            }
             lines.append(f"{name}: {shown}")
     return "\n".join(lines)
 
@@ -520,20 +651,38 @@ def _measuring_args(argv: list[str]) -> list[str]:
     return out
 
 
-def compare(n_runs: int, scale: Scale, scenarios: tuple[str, ...], doc: str, chart_path: str,
-            raw: str, log: Callable[[str], None], from_raw: str = "") -> int:
+def compare(
+    n_runs: int,
+    scale: Scale,
+    scenarios: tuple[str, ...],
+    doc: str,
+    chart_path: str,
+    raw: str,
+    log: Callable[[str], None],
+    from_raw: str = "",
+) -> int:
     import json
 
     if from_raw:  # render again what an earlier run measured (e.g. after editing FINDINGS.md)
         saved = json.loads((ROOT / from_raw).read_text())
         info, runs = saved["info"], saved["runs"]
-        scale = Scale(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["scale"].items()})
+        scale = Scale(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in saved["scale"].items()}
+        )
     else:
         t0 = time.monotonic()
-        info = {"machine": machine(), "load_before": loadavg(), "runs": n_runs,
-                "versions": _versions(), "cores": cores(), "code": code_version(),
-                "command": "python -m bench " + " ".join(_measuring_args(sys.argv[1:]))}
-        log(f"load average {info['load_before']:.2f}; {n_runs} runs × (hubbub, peer), scale {scale.name}")
+        info = {
+            "machine": machine(),
+            "load_before": loadavg(),
+            "runs": n_runs,
+            "versions": _versions(),
+            "cores": cores(),
+            "code": code_version(),
+            "command": "python -m bench " + " ".join(_measuring_args(sys.argv[1:])),
+        }
+        log(
+            f"load average {info['load_before']:.2f}; {n_runs} runs × (hubbub, peer), scale {scale.name}"
+        )
         runs = {"hubbub": [], "peer": []}
         # Re-measuring groups that other processes disturbed may add this much in all.
         budget = RetryBudget(240.0)
@@ -542,8 +691,17 @@ def compare(n_runs: int, scale: Scale, scenarios: tuple[str, ...], doc: str, cha
                 order = ("hubbub", "peer") if i % 2 == 0 else ("peer", "hubbub")
                 for kind in order:
                     log(f"run {i + 1}/{n_runs}: {kind}")
-                    runs[kind].append(run(kind, scale, scenarios, fleet=fleet, cores=info["cores"],
-                                          log=log, budget=budget))
+                    runs[kind].append(
+                        run(
+                            kind,
+                            scale,
+                            scenarios,
+                            fleet=fleet,
+                            cores=info["cores"],
+                            log=log,
+                            budget=budget,
+                        )
+                    )
         info["load_after"] = loadavg()
         info["minutes"] = (time.monotonic() - t0) / 60
         info["code_after"] = code_version()
@@ -555,8 +713,9 @@ def compare(n_runs: int, scale: Scale, scenarios: tuple[str, ...], doc: str, cha
     if raw and not from_raw:
         from dataclasses import asdict
 
-        (ROOT / raw).write_text(json.dumps({"info": info, "scale": asdict(scale), "runs": runs},
-                                           default=str, indent=1))
+        (ROOT / raw).write_text(
+            json.dumps({"info": info, "scale": asdict(scale), "runs": runs}, default=str, indent=1)
+        )
     if doc:
         doc_path = ROOT / doc
         chart_rel = None

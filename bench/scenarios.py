@@ -69,37 +69,97 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale("full", workers=4, window=24, connect_users=5000, room_size=10, ping_interval=5.0,
-                  idle_seconds=15.0, fan_members=500, fan_senders=5, fan_rates=(2, 5, 10, 20, 40),
-                  paced_rate=10, fan_seconds=5.0, sat_seconds=8.0, sat_window=2,
-                  storm_sockets=3000, storm_timeout=2.0, max_nofile=None, max_hold_pings=2.6,
-                  sample_every=10, per_ip=4000, drain_timeout=40.0),
+    "full": Scale(
+        "full",
+        workers=4,
+        window=24,
+        connect_users=5000,
+        room_size=10,
+        ping_interval=5.0,
+        idle_seconds=15.0,
+        fan_members=500,
+        fan_senders=5,
+        fan_rates=(2, 5, 10, 20, 40),
+        paced_rate=10,
+        fan_seconds=5.0,
+        sat_seconds=8.0,
+        sat_window=2,
+        storm_sockets=3000,
+        storm_timeout=2.0,
+        max_nofile=None,
+        max_hold_pings=2.6,
+        sample_every=10,
+        per_ip=4000,
+        drain_timeout=40.0,
+    ),
     # CI-sized: correctness figures in seconds. max connections runs against a server
     # whose open-file limit is lowered to 256.
-    "smoke": Scale("smoke", workers=2, window=16, connect_users=200, room_size=10, ping_interval=1.0,
-                   idle_seconds=2.5, fan_members=50, fan_senders=5, fan_rates=(10,), paced_rate=10,
-                   fan_seconds=1.0, sat_seconds=1.0, sat_window=2, storm_sockets=100,
-                   storm_timeout=0.5, max_nofile=256, max_hold_pings=2.6, sample_every=5,
-                   per_ip=60, drain_timeout=15.0),
+    "smoke": Scale(
+        "smoke",
+        workers=2,
+        window=16,
+        connect_users=200,
+        room_size=10,
+        ping_interval=1.0,
+        idle_seconds=2.5,
+        fan_members=50,
+        fan_senders=5,
+        fan_rates=(10,),
+        paced_rate=10,
+        fan_seconds=1.0,
+        sat_seconds=1.0,
+        sat_window=2,
+        storm_sockets=100,
+        storm_timeout=0.5,
+        max_nofile=256,
+        max_hold_pings=2.6,
+        sample_every=5,
+        per_ip=60,
+        drain_timeout=15.0,
+    ),
 }
 
 # Limits hubbub has and the peer does not: lifted, so that both do the same work.
 # --rate/--burst: flood control would stop the saturated senders (the peer has none);
 # --max-connections 0: no per-IP cap and no per-IP connection rate;
 # --frame-budget/--byte-budget 0: a saturated sender exceeds 1,000 frames/s.
-HUBBUB_LIFTED = ["--rate", "1000000", "--burst", "1000000", "--max-connections", "0",
-                 "--frame-budget", "0", "--byte-budget", "0"]
+HUBBUB_LIFTED = [
+    "--rate",
+    "1000000",
+    "--burst",
+    "1000000",
+    "--max-connections",
+    "0",
+    "--frame-budget",
+    "0",
+    "--byte-budget",
+    "0",
+]
 
 
 def hubbub_flags() -> list[str]:
     return list(HUBBUB_LIFTED)
 
 
-def _timeouts(hello: float = 5.0, ping: float = 30.0, pong: float = 120.0,
-              profile: float = 300.0, session: float = 3600.0) -> list[str]:
-    return ["--hello-timeout", f"{hello:g}", "--ping-interval", f"{ping:g}",
-            "--pong-timeout", f"{pong:g}", "--profile-timeout", f"{profile:g}",
-            "--max-session", f"{session:g}"]
+def _timeouts(
+    hello: float = 5.0,
+    ping: float = 30.0,
+    pong: float = 120.0,
+    profile: float = 300.0,
+    session: float = 3600.0,
+) -> list[str]:
+    return [
+        "--hello-timeout",
+        f"{hello:g}",
+        "--ping-interval",
+        f"{ping:g}",
+        "--pong-timeout",
+        f"{pong:g}",
+        "--profile-timeout",
+        f"{profile:g}",
+        "--max-session",
+        f"{session:g}",
+    ]
 
 
 #: Called as PHASE(server, scenario, "begin" | "end") around each measured phase; the
@@ -157,7 +217,9 @@ def _phase(server: ServerProcess, scenario: str, event: str) -> None:
     PHASE(server, scenario, event)
 
 
-def _start(kind: str, flags: list[str], core: int | None, nofile: int | None = None) -> ServerProcess:
+def _start(
+    kind: str, flags: list[str], core: int | None, nofile: int | None = None
+) -> ServerProcess:
     extra = HUBBUB_LIFTED if kind.startswith("hubbub") else []
     server = ServerProcess(kind, [*flags, *extra], core=core, nofile=nofile, extra_env=SERVER_ENV)
     time.sleep(0.3)  # let start-up allocations settle before the first RSS reading
@@ -182,13 +244,34 @@ def _split(total: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
-def _login(fleet: Fleet, server: ServerProcess, scale: Scale, total: int, goal: str,
-           room: str | None = None, prefix: str = "u") -> dict[str, Any]:
+def _login(
+    fleet: Fleet,
+    server: ServerProcess,
+    scale: Scale,
+    total: int,
+    goal: str,
+    room: str | None = None,
+    prefix: str = "u",
+) -> dict[str, Any]:
     timeout = max(30.0, total / 150)
-    cmds = [{"cmd": "login", "host": server.host, "port": server.port, "goal": goal, "gid0": g0,
-             "count": n, "room": room, "room_size": scale.room_size, "window": scale.window,
-             "prefix": prefix, "sample_every": scale.sample_every, "per_ip": scale.per_ip,
-             "timeout": timeout} for g0, n in _split(total, len(fleet))]
+    cmds = [
+        {
+            "cmd": "login",
+            "host": server.host,
+            "port": server.port,
+            "goal": goal,
+            "gid0": g0,
+            "count": n,
+            "room": room,
+            "room_size": scale.room_size,
+            "window": scale.window,
+            "prefix": prefix,
+            "sample_every": scale.sample_every,
+            "per_ip": scale.per_ip,
+            "timeout": timeout,
+        }
+        for g0, n in _split(total, len(fleet))
+    ]
     cpu0 = fleet.cpu_seconds()
     answers = fleet.each(cmds)
     ok = sum(a["ok"] for a in answers)
@@ -200,9 +283,17 @@ def _login(fleet: Fleet, server: ServerProcess, scale: Scale, total: int, goal: 
         took.extend(a["took"])
         why.update(a["why"])
     span = max(1e-9, t_last - t_first)
-    return {"attempted": total, "ok": ok, "failed": total - ok, "why": dict(why),
-            "per_s": ok / span, "seconds": span, "p50_ms": pct(took, 50) * 1e3,
-            "p99_ms": pct(took, 99) * 1e3, "loadgen_cpu_pct": 100 * (sum(fleet.cpu) - cpu0) / span}
+    return {
+        "attempted": total,
+        "ok": ok,
+        "failed": total - ok,
+        "why": dict(why),
+        "per_s": ok / span,
+        "seconds": span,
+        "p50_ms": pct(took, 50) * 1e3,
+        "p99_ms": pct(took, 99) * 1e3,
+        "loadgen_cpu_pct": 100 * (sum(fleet.cpu) - cpu0) / span,
+    }
 
 
 def _close_all(fleet: Fleet) -> None:
@@ -212,8 +303,9 @@ def _close_all(fleet: Fleet) -> None:
 # --- connect + idle ------------------------------------------------------------------
 
 
-def group_connect(kind: str, scale: Scale, fleet: Fleet, core: int | None,
-                  want: set[str]) -> dict[str, dict[str, Any]]:
+def group_connect(
+    kind: str, scale: Scale, fleet: Fleet, core: int | None, want: set[str]
+) -> dict[str, dict[str, Any]]:
     p = scale.ping_interval
     server = _start(kind, _timeouts(ping=p, pong=3 * p), core)
     out: dict[str, dict[str, Any]] = {}
@@ -227,9 +319,14 @@ def group_connect(kind: str, scale: Scale, fleet: Fleet, core: int | None,
         time.sleep(1.0)
         rss1 = server.rss_kb()
         out["connect"] = {
-            "users": login["ok"], "failed": login["failed"], "why": login["why"],
-            "logins_per_s": login["per_s"], "kb_per_user": (rss1 - rss0) / max(1, login["ok"]),
-            "rss_mb": rss1 / 1024, "login_p50_ms": login["p50_ms"], "login_p99_ms": login["p99_ms"],
+            "users": login["ok"],
+            "failed": login["failed"],
+            "why": login["why"],
+            "logins_per_s": login["per_s"],
+            "kb_per_user": (rss1 - rss0) / max(1, login["ok"]),
+            "rss_mb": rss1 / 1024,
+            "login_p50_ms": login["p50_ms"],
+            "login_p99_ms": login["p99_ms"],
             "loadgen_cpu_pct": login["loadgen_cpu_pct"],
             # over the login span, plus the few ms until the answers reached the coordinator
             "server_cpu_pct": 100 * cpu / login["seconds"],
@@ -237,17 +334,27 @@ def group_connect(kind: str, scale: Scale, fleet: Fleet, core: int | None,
         if "idle" in want:
             _phase(server, "idle", "begin")
             cpu0, l0, t0 = server.cpu_seconds(), sum(fleet.cpu), time.monotonic()
-            held = fleet.all({"cmd": "hold", "seconds": scale.idle_seconds,
-                              "timeout": scale.idle_seconds + 10, "min_pings": 1})
+            held = fleet.all(
+                {
+                    "cmd": "hold",
+                    "seconds": scale.idle_seconds,
+                    "timeout": scale.idle_seconds + 10,
+                    "min_pings": 1,
+                }
+            )
             _phase(server, "idle", "end")
             wall = time.monotonic() - t0
             cpu = server.cpu_seconds() - cpu0
             expected = math.floor(scale.idle_seconds / p)
             out["idle"] = {
-                "users": sum(h["live"] for h in held), "lost": sum(h["lost"] for h in held),
-                "codes": _merge(h["codes"] for h in held), "cpu_pct": 100 * cpu / wall,
-                "pings_min": min(h["pings_min"] for h in held), "pings_expected": expected,
-                "seconds": wall, "loadgen_cpu_pct": 100 * (sum(fleet.cpu) - l0) / wall,
+                "users": sum(h["live"] for h in held),
+                "lost": sum(h["lost"] for h in held),
+                "codes": _merge(h["codes"] for h in held),
+                "cpu_pct": 100 * cpu / wall,
+                "pings_min": min(h["pings_min"] for h in held),
+                "pings_expected": expected,
+                "seconds": wall,
+                "loadgen_cpu_pct": 100 * (sum(fleet.cpu) - l0) / wall,
             }
         _close_all(fleet)
     finally:
@@ -265,8 +372,9 @@ def _merge(dicts: Any) -> dict[Any, int]:
 # --- fan-out: paced sweep, then saturated ------------------------------------------------
 
 
-def _fan_level(fleet: Fleet, server: ServerProcess, scale: Scale, rate: float | None,
-               seconds: float) -> dict[str, Any]:
+def _fan_level(
+    fleet: Fleet, server: ServerProcess, scale: Scale, rate: float | None, seconds: float
+) -> dict[str, Any]:
     phase = "saturated" if rate is None else "paced" if rate == scale.paced_rate else "sweep"
     _phase(server, phase, "begin")
     try:
@@ -275,13 +383,23 @@ def _fan_level(fleet: Fleet, server: ServerProcess, scale: Scale, rate: float | 
         _phase(server, phase, "end")
 
 
-def _fan_measure(fleet: Fleet, server: ServerProcess, scale: Scale, rate: float | None,
-                 seconds: float) -> dict[str, Any]:
+def _fan_measure(
+    fleet: Fleet, server: ServerProcess, scale: Scale, rate: float | None, seconds: float
+) -> dict[str, Any]:
     senders = [i * scale.fan_members // scale.fan_senders for i in range(scale.fan_senders)]
     offsets = {g: k / len(senders) for k, g in enumerate(senders)}
     cpu0, l0, t0 = server.cpu_seconds(), sum(fleet.cpu), time.monotonic()
-    said = fleet.all({"cmd": "fanout", "senders": offsets, "room": "fan", "rate": rate,
-                      "window": scale.sat_window, "seconds": seconds, "timeout": seconds + 20})
+    said = fleet.all(
+        {
+            "cmd": "fanout",
+            "senders": offsets,
+            "room": "fan",
+            "rate": rate,
+            "window": scale.sat_window,
+            "seconds": seconds,
+            "timeout": seconds + 20,
+        }
+    )
     sent = _merge(a["sent"] for a in said)
     acked = _merge(a["acked"] for a in said)
     expect = sum(acked.values())
@@ -294,24 +412,33 @@ def _fan_measure(fleet: Fleet, server: ServerProcess, scale: Scale, rate: float 
     received = sum(d["received"] for d in drained)
     span = max(1e-9, t_last - t0)
     return {
-        "rate": rate, "members": sum(d["receivers"] for d in drained),
-        "messages": expect, "unacked": sum(sent.values()) - expect,
-        "deliveries": received, "deliveries_per_s": received / span,
+        "rate": rate,
+        "members": sum(d["receivers"] for d in drained),
+        "messages": expect,
+        "unacked": sum(sent.values()) - expect,
+        "deliveries": received,
+        "deliveries_per_s": received / span,
         "offered_per_s": None if rate is None else rate * len(senders) * scale.fan_members,
-        "lost": sum(d["short"] for d in drained), "lost_conns": sum(d["lost_conns"] for d in drained),
-        "seq_gaps": sum(d["gaps"] for d in drained), "errors": sum(d["errors"] for d in drained),
-        "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3, "max_ms": max(lat, default=math.nan) * 1e3,
+        "lost": sum(d["short"] for d in drained),
+        "lost_conns": sum(d["lost_conns"] for d in drained),
+        "seq_gaps": sum(d["gaps"] for d in drained),
+        "errors": sum(d["errors"] for d in drained),
+        "p50_ms": pct(lat, 50) * 1e3,
+        "p99_ms": pct(lat, 99) * 1e3,
+        "max_ms": max(lat, default=math.nan) * 1e3,
         "samples": len(lat),
         "fairness": min(sent.values()) / max(1, max(sent.values())) if sent else math.nan,
         "sent_per_sender": [sent[g] for g in sorted(sent)],
         "pacing_lag_ms": max(a["lag"] for a in said) * 1e3,
-        "seconds": span, "server_cpu_pct": 100 * (server.cpu_seconds() - cpu0) / (t_end - t0),
+        "seconds": span,
+        "server_cpu_pct": 100 * (server.cpu_seconds() - cpu0) / (t_end - t0),
         "loadgen_cpu_pct": 100 * (sum(fleet.cpu) - l0) / (t_end - t0),
     }
 
 
-def group_fanout(kind: str, scale: Scale, fleet: Fleet, core: int | None,
-                 want: set[str]) -> dict[str, dict[str, Any]]:
+def group_fanout(
+    kind: str, scale: Scale, fleet: Fleet, core: int | None, want: set[str]
+) -> dict[str, dict[str, Any]]:
     server = _start(kind, _timeouts(), core)
     out: dict[str, dict[str, Any]] = {}
     try:
@@ -319,10 +446,13 @@ def group_fanout(kind: str, scale: Scale, fleet: Fleet, core: int | None,
         if login["failed"]:
             raise RuntimeError(f"fan-out room: {login['failed']} logins failed: {login['why']}")
         if "paced" in want:
-            sweep = [_fan_level(fleet, server, scale, rate, scale.fan_seconds)
-                     for rate in scale.fan_rates]
-            out["paced"] = dict(next(s for s in sweep if s["rate"] == scale.paced_rate),
-                                sweep=sweep)
+            sweep = [
+                _fan_level(fleet, server, scale, rate, scale.fan_seconds)
+                for rate in scale.fan_rates
+            ]
+            out["paced"] = dict(
+                next(s for s in sweep if s["rate"] == scale.paced_rate), sweep=sweep
+            )
         if "saturated" in want:
             out["saturated"] = _fan_level(fleet, server, scale, None, scale.sat_seconds)
         _close_all(fleet)
@@ -334,8 +464,9 @@ def group_fanout(kind: str, scale: Scale, fleet: Fleet, core: int | None,
 # --- hello storm --------------------------------------------------------------------------
 
 
-def group_storm(kind: str, scale: Scale, fleet: Fleet, core: int | None,
-                want: set[str]) -> dict[str, dict[str, Any]]:
+def group_storm(
+    kind: str, scale: Scale, fleet: Fleet, core: int | None, want: set[str]
+) -> dict[str, dict[str, Any]]:
     t = scale.storm_timeout
     server = _start(kind, _timeouts(hello=t), core)
     try:
@@ -353,21 +484,29 @@ def group_storm(kind: str, scale: Scale, fleet: Fleet, core: int | None,
         _close_all(fleet)
     finally:
         server.close()
-    return {"storm": {
-        "sockets": scale.storm_sockets, "opened": opened["ok"], "open_failed": opened["failed"],
-        "opens_per_s": opened["per_s"], "closed_4001": codes.get(4001, 0),
-        "codes": {str(k): v for k, v in codes.items()},
-        "still_open": sum(e["still_open"] for e in ends),
-        "late_p50_ms": pct(late, 50) * 1e3, "late_p99_ms": pct(late, 99) * 1e3,
-        "late_max_ms": max(late, default=math.nan) * 1e3, "server_cpu_pct": storm_cpu,
-    }}
+    return {
+        "storm": {
+            "sockets": scale.storm_sockets,
+            "opened": opened["ok"],
+            "open_failed": opened["failed"],
+            "opens_per_s": opened["per_s"],
+            "closed_4001": codes.get(4001, 0),
+            "codes": {str(k): v for k, v in codes.items()},
+            "still_open": sum(e["still_open"] for e in ends),
+            "late_p50_ms": pct(late, 50) * 1e3,
+            "late_p99_ms": pct(late, 99) * 1e3,
+            "late_max_ms": max(late, default=math.nan) * 1e3,
+            "server_cpu_pct": storm_cpu,
+        }
+    }
 
 
 # --- max connections ------------------------------------------------------------------------
 
 
-def group_maxconn(kind: str, scale: Scale, fleet: Fleet, core: int | None,
-                  want: set[str]) -> dict[str, dict[str, Any]]:
+def group_maxconn(
+    kind: str, scale: Scale, fleet: Fleet, core: int | None, want: set[str]
+) -> dict[str, dict[str, Any]]:
     p = scale.ping_interval
     hold = scale.max_hold_pings * p
     # Every rule armed: hello and profile while logging in, session, ping, and a pong
@@ -388,15 +527,25 @@ def group_maxconn(kind: str, scale: Scale, fleet: Fleet, core: int | None,
         _close_all(fleet)
     finally:
         server.close()
-    return {"maxconn": {
-        "nofile": limit, "attempted": target, "logged_in": login["ok"], "failed": login["failed"],
-        "why": login["why"], "logins_per_s": login["per_s"],
-        "held": sum(h["live"] for h in held), "answering": sum(h["answering"] for h in held),
-        "lost": sum(h["lost"] for h in held), "codes": _merge(h["codes"] for h in held),
-        "pings_min": min(h["pings_min"] for h in held), "hold_seconds": hold,
-        "kb_per_user": (rss1 - rss0) / max(1, login["ok"]), "rss_mb": rss1 / 1024,
-        "server_alive": alive,
-    }}
+    return {
+        "maxconn": {
+            "nofile": limit,
+            "attempted": target,
+            "logged_in": login["ok"],
+            "failed": login["failed"],
+            "why": login["why"],
+            "logins_per_s": login["per_s"],
+            "held": sum(h["live"] for h in held),
+            "answering": sum(h["answering"] for h in held),
+            "lost": sum(h["lost"] for h in held),
+            "codes": _merge(h["codes"] for h in held),
+            "pings_min": min(h["pings_min"] for h in held),
+            "hold_seconds": hold,
+            "kb_per_user": (rss1 - rss0) / max(1, login["ok"]),
+            "rss_mb": rss1 / 1024,
+            "server_alive": alive,
+        }
+    }
 
 
 GROUPS: dict[str, tuple[tuple[str, ...], Callable[..., dict[str, dict[str, Any]]]]] = {
@@ -423,10 +572,15 @@ class RetryBudget:
         self.left = seconds
 
 
-def run(kind: str, scale: Scale, scenarios: tuple[str, ...] = SCENARIOS, fleet: Fleet | None = None,
-        cores: tuple[int | None, int | None] = (None, None),
-        log: Callable[[str], None] = lambda s: None,
-        budget: RetryBudget | None = None) -> dict[str, Any]:
+def run(
+    kind: str,
+    scale: Scale,
+    scenarios: tuple[str, ...] = SCENARIOS,
+    fleet: Fleet | None = None,
+    cores: tuple[int | None, int | None] = (None, None),
+    log: Callable[[str], None] = lambda s: None,
+    budget: RetryBudget | None = None,
+) -> dict[str, Any]:
     """Every requested scenario once against ``kind``; returns {scenario: figures}.
 
     Each scenario's figures carry ``other_cpu_pct``: CPU used meanwhile by processes
@@ -447,12 +601,16 @@ def run(kind: str, scale: Scale, scenarios: tuple[str, ...] = SCENARIOS, fleet: 
                 t0 = time.monotonic()
                 log(f"{kind}: {group} ...")
                 OTHER.clear()
-                out = {k: v for k, v in fn(kind, scale, fleet, server_core, want).items() if k in want}
+                out = {
+                    k: v for k, v in fn(kind, scale, fleet, server_core, want).items() if k in want
+                }
                 for name, figures in out.items():
                     figures["other_cpu_pct"] = OTHER.get(name, math.nan)
                 noise = max((f["other_cpu_pct"] for f in out.values()), default=0.0)
-                log(f"{kind}: {group} done in {time.monotonic() - t0:.1f} s "
-                    f"(other processes: {noise:.0f}% of a core)")
+                log(
+                    f"{kind}: {group} done in {time.monotonic() - t0:.1f} s "
+                    f"(other processes: {noise:.0f}% of a core)"
+                )
                 if best is None or noise < max(f["other_cpu_pct"] for f in best.values()):
                     best = out
                 took = time.monotonic() - t0

@@ -38,8 +38,10 @@ MODES = {
     # -i: seconds between the follow-up bytes of each connection (headers, body, reads).
     "H": ("slowloris: headers that never end", ["-H", "-i", "5"]),
     "B": ("slow body: POST body a few bytes at a time", ["-B", "-i", "5", "-s", "100000"]),
-    "X": ("slow read: 1-64 byte TCP window, 32 bytes read per second",
-          ["-X", "-k", "3", "-w", "1", "-y", "64", "-n", "1", "-z", "32"]),
+    "X": (
+        "slow read: 1-64 byte TCP window, 32 bytes read per second",
+        ["-X", "-k", "3", "-w", "1", "-y", "64", "-n", "1", "-z", "32"],
+    ),
 }
 BEGIN, END = "<!-- slowhttp:begin -->", "<!-- slowhttp:end -->"
 
@@ -69,14 +71,32 @@ def healthz(port: int, timeout: float = 3.0) -> float | None:
         return None
 
 
-def run_mode(mode: str, *, connections: int, rate: int, length: int, nofile: int,
-             flags: list[str], log: Any) -> dict[str, Any]:
+def run_mode(
+    mode: str, *, connections: int, rate: int, length: int, nofile: int, flags: list[str], log: Any
+) -> dict[str, Any]:
     title, args = MODES[mode]
-    with tempfile.TemporaryDirectory(prefix="slowhttp-") as tmp, \
-            ServerProcess("hubbub", flags, nofile=nofile) as node:
+    with (
+        tempfile.TemporaryDirectory(prefix="slowhttp-") as tmp,
+        ServerProcess("hubbub", flags, nofile=nofile) as node,
+    ):
         prefix = str(Path(tmp) / "run")
-        argv = ["slowhttptest", *args, "-c", str(connections), "-r", str(rate), "-l", str(length),
-                "-p", "3", "-g", "-o", prefix, "-u", f"http://127.0.0.1:{node.port}/"]
+        argv = [
+            "slowhttptest",
+            *args,
+            "-c",
+            str(connections),
+            "-r",
+            str(rate),
+            "-l",
+            str(length),
+            "-p",
+            "3",
+            "-g",
+            "-o",
+            prefix,
+            "-u",
+            f"http://127.0.0.1:{node.port}/",
+        ]
         log(f"{mode}: {' '.join(argv)}")
         samples: list[dict[str, Any]] = []
         stop = threading.Event()
@@ -88,8 +108,14 @@ def run_mode(mode: str, *, connections: int, rate: int, length: int, nofile: int
                 login = polite_login(node.port, f"polite{n}")
                 health = healthz(node.port)
                 fds = node.open_files() if node.alive() else None
-                samples.append({"t": round(time.monotonic() - t0, 1), "login": login,
-                                "healthz": health, "fds": fds})
+                samples.append(
+                    {
+                        "t": round(time.monotonic() - t0, 1),
+                        "login": login,
+                        "healthz": health,
+                        "fds": fds,
+                    }
+                )
                 stop.wait(max(0.0, n - (time.monotonic() - t0)))
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -102,25 +128,37 @@ def run_mode(mode: str, *, connections: int, rate: int, length: int, nofile: int
         text = node.log_text()
         traceback = "Traceback" in text
         if traceback:
-            log(f"{mode}: the node printed a traceback:\n{text[text.index('Traceback'):][:3000]}")
+            log(f"{mode}: the node printed a traceback:\n{text[text.index('Traceback') :][:3000]}")
         rows = list(csv.DictReader(open(prefix + ".csv"))) if Path(prefix + ".csv").exists() else []
     if not rows:
-        raise RuntimeError(f"slowhttptest wrote no CSV: {attack.stdout[-2000:]} {attack.stderr[-2000:]}")
+        raise RuntimeError(
+            f"slowhttptest wrote no CSV: {attack.stdout[-2000:]} {attack.stderr[-2000:]}"
+        )
     available = [int(r["Service Available"]) > 0 for r in rows]
     logins = [s["login"] for s in samples]
     ok = [x for x in logins if x is not None]
     health = [s["healthz"] for s in samples if s["healthz"] is not None]
     return {
-        "mode": mode, "title": title, "flags": " ".join(flags) or "(defaults)",
+        "mode": mode,
+        "title": title,
+        "flags": " ".join(flags) or "(defaults)",
         "command": " ".join(argv[:-3] + ["run", "-u", "http://127.0.0.1:PORT/"]),
-        "seconds": len(rows), "available": sum(available), "first_unavailable":
-            next((int(r["Seconds"]) for r, a in zip(rows, available, strict=True) if not a), None),
+        "seconds": len(rows),
+        "available": sum(available),
+        "first_unavailable": next(
+            (int(r["Seconds"]) for r, a in zip(rows, available, strict=True) if not a), None
+        ),
         "max_connected": max(int(r["Connected"]) for r in rows),
         "closed": int(rows[-1]["Closed"]),
-        "logins": len(logins), "logins_ok": len(ok), "login_max": max(ok, default=None),
-        "healthz_ok": len(health), "healthz_max": max(health, default=None),
+        "logins": len(logins),
+        "logins_ok": len(ok),
+        "login_max": max(ok, default=None),
+        "healthz_ok": len(health),
+        "healthz_max": max(health, default=None),
         "fds_max": max((s["fds"] for s in samples if s["fds"]), default=None),
-        "rss_mb": round(rss_kb / 1024) if rss_kb else None, "alive": alive, "traceback": traceback,
+        "rss_mb": round(rss_kb / 1024) if rss_kb else None,
+        "alive": alive,
+        "traceback": traceback,
     }
 
 
@@ -142,17 +180,20 @@ def table(results: list[dict[str, Any]], nofile: int, connections: int) -> str:
         f"+ {cap.admin_reserve} for loopback) and shedding the socket longest before the chat "
         "do the work.",
         "",
-        "| attack | node FLAGS | slowhttptest \"service available\" | polite logins | slowest login | /healthz answered | node's fds (max) | RSS after | traceback |",
+        '| attack | node FLAGS | slowhttptest "service available" | polite logins | slowest login | /healthz answered | node\'s fds (max) | RSS after | traceback |',
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
+
         def secs(x: float | None) -> str:
             return "—" if x is None else f"{x:.2f} s"
+
         lines.append(
             f"| `{r['mode']}` {r['title']} (max {r['max_connected']} connected at once) "
             f"| `{r['flags']}` | {r['available']}/{r['seconds']} s | {r['logins_ok']}/{r['logins']} "
             f"| {secs(r['login_max'])} | {r['healthz_ok']}/{r['logins']} | {r['fds_max']} "
-            f"| {r['rss_mb']} MB | {'yes' if r['traceback'] else 'none'} |")
+            f"| {r['rss_mb']} MB | {'yes' if r['traceback'] else 'none'} |"
+        )
     lines += ["", "Commands (the URL's port is the node's):", ""]
     lines += [f"- `{c}`" for c in dict.fromkeys(r["command"] for r in results)]
     return "\n".join(lines)
@@ -167,8 +208,9 @@ def write_doc(path: Path, text: str) -> None:
     path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
 
 
-def main(modes: str, connections: int, rate: int, length: int, nofile: int, doc: str,
-         log: Any) -> int:
+def main(
+    modes: str, connections: int, rate: int, length: int, nofile: int, doc: str, log: Any
+) -> int:
     # The polite client's library logs its own connections cut under load: noise here.
     logging.getLogger("websockets").setLevel(logging.CRITICAL)
     if shutil.which("slowhttptest") is None:
@@ -177,10 +219,19 @@ def main(modes: str, connections: int, rate: int, length: int, nofile: int, doc:
     # The node's defaults.  A mode runs for less than the 60 s pre-chat deadlines, so what
     # keeps the node available here is the accept-level cap (under the fd limit) and the
     # shedding of the sockets longest before the chat; the deadlines have their own tests.
-    results = [run_mode(m, connections=connections, rate=rate, length=length, nofile=nofile,
-                        flags=flags, log=log)
-               for m in re.findall(r"[HBX]", modes)
-               for flags in ([], ["--max-pending-per-ip", "0"])]
+    results = [
+        run_mode(
+            m,
+            connections=connections,
+            rate=rate,
+            length=length,
+            nofile=nofile,
+            flags=flags,
+            log=log,
+        )
+        for m in re.findall(r"[HBX]", modes)
+        for flags in ([], ["--max-pending-per-ip", "0"])
+    ]
     text = table(results, nofile, connections)
     print(text)
     if doc:

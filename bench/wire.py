@@ -13,8 +13,19 @@ import json
 import struct
 
 __all__ = [
-    "MASK", "masked", "masked_close", "upgrade_request", "split_frames", "parse_response",
-    "HELLO", "PONG", "PING", "OP_TEXT", "OP_CLOSE", "OP_PING", "OP_PONG",
+    "MASK",
+    "masked",
+    "masked_close",
+    "upgrade_request",
+    "split_frames",
+    "parse_response",
+    "HELLO",
+    "PONG",
+    "PING",
+    "OP_TEXT",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
 ]
 
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA

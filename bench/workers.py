@@ -57,12 +57,30 @@ def run(workers: int, per_worker: int, hold_pings: float, ping: float) -> dict[s
     server_core, load_core = cores()
     scale = SCALES["full"]
     with RedisServer() as redis:
-        flags = ["--workers", str(workers), "--redis", redis.url,
-                 *_timeouts(ping=ping, pong=2 * ping, session=3600)]
+        flags = [
+            "--workers",
+            str(workers),
+            "--redis",
+            redis.url,
+            *_timeouts(ping=ping, pong=2 * ping, session=3600),
+        ]
         # The supervisor and its workers share core 0 only when pinned: with N workers
         # they need the cores, so nothing is pinned here (the load generator included).
-        server = ServerProcess("hubbub", [*flags, "--rate", "1000000", "--burst", "1000000", "--frame-budget", "0",
-                                          "--max-connections", "0"], core=None)
+        server = ServerProcess(
+            "hubbub",
+            [
+                *flags,
+                "--rate",
+                "1000000",
+                "--burst",
+                "1000000",
+                "--frame-budget",
+                "0",
+                "--max-connections",
+                "0",
+            ],
+            core=None,
+        )
         try:
             time.sleep(1.0)
             pids = _children(server.pid)
@@ -74,31 +92,51 @@ def run(workers: int, per_worker: int, hold_pings: float, ping: float) -> dict[s
                 took = time.monotonic() - t0
                 rss1 = {p: _rss_kb(p) for p in pids}
                 hold = hold_pings * ping
-                held = fleet.all({"cmd": "hold", "seconds": hold, "timeout": hold + 20,
-                                  "min_pings": max(1, int(hold_pings) - 1)})
+                held = fleet.all(
+                    {
+                        "cmd": "hold",
+                        "seconds": hold,
+                        "timeout": hold + 20,
+                        "min_pings": max(1, int(hold_pings) - 1),
+                    }
+                )
                 alive = server.alive()
                 _close_all(fleet)
         finally:
             server.close()
     users = login["ok"]
     return {
-        "workers": workers, "attempted": workers * per_worker, "logged_in": users,
-        "failed": login["failed"], "why": login["why"], "login_seconds": round(took, 1),
+        "workers": workers,
+        "attempted": workers * per_worker,
+        "logged_in": users,
+        "failed": login["failed"],
+        "why": login["why"],
+        "login_seconds": round(took, 1),
         "logins_per_s": round(login["per_s"]),
-        "answering": sum(h["answering"] for h in held), "held": sum(h["live"] for h in held),
-        "lost": sum(h["lost"] for h in held), "hold_seconds": hold_pings * ping,
+        "answering": sum(h["answering"] for h in held),
+        "held": sum(h["live"] for h in held),
+        "lost": sum(h["lost"] for h in held),
+        "hold_seconds": hold_pings * ping,
         "rss_mb_per_worker": {str(p): round(rss1[p] / 1024, 1) for p in pids},
         "kb_per_user": round((sum(rss1.values()) - sum(rss0.values())) / max(1, users), 1),
-        "server_alive": alive, "cores": [server_core, load_core],
+        "server_alive": alive,
+        "cores": [server_core, load_core],
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.workers",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--per-worker", type=int, default=18_500,
-                   help="users per worker process (each has a 20,000 open-file limit)")
+    p.add_argument(
+        "--per-worker",
+        type=int,
+        default=18_500,
+        help="users per worker process (each has a 20,000 open-file limit)",
+    )
     p.add_argument("--hold", type=float, default=3, help="hold this many ping intervals")
     p.add_argument("--ping", type=float, default=5.0, help="--ping-interval of the node")
     args = p.parse_args(argv)

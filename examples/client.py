@@ -21,10 +21,12 @@ from websockets.exceptions import ConnectionClosed
 
 def stdin_lines(loop, queue):
     """Feed stdin's lines into an asyncio queue (None at end of input), from a thread."""
+
     def read():
         for line in sys.stdin:
             loop.call_soon_threadsafe(queue.put_nowait, line.rstrip("\n"))
         loop.call_soon_threadsafe(queue.put_nowait, None)
+
     threading.Thread(target=read, daemon=True).start()
 
 
@@ -34,7 +36,9 @@ async def typed(ws, room, queue):
     while (line := await queue.get()) is not None:
         if line.strip():
             n += 1
-            await ws.send(json.dumps({"type": "say", "room": room, "text": line, "id": f"line-{n}"}))
+            await ws.send(
+                json.dumps({"type": "say", "room": room, "text": line, "id": f"line-{n}"})
+            )
     await ws.send(json.dumps({"type": "bye"}))
 
 
@@ -42,6 +46,7 @@ async def chat(url, nick, room, text):
     lines, typing = asyncio.Queue(), None
     # No Origin header: the server lets non-browser clients in from anywhere.
     async with connect(url) as ws:
+
         async def send(**frame):
             await ws.send(json.dumps(frame))
 

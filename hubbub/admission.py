@@ -296,8 +296,14 @@ class AcceptGate:
     returns the sockets whose deadline passed, each once per deadline.
     """
 
-    def __init__(self, *, max_sockets: int, admin_reserve: int = 0, max_pending_per_ip: int = 0,
-                 timeouts: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_sockets: int,
+        admin_reserve: int = 0,
+        max_pending_per_ip: int = 0,
+        timeouts: dict[str, float] | None = None,
+    ) -> None:
         if max_sockets < 1 or admin_reserve < 0 or max_pending_per_ip < 0:
             raise ValueError("need max_sockets >= 1, admin_reserve >= 0, max_pending_per_ip >= 0")
         self.max_sockets = max_sockets
@@ -318,8 +324,9 @@ class AcceptGate:
         #: what happened so far, for /debug/stats
         self.counts = {"accepted": 0, "refused": 0, "shed": 0, "expired": 0}
 
-    def admit(self, ip: str, now: float, conn: Any = None, *, loopback: bool = False,
-              tls: bool = False) -> tuple[GateTicket | None, list[GateTicket]]:
+    def admit(
+        self, ip: str, now: float, conn: Any = None, *, loopback: bool = False, tls: bool = False
+    ) -> tuple[GateTicket | None, list[GateTicket]]:
         """A socket from ``ip`` was accepted: ``(ticket, shed)``.  ``ticket`` None: refuse
         it.  ``shed``: sockets to close to make room."""
         shed: list[GateTicket] = []

@@ -81,7 +81,9 @@ class Config:
     auth_public_key: str | None = None  #: PEM file: RS256/ES256/EdDSA public key for JWTs
     auth_audience: str | None = None  #: required `aud` claim
     auth_issuer: str | None = None  #: required `iss` claim
-    auth_mode: str = "required"  #: required: every profile needs a token; optional: guests use unbound nicks
+    auth_mode: str = (
+        "required"  #: required: every profile needs a token; optional: guests use unbound nicks
+    )
 
     @property
     def timeouts(self) -> dict[str, float]:
@@ -101,7 +103,9 @@ class ConfigError(ValueError):
 
 # Converters take a raw value (a str from a flag or env var, a native value from TOML)
 # and return the typed value or raise ValueError with the problem; the caller adds where.
-def _number(kind: type[int] | type[float], lo: float, hi: float = math.inf, above: bool = False) -> Callable:
+def _number(
+    kind: type[int] | type[float], lo: float, hi: float = math.inf, above: bool = False
+) -> Callable:
     def convert(v: Any) -> Any:
         x: Any
         try:  # exact type test: bool is an int, and `port = true` must not become port 1
@@ -181,7 +185,9 @@ _KINDS: dict[str, Callable[[Any], Any]] = {
     "redis-url": _text(lambda s: s.startswith(_REDIS), f"must start with {' or '.join(_REDIS)}"),
     "file": _text(lambda s: Path(s).is_file(), "no such file: {}"),
     "text|json": _text(lambda s: s in ("text", "json"), "must be 'text' or 'json' (got {!r})"),
-    "required|optional": _text(lambda s: s in ("required", "optional"), "must be 'required' or 'optional' (got {!r})"),
+    "required|optional": _text(
+        lambda s: s in ("required", "optional"), "must be 'required' or 'optional' (got {!r})"
+    ),
     "float>=0": _number(float, 0),
     "int>=64": _number(int, 64),
     "int>=1024": _number(int, 1024),
@@ -296,7 +302,9 @@ def _read_file(path: str, where: str) -> tuple[dict[str, tuple[Any, str]], dict[
     for name, settings in table.items():
         where = f'[plugins."{name}"] in {path}'
         if not _PLUGIN.fullmatch(name):
-            raise ConfigError(f"{where}: settings tables are keyed by module:Class; {_entry_point_hint(name)}")
+            raise ConfigError(
+                f"{where}: settings tables are keyed by module:Class; {_entry_point_hint(name)}"
+            )
         if not isinstance(settings, dict):
             raise ConfigError(f"{where}: must be a table of settings (got {settings!r})")
     return raw, table
@@ -339,7 +347,9 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
         raise ConfigError("--auth-secret and --auth-public-key: give one of them")
     if cfg.auth_secret is not None and len(cfg.auth_secret.encode()) < 32:
         # RFC 7518 section 3.2: an HMAC key at least as long as the hash (HS256: 32 bytes).
-        raise ConfigError(f"{raw['auth-secret'][1]}: must be at least 32 bytes (RFC 7518 section 3.2)")
+        raise ConfigError(
+            f"{raw['auth-secret'][1]}: must be at least 32 bytes (RFC 7518 section 3.2)"
+        )
     if (cfg.certfile is None) != (cfg.keyfile is None):
         given, missing = ("certfile", "keyfile") if cfg.certfile else ("keyfile", "certfile")
         raise ConfigError(f"--{given} needs --{missing}, TLS needs both (from {raw[given][1]})")

@@ -38,9 +38,11 @@ log = logging.getLogger("hubbub.gate")
 
 # Sent to a plain-HTTP socket the gate refuses: the contract's answer to a client over a
 # connection limit, and short enough to fit any fresh socket's send buffer (never blocks).
-_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
-            b"Content-Length: 29\r\n\r\ntoo many connections, retry\r\n")
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
+    b"Content-Length: 29\r\n\r\ntoo many connections, retry\r\n"
+)
 # File descriptors the automatic --max-sockets leaves spare: 64 for everything that is
 # not a client socket (the listener, epoll, logs, the SQLite store, Redis, plugin files),
 # SHED_SLACK for shed sockets on their way out, and one accept batch (gevent accepts up to
@@ -57,8 +59,13 @@ def gate_for(config: Any, fd_limit: int) -> AcceptGate:
         admin_reserve=config.admin_reserve,
         # --max-connections 0 means "every client has the proxy's address": no per-IP caps.
         max_pending_per_ip=config.max_pending_per_ip if config.max_connections else 0,
-        timeouts={"handshake": config.tls_handshake_timeout, "headers": config.header_timeout,
-                  "body": config.body_timeout, "idle": config.keepalive_timeout})
+        timeouts={
+            "handshake": config.tls_handshake_timeout,
+            "headers": config.header_timeout,
+            "body": config.body_timeout,
+            "idle": config.keepalive_timeout,
+        },
+    )
 
 
 def _raw(sock: Any) -> Any:
@@ -137,8 +144,11 @@ class GatedServer(WSGIServer):
             now = self.clock.monotonic()
             if now >= self._quiet_until:
                 self._quiet_until = now + 10.0
-                log.warning("out of file descriptors (%s): shedding the oldest connection "
-                            "not yet in chat; lower --max-sockets", exc.strerror)
+                log.warning(
+                    "out of file descriptors (%s): shedding the oldest connection "
+                    "not yet in chat; lower --max-sockets",
+                    exc.strerror,
+                )
             for _ in range(self.emfile_batch):
                 victim = self.gate.shed_oldest()
                 if victim is None:
@@ -153,8 +163,9 @@ class GatedServer(WSGIServer):
         ip = address[0] if isinstance(address, tuple) else ""
         tls = hasattr(sock, "do_handshake")
         conn: Any = None
-        ticket, shed = self.gate.admit(ip, self.clock.monotonic(), sock,
-                                       loopback=is_loopback(ip), tls=tls)
+        ticket, shed = self.gate.admit(
+            ip, self.clock.monotonic(), sock, loopback=is_loopback(ip), tls=tls
+        )
         for victim in shed:
             log.debug("closing a connection from %s (%s) to make room", victim.ip, victim.phase)
             self._drop(victim)
@@ -216,10 +227,16 @@ class GatedServer(WSGIServer):
                 delta = {k: counts[k] - seen[k] for k in ("shed", "refused", "expired")}
                 seen = counts
                 if any(delta.values()):
-                    log.info("gate: %d closed at a deadline, %d shed to make room, %d refused in the "
-                             "last %gs; %d sockets open, %d before the chat", delta["expired"],
-                             delta["shed"], delta["refused"], self.summary_every, self.gate.open,
-                             self.gate.waiting())
+                    log.info(
+                        "gate: %d closed at a deadline, %d shed to make room, %d refused in the "
+                        "last %gs; %d sockets open, %d before the chat",
+                        delta["expired"],
+                        delta["shed"],
+                        delta["refused"],
+                        self.summary_every,
+                        self.gate.open,
+                        self.gate.waiting(),
+                    )
 
     def expire(self, now: float) -> None:
         """Act on every deadline that has passed."""

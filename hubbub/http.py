@@ -34,16 +34,29 @@ log = logging.getLogger("hubbub.http")
 StartResponse = Callable[..., Any]
 Route = Callable[[dict[str, Any]], tuple[Any, ...]]  # (status, type, body[, headers])
 
-_STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 403: "403 Forbidden",
-           404: "404 Not Found", 405: "405 Method Not Allowed", 408: "408 Request Timeout",
-           413: "413 Payload Too Large", 415: "415 Unsupported Media Type",
-           426: "426 Upgrade Required", 429: "429 Too Many Requests", 503: "503 Service Unavailable"}
+_STATUS = {
+    200: "200 OK",
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    403: "403 Forbidden",
+    404: "404 Not Found",
+    405: "405 Method Not Allowed",
+    408: "408 Request Timeout",
+    413: "413 Payload Too Large",
+    415: "415 Unsupported Media Type",
+    426: "426 Upgrade Required",
+    429: "429 Too Many Requests",
+    503: "503 Service Unavailable",
+}
 
 # On every response (issue 15 "HTTP edges"): no MIME sniffing of JSON into HTML, no
 # framing (clickjacking the debug page or the chat), no URL leaking to other sites.
 # Responses that are not pages get a policy that allows nothing at all.
-SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
-                    ("Referrer-Policy", "no-referrer")]
+SECURITY_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+]
 _NOTHING = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 _SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
 
@@ -53,11 +66,15 @@ def page_policy(html: bytes) -> str:
     else runs: an injected script has another hash), the WebSocket and fetches to this
     origin only, the data: favicon.  Styles may be inline (the client sets ``style``
     attributes for avatar colours; CSS cannot run code)."""
-    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'"
-                      for s in _SCRIPT.findall(html))
-    return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
-            "img-src data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
-            "frame-ancestors 'none'")
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'"
+        for s in _SCRIPT.findall(html)
+    )
+    return (
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "
+        "img-src data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+        "frame-ancestors 'none'"
+    )
 
 
 def _static(name: str) -> bytes:
@@ -77,7 +94,11 @@ def process_stats() -> dict[str, int]:
     fds = len(os.listdir("/proc/self/fd"))
     with open("/proc/self/statm") as f:
         rss_pages = int(f.read().split()[1])
-    return {"greenlets": greenlets, "fds": fds, "rss_kb": rss_pages * os.sysconf("SC_PAGE_SIZE") // 1024}
+    return {
+        "greenlets": greenlets,
+        "fds": fds,
+        "rss_kb": rss_pages * os.sysconf("SC_PAGE_SIZE") // 1024,
+    }
 
 
 class App:
@@ -96,7 +117,9 @@ class App:
         self.pages = {"/": _static("index.html"), "/debug": _static("debug.html")}
         # Keyed by the page's bytes object: respond() looks it up by the body it sends.
         self.policies = {body: page_policy(body) for body in self.pages.values()}
-        self.admin_hosts = AdminHosts(getattr(config, "host", None), getattr(config, "admin_hosts", ()))
+        self.admin_hosts = AdminHosts(
+            getattr(config, "host", None), getattr(config, "admin_hosts", ())
+        )
         self.throttle = FailureThrottle()
         # /debug's queries cost a bounded amount per request (hubbub/inspect.py); /metrics
         # reads the same incremental counts instead of walking every actor.
@@ -114,7 +137,9 @@ class App:
             ("GET", "/"): lambda env: self.page("/"),
             ("POST", "/admin/kick"): self.guarded(self.admin_kick),
         }
-        self.prefix_routes: list[tuple[str, str, Callable[[dict[str, Any]], tuple[int, str, Any]]]] = [
+        self.prefix_routes: list[
+            tuple[str, str, Callable[[dict[str, Any]], tuple[int, str, Any]]]
+        ] = [
             ("GET", "/debug/actors/", self.guarded(self.inspector.actor_route)),
         ]
 
@@ -123,33 +148,62 @@ class App:
         if path == "/ws":
             conn = environ.get("hubbub.connection")
             if conn is None:
-                return self.respond(start_response, 426, "text/plain", b"WebSocket upgrade required\n")
+                return self.respond(
+                    start_response, 426, "text/plain", b"WebSocket upgrade required\n"
+                )
             self.serve_websocket(conn)
             return []
         route = self.routes.get((method, path)) or next(
-            (r for m, p, r in self.prefix_routes if m == method and path.startswith(p)), None)
+            (r for m, p, r in self.prefix_routes if m == method and path.startswith(p)), None
+        )
         if route is None:
-            known = any(p == path for _m, p in self.routes) or any(path.startswith(p) for _m, p, _r in
-                                                                   self.prefix_routes)
+            known = any(p == path for _m, p in self.routes) or any(
+                path.startswith(p) for _m, p, _r in self.prefix_routes
+            )
             code = 405 if known else 404
-            return self.respond(start_response, code, "application/json",
-                                json.dumps({"error": _STATUS[code][4:]}).encode())
+            return self.respond(
+                start_response,
+                code,
+                "application/json",
+                json.dumps({"error": _STATUS[code][4:]}).encode(),
+            )
         status, ctype, body, *extra = route(environ)
         return self.respond(start_response, status, ctype, body, *extra)
 
-    def respond(self, start_response: StartResponse, status: int, ctype: str, body: Any,
-                headers: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
+    def respond(
+        self,
+        start_response: StartResponse,
+        status: int,
+        ctype: str,
+        body: Any,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> Iterable[bytes]:
         if not isinstance(body, bytes):
             # A stream of chunks (the full /debug/actors tree): written as it is made,
             # chunked, so the walk can yield to the chat between slices.
-            start_response(_STATUS[status], [("Content-Type", ctype), ("Cache-Control", "no-store"),
-                                             *SECURITY_HEADERS, ("Content-Security-Policy", _NOTHING),
-                                             *(headers or [])])
+            start_response(
+                _STATUS[status],
+                [
+                    ("Content-Type", ctype),
+                    ("Cache-Control", "no-store"),
+                    *SECURITY_HEADERS,
+                    ("Content-Security-Policy", _NOTHING),
+                    *(headers or []),
+                ],
+            )
             return body
         policy = self.policies.get(body, _NOTHING) if ctype.startswith("text/html") else _NOTHING
-        start_response(_STATUS[status], [("Content-Type", ctype), ("Content-Length", str(len(body))),
-                                         ("Cache-Control", "no-store"), *SECURITY_HEADERS,
-                                         ("Content-Security-Policy", policy), *(headers or [])])
+        start_response(
+            _STATUS[status],
+            [
+                ("Content-Type", ctype),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+                *SECURITY_HEADERS,
+                ("Content-Security-Policy", policy),
+                *(headers or []),
+            ],
+        )
         return [body]
 
     # --- the chat socket ------------------------------------------------------------
@@ -166,8 +220,13 @@ class App:
 
     def healthz(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
         stats = self.system.stats()
-        body = {"status": "ok", "users": stats["users"], "rooms": stats["rooms"],
-                "pending_timers": stats["pending_timers"], "protocol": 1}
+        body = {
+            "status": "ok",
+            "users": stats["users"],
+            "rooms": stats["rooms"],
+            "pending_timers": stats["pending_timers"],
+            "protocol": 1,
+        }
         cluster = getattr(self.system, "cluster", None)
         if cluster is not None:
             # Still 200: a node without Redis keeps serving its own users (docs/cluster.md).
@@ -183,8 +242,12 @@ class App:
         """Counts for leak hunting: the tree's totals plus the process's greenlets, fds and RSS."""
         body = dict(self.system.stats(), **process_stats())
         if self.gate is not None:  # the accept gate's counts (hubbub/gate.py)
-            body["gate"] = dict(self.gate.counts, open=self.gate.open, before_chat=self.gate.waiting(),
-                                shedding=self.gate.shedding)
+            body["gate"] = dict(
+                self.gate.counts,
+                open=self.gate.open,
+                before_chat=self.gate.waiting(),
+                shedding=self.gate.shedding,
+            )
         return 200, "application/json", json.dumps(body).encode()
 
     def admin_kick(self, environ: dict[str, Any]) -> tuple[int, str, bytes]:
@@ -207,13 +270,21 @@ class App:
                 raise TypeError
             reason.encode("utf-8")  # a lone surrogate (UnicodeEncodeError is a ValueError)
         except (ValueError, KeyError, TypeError):
-            return 400, "application/json", b'{"error": "expected {\\"nick\\": str, \\"reason\\": str}"}'
+            return (
+                400,
+                "application/json",
+                b'{"error": "expected {\\"nick\\": str, \\"reason\\": str}"}',
+            )
         try:
             kicked = self.system.kick(nick, reason[:200])
         except pykka.Timeout:
             return 503, "application/json", b'{"error": "directory did not answer"}'
         if not kicked:
-            return 404, "application/json", json.dumps({"kicked": False, "error": "no such user"}).encode()
+            return (
+                404,
+                "application/json",
+                json.dumps({"kicked": False, "error": "no such user"}).encode(),
+            )
         return 200, "application/json", b'{"kicked": true}'
 
     # --- /admin and /debug access rule (docs/operations.md) --------------------------------
@@ -238,11 +309,17 @@ class App:
             if token:
                 return self._token_check(environ, ip, token) or route(environ)
             if not is_loopback(ip):
-                return 403, "application/json", b'{"error": "loopback clients only (no --admin-token set)"}'
+                return (
+                    403,
+                    "application/json",
+                    b'{"error": "loopback clients only (no --admin-token set)"}',
+                )
             host = environ.get("HTTP_HOST")
             if not self.admin_hosts.host_allowed(host):
                 # DNS rebinding: a page whose name now resolves to us, read as same-origin.
-                log.info("admin request from %s refused: Host %r is not ours", ip, (host or "")[:100])
+                log.info(
+                    "admin request from %s refused: Host %r is not ours", ip, (host or "")[:100]
+                )
                 return 403, "application/json", b'{"error": "Host not allowed (see --admin-hosts)"}'
             if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
                 if not self.admin_hosts.same_origin(environ.get("HTTP_ORIGIN"), host):
@@ -250,23 +327,36 @@ class App:
                 if not is_json(environ.get("CONTENT_TYPE")):
                     # A form or text/plain POST needs no CORS preflight: a web page can send
                     # one from the operator's browser.  JSON cannot be sent that way.
-                    return 415, "application/json", b'{"error": "Content-Type must be application/json"}'
+                    return (
+                        415,
+                        "application/json",
+                        b'{"error": "Content-Type must be application/json"}',
+                    )
             return route(environ)
+
         return check
 
     def _token_check(self, environ: dict[str, Any], ip: str, token: str) -> tuple[Any, ...] | None:
         now = self.clock.monotonic()
         wait = self.throttle.retry_after(ip, now)
         if wait is not None:
-            return (429, "application/json", b'{"error": "too many wrong tokens, retry later"}',
-                    [("Retry-After", str(max(1, int(wait + 0.999))))])
+            return (
+                429,
+                "application/json",
+                b'{"error": "too many wrong tokens, retry later"}',
+                [("Retry-After", str(max(1, int(wait + 0.999))))],
+            )
         given = environ.get("HTTP_AUTHORIZATION")
         if given is not None and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return None
         if given is not None and self.throttle.failed(ip, now):
             # Only tries that carry a token count (a browser's first visit to /debug has
             # none); logged once per IP and window, so a guesser cannot flood the log.
-            log.warning("wrong admin token from %s (further failures from it in the next %gs "
-                        "are not logged; over %d it gets 429)", ip, self.throttle.window,
-                        self.throttle.limit)
+            log.warning(
+                "wrong admin token from %s (further failures from it in the next %gs "
+                "are not logged; over %d it gets 429)",
+                ip,
+                self.throttle.window,
+                self.throttle.limit,
+            )
         return 401, "application/json", b'{"error": "bearer token required"}'

@@ -42,8 +42,18 @@ from actors.core.timeline import entry_dict
 from actors.room import RoomActor
 from actors.user import UserActor
 
-__all__ = ["Inspector", "user_row", "room_row", "top_page", "percentile", "stream_tree",
-           "QueryError", "parse_list_query", "USER_COLUMNS", "ROOM_COLUMNS"]
+__all__ = [
+    "Inspector",
+    "user_row",
+    "room_row",
+    "top_page",
+    "percentile",
+    "stream_tree",
+    "QueryError",
+    "parse_list_query",
+    "USER_COLUMNS",
+    "ROOM_COLUMNS",
+]
 
 SLICE = 128
 """Actors visited between two yields to the event loop (~0.1–0.2 ms of work)."""
@@ -75,7 +85,9 @@ def _pause() -> None:
     gevent.sleep(PAUSE)
 
 
-def sliced(items: Iterable[Any], pause: Callable[[], None] = _pause, every: int = SLICE) -> Iterator[Any]:
+def sliced(
+    items: Iterable[Any], pause: Callable[[], None] = _pause, every: int = SLICE
+) -> Iterator[Any]:
     """``items``, with ``pause()`` after every ``every`` of them (let the chat run)."""
     for i, item in enumerate(items, 1):
         yield item
@@ -90,9 +102,13 @@ def user_row(u: Any, now: float) -> dict[str, Any]:
     s = u.session
     nxt = min(s.timers.items(), key=lambda kv: kv[1][1], default=None)
     return {
-        "id": s.session_id, "nick": s.nick, "state": s.state.value,
-        "remote": getattr(u.conn, "remote_addr", None), "rooms": sorted(s.rooms),
-        "mailbox": u.actor_inbox.qsize(), "age": round(now - s.opened_at, 3),
+        "id": s.session_id,
+        "nick": s.nick,
+        "state": s.state.value,
+        "remote": getattr(u.conn, "remote_addr", None),
+        "rooms": sorted(s.rooms),
+        "mailbox": u.actor_inbox.qsize(),
+        "age": round(now - s.opened_at, 3),
         "next": None if nxt is None else {"name": nxt[0], "due_in": round(nxt[1][1] - now, 3)},
         "backlog": getattr(u.conn, "backlog", 0),
     }
@@ -118,10 +134,16 @@ USER_COLUMNS: dict[str, Callable[[Any, float], Any]] = {
 
 def room_row(r: Any, now_wall: float) -> dict[str, Any]:
     last = r.fanouts[-1] if r.fanouts else None
-    return {"id": r.actor_id, "room": r.name, "members": len(r.members), "seq": r.history.last_seq,
-            "history": len(r.history), "mailbox": r.actor_inbox.qsize(),
-            "last_fanout_ms": None if last is None else round(last[1] * 1e3, 3),
-            "last_say_ago": None if last is None else round(now_wall - last[0], 3)}
+    return {
+        "id": r.actor_id,
+        "room": r.name,
+        "members": len(r.members),
+        "seq": r.history.last_seq,
+        "history": len(r.history),
+        "mailbox": r.actor_inbox.qsize(),
+        "last_fanout_ms": None if last is None else round(last[1] * 1e3, 3),
+        "last_say_ago": None if last is None else round(now_wall - last[0], 3),
+    }
 
 
 ROOM_COLUMNS: dict[str, Callable[[Any, float], Any]] = {
@@ -135,8 +157,9 @@ ROOM_COLUMNS: dict[str, Callable[[Any, float], Any]] = {
 }
 
 
-def parse_list_query(qs: str, columns: dict[str, Any], default_sort: str,
-                     filters: tuple[str, ...]) -> dict[str, Any]:
+def parse_list_query(
+    qs: str, columns: dict[str, Any], default_sort: str, filters: tuple[str, ...]
+) -> dict[str, Any]:
     """?sort=&order=asc|desc&offset=&limit= plus the filters, validated (QueryError)."""
     raw = {k: v[-1] for k, v in parse_qs(qs, keep_blank_values=True).items()}
     sort = raw.get("sort") or default_sort
@@ -175,12 +198,19 @@ def user_filter(q: dict[str, Any]) -> Callable[[Any], bool] | None:
         if room and not any(room in r.casefold() for r in s.rooms):
             return False
         return not remote or remote in str(getattr(u.conn, "remote_addr", "") or "")
+
     return keep
 
 
-def top_page(items: Iterable[Any], key: Callable[[Any], Any], ident: Callable[[Any], str],
-             offset: int, limit: int, descending: bool,
-             keep: Callable[[Any], bool] | None = None) -> tuple[list[Any], int]:
+def top_page(
+    items: Iterable[Any],
+    key: Callable[[Any], Any],
+    ident: Callable[[Any], str],
+    offset: int,
+    limit: int,
+    descending: bool,
+    keep: Callable[[Any], bool] | None = None,
+) -> tuple[list[Any], int]:
     """The items ranked ``offset`` .. ``offset + limit`` by ``key`` (ties by ``ident``), and
     how many matched ``keep``: a bounded heap of offset + limit, never a full sort."""
     matched = 0
@@ -197,6 +227,7 @@ def top_page(items: Iterable[Any], key: Callable[[Any], Any], ident: Callable[[A
                 continue
             matched += 1
             yield (k, i, item)
+
     pick = heapq.nlargest if descending else heapq.nsmallest
     best = pick(offset + limit, keyed(), key=lambda t: (t[0], t[1]))
     return [t[2] for t in best[offset:]], matched
@@ -217,7 +248,11 @@ def percentile(sorted_nonzero: list[int], zeros: int, q: float) -> int:
 def _head(actor: Any) -> str:
     """An actor's node without its closing: ``{"kind": ..., ..., "children": [``."""
     try:
-        node: dict[str, Any] = {"kind": actor.kind, "id": actor.actor_id, "mailbox": actor.actor_inbox.qsize()}
+        node: dict[str, Any] = {
+            "kind": actor.kind,
+            "id": actor.actor_id,
+            "mailbox": actor.actor_inbox.qsize(),
+        }
         node.update(actor.describe_fields())
     except Exception:  # noqa: BLE001 - an actor that cannot describe itself still appears
         node = {"kind": type(actor).__name__, "id": getattr(actor, "actor_id", "?"), "mailbox": 0}
@@ -228,8 +263,9 @@ TREE_SLICE = 32
 """Actors written per chunk of /debug/actors (a user's node costs ~10 µs to describe)."""
 
 
-def stream_tree(root: Any, depth: int | None = None, pause: Callable[[], None] = _pause,
-                every: int = TREE_SLICE) -> Iterator[bytes]:
+def stream_tree(
+    root: Any, depth: int | None = None, pause: Callable[[], None] = _pause, every: int = TREE_SLICE
+) -> Iterator[bytes]:
     """``{"actors": <root>}`` in the shape of ``describe()``, one chunk per ``every`` actors.
 
     Each actor's children are listed when the walk reaches it, so an actor is written
@@ -248,7 +284,9 @@ def stream_tree(root: Any, depth: int | None = None, pause: Callable[[], None] =
         children = list(actor.children.values())
         if depth is not None and level >= depth and children:
             head = _head(actor)
-            buf.append(head[:head.rindex(', "children": [')] + f', "more": {len(children)}, "children": [')
+            buf.append(
+                head[: head.rindex(', "children": [')] + f', "more": {len(children)}, "children": ['
+            )
             children = []
         else:
             buf.append(_head(actor))
@@ -341,17 +379,32 @@ class Inspector:
         return {
             "at": round(self.clock.wall(), 3),
             "uptime": round(self.clock.wall() - system.node.started, 1),
-            "users": sum(by_state.values()), "users_by_state": by_state,
-            "rooms": len(system.directory.rooms), "dormant_rooms": len(system.directory.dormant),
+            "users": sum(by_state.values()),
+            "users_by_state": by_state,
+            "rooms": len(system.directory.rooms),
+            "dormant_rooms": len(system.directory.dormant),
             "actors": sweep["actors"],
-            "timers": {"pending": len(timers), "due_1s": due[0], "due_10s": due[1], "due_60s": due[2],
-                       "fired": system.scheduler.fired},
+            "timers": {
+                "pending": len(timers),
+                "due_1s": due[0],
+                "due_10s": due[1],
+                "due_60s": due[2],
+                "fired": system.scheduler.fired,
+            },
             "mailbox": sweep["mailbox"],
-            "rates": {"in_per_s": round((c.frames_in - in0) / span, 1) if span > 0 else None,
-                      "out_per_s": round((c.frames_out - out0) / span, 1) if span > 0 else None,
-                      "over_s": round(span, 2)},
-            "totals": {"connections": c.connections, "frames_in": c.frames_in, "frames_out": c.frames_out,
-                       "messages": c.messages, "deliveries": c.deliveries, "dms": c.dms},
+            "rates": {
+                "in_per_s": round((c.frames_in - in0) / span, 1) if span > 0 else None,
+                "out_per_s": round((c.frames_out - out0) / span, 1) if span > 0 else None,
+                "over_s": round(span, 2),
+            },
+            "totals": {
+                "connections": c.connections,
+                "frames_in": c.frames_in,
+                "frames_out": c.frames_out,
+                "messages": c.messages,
+                "deliveries": c.deliveries,
+                "dms": c.dms,
+            },
             "disconnects_last_minute": c.timelines.disconnects.totals(now),
             "sweep_age": round(now - sweep["at"], 3),
         }
@@ -359,12 +412,20 @@ class Inspector:
     def stats(self) -> dict[str, Any]:
         """ActorSystem.stats()'s keys, from the incremental counts and the last sweep (/metrics)."""
         s, directory = self.summary(), self.system.directory
-        return {"users": s["users"], "users_by_state": s["users_by_state"], "rooms": s["rooms"],
-                "pending_timers": s["timers"]["pending"], "actors": s["actors"],
-                "mailbox_max": s["mailbox"]["max"], "mailbox_total": s["mailbox"]["total"],
-                # the history and nick budgets: plain counts the directory keeps as it goes
-                "dormant_rooms": len(directory.dormant), "history_bytes": directory.pool.bytes,
-                "history_evicted": directory.pool.evicted, "held_nicks": len(directory.nick_table.held)}
+        return {
+            "users": s["users"],
+            "users_by_state": s["users_by_state"],
+            "rooms": s["rooms"],
+            "pending_timers": s["timers"]["pending"],
+            "actors": s["actors"],
+            "mailbox_max": s["mailbox"]["max"],
+            "mailbox_total": s["mailbox"]["total"],
+            # the history and nick budgets: plain counts the directory keeps as it goes
+            "dormant_rooms": len(directory.dormant),
+            "history_bytes": directory.pool.bytes,
+            "history_evicted": directory.pool.evicted,
+            "held_nicks": len(directory.nick_table.held),
+        }
 
     def sweep(self, now: float) -> dict[str, Any]:
         """The last sweep's figures; starts a new one when it is older than SWEEP_EVERY, and
@@ -392,13 +453,24 @@ class Inspector:
             depths = sorted(d for d, _a in nonzero)
             deepest = heapq.nlargest(TOP_N, nonzero, key=lambda t: t[0])
             self._sweep = {
-                "at": self.clock.monotonic(), "actors": actors,
-                "mailbox": {"p50": percentile(depths, zeros, 50), "p90": percentile(depths, zeros, 90),
-                            "p99": percentile(depths, zeros, 99), "max": depths[-1] if depths else 0,
-                            "total": total,
-                            "deepest": [{"id": a.actor_id, "kind": a.kind, "mailbox": d,
-                                         "nick": getattr(getattr(a, "session", None), "nick", None)}
-                                        for d, a in deepest]},
+                "at": self.clock.monotonic(),
+                "actors": actors,
+                "mailbox": {
+                    "p50": percentile(depths, zeros, 50),
+                    "p90": percentile(depths, zeros, 90),
+                    "p99": percentile(depths, zeros, 99),
+                    "max": depths[-1] if depths else 0,
+                    "total": total,
+                    "deepest": [
+                        {
+                            "id": a.actor_id,
+                            "kind": a.kind,
+                            "mailbox": d,
+                            "nick": getattr(getattr(a, "session", None), "nick", None),
+                        }
+                        for d, a in deepest
+                    ],
+                },
             }
             self._sweep_at = self._sweep["at"]
         finally:
@@ -411,8 +483,12 @@ class Inspector:
 
     def users_route(self, environ: dict[str, Any]) -> Result:
         try:
-            q = parse_list_query(environ.get("QUERY_STRING", ""), USER_COLUMNS, "age",
-                                 ("nick", "room", "state", "remote"))
+            q = parse_list_query(
+                environ.get("QUERY_STRING", ""),
+                USER_COLUMNS,
+                "age",
+                ("nick", "room", "state", "remote"),
+            )
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
         return _json(self.users(q))
@@ -426,8 +502,15 @@ class Inspector:
             now = self.clock.monotonic()
             children = list(self.system.node.children.values())
             users = (a for a in sliced(children) if isinstance(a, UserActor))
-            page, matched = top_page(users, lambda u: column(u, now), lambda u: u.session.session_id,
-                                     q["offset"], q["limit"], q["order"] == "desc", user_filter(q))
+            page, matched = top_page(
+                users,
+                lambda u: column(u, now),
+                lambda u: u.session.session_id,
+                q["offset"],
+                q["limit"],
+                q["order"] == "desc",
+                user_filter(q),
+            )
             rows = [user_row(u, now) for u in page]
         return {**q, "matched": matched, "items": rows}
 
@@ -455,7 +538,9 @@ class Inspector:
 
     def rooms_route(self, environ: dict[str, Any]) -> Result:
         try:
-            q = parse_list_query(environ.get("QUERY_STRING", ""), ROOM_COLUMNS, "members", ("name",))
+            q = parse_list_query(
+                environ.get("QUERY_STRING", ""), ROOM_COLUMNS, "members", ("name",)
+            )
         except QueryError as exc:
             return _json({"error": str(exc)}, 400)
         return _json(self.rooms(q))
@@ -465,10 +550,20 @@ class Inspector:
         keep = (lambda r: name in r.name.casefold()) if name else None
         with self._scan:
             wall = self.clock.wall()
-            rooms = (a for a in sliced(list(self.system.directory.children.values()))
-                     if isinstance(a, RoomActor))
-            page, matched = top_page(rooms, lambda r: column(r, wall), lambda r: r.actor_id,
-                                     q["offset"], q["limit"], q["order"] == "desc", keep)
+            rooms = (
+                a
+                for a in sliced(list(self.system.directory.children.values()))
+                if isinstance(a, RoomActor)
+            )
+            page, matched = top_page(
+                rooms,
+                lambda r: column(r, wall),
+                lambda r: r.actor_id,
+                q["offset"],
+                q["limit"],
+                q["order"] == "desc",
+                keep,
+            )
             rows = [room_row(r, wall) for r in page]
         return {**q, "matched": matched, "items": rows}
 
@@ -483,7 +578,12 @@ class Inspector:
         found = node.children.get(actor_id)
         if found is not None:
             return found
-        for parent in (self.system.directory, self.system.cluster, self.system.store, self.system.scheduler):
+        for parent in (
+            self.system.directory,
+            self.system.cluster,
+            self.system.store,
+            self.system.scheduler,
+        ):
             if parent is not None and actor_id in parent.children:
                 return parent.children[actor_id]
         return None
@@ -500,8 +600,15 @@ class Inspector:
         if actor is None:
             return _json({"error": "no such actor"}, 404)
         children = list(actor.children.values())
-        return _json({"node": _brief(actor), "total": len(children), "offset": offset, "limit": limit,
-                      "children": [_brief(c) for c in children[offset:offset + limit]]})
+        return _json(
+            {
+                "node": _brief(actor),
+                "total": len(children),
+                "offset": offset,
+                "limit": limit,
+                "children": [_brief(c) for c in children[offset : offset + limit]],
+            }
+        )
 
     def full_tree(self, environ: dict[str, Any]) -> Result:
         """GET /debug/actors: the contract's whole tree, streamed; ?depth=N to cut it short."""
@@ -521,10 +628,12 @@ class Inspector:
     def actor_route(self, environ: dict[str, Any]) -> Result:
         """GET /debug/actors/<id>: a live actor by id, a live user by nick, else a recently
         gone user by session id or nick."""
-        key = environ.get("PATH_INFO", "")[len("/debug/actors/"):]
+        key = environ.get("PATH_INFO", "")[len("/debug/actors/") :]
         body = self.detail(key)
         if body is None:
-            return _json({"error": "no such actor, and no recently gone user by that id or nick"}, 404)
+            return _json(
+                {"error": "no such actor, and no recently gone user by that id or nick"}, 404
+            )
         return _json(body)
 
     def detail(self, key: str) -> dict[str, Any] | None:
@@ -544,14 +653,26 @@ class Inspector:
         s, now, to_wall = u.session, self.clock.monotonic(), self._wall_offset()
         conn = u.conn
         return {
-            "kind": u.kind, "id": s.session_id, "gone": False, "state": s.state.value, "nick": s.nick,
-            "client": s.client, "remote": getattr(conn, "remote_addr", None), "rooms": sorted(s.rooms),
-            "opened_at": round(s.opened_at + to_wall, 3), "age": round(now - s.opened_at, 3),
-            "mailbox": u.actor_inbox.qsize(), "backlog": getattr(conn, "backlog", 0),
+            "kind": u.kind,
+            "id": s.session_id,
+            "gone": False,
+            "state": s.state.value,
+            "nick": s.nick,
+            "client": s.client,
+            "remote": getattr(conn, "remote_addr", None),
+            "rooms": sorted(s.rooms),
+            "opened_at": round(s.opened_at + to_wall, 3),
+            "age": round(now - s.opened_at, 3),
+            "mailbox": u.actor_inbox.qsize(),
+            "backlog": getattr(conn, "backlog", 0),
             "max_backlog": getattr(conn, "max_backlog", None),
-            "timers": [{"name": name, "due_in": round(due - now, 3), "due_at": round(due + to_wall, 3)}
-                       for name, (_t, due) in sorted(s.timers.items(), key=lambda kv: kv[1][1])],
-            "last_pong_ago": round(now - s.last_pong, 3) if s.state.value in ("Connected", "InChat") else None,
+            "timers": [
+                {"name": name, "due_in": round(due - now, 3), "due_at": round(due + to_wall, 3)}
+                for name, (_t, due) in sorted(s.timers.items(), key=lambda kv: kv[1][1])
+            ],
+            "last_pong_ago": round(now - s.last_pong, 3)
+            if s.state.value in ("Connected", "InChat")
+            else None,
             "counters": {"handled": u.handled},
             "timeouts": s.timeouts.as_dict(),
             "timeline": [entry_dict(e, to_wall) for e in u.timeline.entries],
@@ -560,20 +681,37 @@ class Inspector:
     def _room_detail(self, r: Any) -> dict[str, Any]:
         members = sorted((nick, sid) for sid, (_ref, nick) in list(r.members.items()))
         return {
-            "kind": r.kind, "id": r.actor_id, "room": r.name, "mailbox": r.actor_inbox.qsize(),
-            "members": len(members), "seq": r.history.last_seq, "history": len(r.history),
+            "kind": r.kind,
+            "id": r.actor_id,
+            "room": r.name,
+            "mailbox": r.actor_inbox.qsize(),
+            "members": len(members),
+            "seq": r.history.last_seq,
+            "history": len(r.history),
             "history_keep": r.history.keep,
             "member_list": [{"nick": n, "id": sid} for n, sid in members[:MAX_LIMIT]],
-            "fanouts": [{"at": round(at, 3), "ms": round(took * 1e3, 3), "members": n}
-                        for at, took, n in reversed(r.fanouts)],
+            "fanouts": [
+                {"at": round(at, 3), "ms": round(took * 1e3, 3), "members": n}
+                for at, took, n in reversed(r.fanouts)
+            ],
         }
 
     def _gone_detail(self, g: Any) -> dict[str, Any]:
         to_wall = self._wall_offset()
-        return {"kind": "UserActor", "id": g.session_id, "gone": True, "state": "Disconnected",
-                "nick": g.nick, "reason": g.reason, "opened_at": round(g.opened_at + to_wall, 3),
-                "closed_at": round(g.closed_at + to_wall, 3), "age": round(g.closed_at - g.opened_at, 3),
-                **g.info, "timers": [], "timeline": [entry_dict(e, to_wall) for e in g.entries]}
+        return {
+            "kind": "UserActor",
+            "id": g.session_id,
+            "gone": True,
+            "state": "Disconnected",
+            "nick": g.nick,
+            "reason": g.reason,
+            "opened_at": round(g.opened_at + to_wall, 3),
+            "closed_at": round(g.closed_at + to_wall, 3),
+            "age": round(g.closed_at - g.opened_at, 3),
+            **g.info,
+            "timers": [],
+            "timeline": [entry_dict(e, to_wall) for e in g.entries],
+        }
 
     def gone_route(self, environ: dict[str, Any]) -> Result:
         raw = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
@@ -582,12 +720,28 @@ class Inspector:
         except ValueError:
             return _json({"error": "limit must be an integer"}, 400)
         timelines, to_wall = self.system.counters.timelines, self._wall_offset()
-        found = timelines.search(self.clock.monotonic(), raw.get("nick", "").strip()[:100],
-                                 raw.get("reason", "").strip()[:100], max(1, min(limit, MAX_LIMIT)))
-        return _json({"keep": timelines.keep, "keep_seconds": timelines.keep_seconds,
-                      "items": [{"id": g.session_id, "nick": g.nick, "reason": g.reason,
-                                 "closed_at": round(g.closed_at + to_wall, 3),
-                                 "age": round(g.closed_at - g.opened_at, 3)} for g in found]})
+        found = timelines.search(
+            self.clock.monotonic(),
+            raw.get("nick", "").strip()[:100],
+            raw.get("reason", "").strip()[:100],
+            max(1, min(limit, MAX_LIMIT)),
+        )
+        return _json(
+            {
+                "keep": timelines.keep,
+                "keep_seconds": timelines.keep_seconds,
+                "items": [
+                    {
+                        "id": g.session_id,
+                        "nick": g.nick,
+                        "reason": g.reason,
+                        "closed_at": round(g.closed_at + to_wall, 3),
+                        "age": round(g.closed_at - g.opened_at, 3),
+                    }
+                    for g in found
+                ],
+            }
+        )
 
     # --- public: room names for the chat page ---------------------------------------------
 
@@ -601,8 +755,9 @@ class Inspector:
         # Recomputed at most once a second, or at once when a room opened or closed.
         if cached is None or now - cached[0] > 1.0 or cached[2] != len(rooms):
             top = heapq.nlargest(20, ((len(r.members), name) for name, r in list(rooms.items())))
-            body = json.dumps({"rooms": [{"room": name, "members": n} for n, name in top],
-                               "suggested": "lobby"}).encode()
+            body = json.dumps(
+                {"rooms": [{"room": name, "members": n} for n, name in top], "suggested": "lobby"}
+            ).encode()
             self._room_names = cached = (now, body, len(rooms))
         return 200, JSON, cached[1]
 
@@ -624,7 +779,11 @@ def _walk(root: Any) -> Iterator[Any]:
 
 def _brief(actor: Any) -> dict[str, Any]:
     """describe() without the children: the fields and how many children there are."""
-    node: dict[str, Any] = {"kind": actor.kind, "id": actor.actor_id, "mailbox": actor.actor_inbox.qsize()}
+    node: dict[str, Any] = {
+        "kind": actor.kind,
+        "id": actor.actor_id,
+        "mailbox": actor.actor_inbox.qsize(),
+    }
     try:
         node.update(actor.describe_fields())
     except Exception:  # noqa: BLE001 - shown without its fields rather than not at all

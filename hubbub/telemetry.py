@@ -39,43 +39,86 @@ class _Collector:
             return
         stats = self.telemetry.stats() if self.telemetry.stats is not None else system.stats()
         c = system.counters
-        yield _labelled(GaugeMetricFamily("hubbub_users", "Connected users by state", labels=["state"]),
-                        stats["users_by_state"])
+        yield _labelled(
+            GaugeMetricFamily("hubbub_users", "Connected users by state", labels=["state"]),
+            stats["users_by_state"],
+        )
         yield GaugeMetricFamily("hubbub_rooms", "Rooms with members", value=stats["rooms"])
-        yield GaugeMetricFamily("hubbub_dormant_rooms", "Emptied rooms whose seq (and maybe history) is kept",
-                                value=stats["dormant_rooms"])
-        yield GaugeMetricFamily("hubbub_history_bytes", "Bytes of room history kept (under --history-total)",
-                                value=stats["history_bytes"])
-        yield CounterMetricFamily("hubbub_history_evicted", "Messages dropped to stay under --history-total",
-                                  value=stats["history_evicted"])
-        yield GaugeMetricFamily("hubbub_held_nicks", "Nicks held for their owners after a drop (--nick-grace)",
-                                value=stats["held_nicks"])
-        yield GaugeMetricFamily("hubbub_scheduler_pending_timers", "Timers waiting in the scheduler",
-                                value=stats["pending_timers"])
+        yield GaugeMetricFamily(
+            "hubbub_dormant_rooms",
+            "Emptied rooms whose seq (and maybe history) is kept",
+            value=stats["dormant_rooms"],
+        )
+        yield GaugeMetricFamily(
+            "hubbub_history_bytes",
+            "Bytes of room history kept (under --history-total)",
+            value=stats["history_bytes"],
+        )
+        yield CounterMetricFamily(
+            "hubbub_history_evicted",
+            "Messages dropped to stay under --history-total",
+            value=stats["history_evicted"],
+        )
+        yield GaugeMetricFamily(
+            "hubbub_held_nicks",
+            "Nicks held for their owners after a drop (--nick-grace)",
+            value=stats["held_nicks"],
+        )
+        yield GaugeMetricFamily(
+            "hubbub_scheduler_pending_timers",
+            "Timers waiting in the scheduler",
+            value=stats["pending_timers"],
+        )
         yield GaugeMetricFamily("hubbub_actors", "Live actors in the tree", value=stats["actors"])
-        yield GaugeMetricFamily("hubbub_mailbox_max", "Deepest mailbox (messages)", value=stats["mailbox_max"])
-        yield GaugeMetricFamily("hubbub_mailbox_total", "Messages waiting in all mailboxes",
-                                value=stats["mailbox_total"])
-        yield CounterMetricFamily("hubbub_connections", "WebSocket connections accepted", value=c.connections)
-        yield CounterMetricFamily("hubbub_messages_in", "Client data frames received", value=c.frames_in)
-        yield CounterMetricFamily("hubbub_messages_out", "Frames queued to clients", value=c.frames_out)
-        yield CounterMetricFamily("hubbub_room_messages", "Room messages stored (say)", value=c.messages)
-        yield CounterMetricFamily("hubbub_deliveries", "Room messages handed to members", value=c.deliveries)
+        yield GaugeMetricFamily(
+            "hubbub_mailbox_max", "Deepest mailbox (messages)", value=stats["mailbox_max"]
+        )
+        yield GaugeMetricFamily(
+            "hubbub_mailbox_total",
+            "Messages waiting in all mailboxes",
+            value=stats["mailbox_total"],
+        )
+        yield CounterMetricFamily(
+            "hubbub_connections", "WebSocket connections accepted", value=c.connections
+        )
+        yield CounterMetricFamily(
+            "hubbub_messages_in", "Client data frames received", value=c.frames_in
+        )
+        yield CounterMetricFamily(
+            "hubbub_messages_out", "Frames queued to clients", value=c.frames_out
+        )
+        yield CounterMetricFamily(
+            "hubbub_room_messages", "Room messages stored (say)", value=c.messages
+        )
+        yield CounterMetricFamily(
+            "hubbub_deliveries", "Room messages handed to members", value=c.deliveries
+        )
         yield CounterMetricFamily("hubbub_dms", "Direct messages delivered", value=c.dms)
-        yield _labelled(CounterMetricFamily("hubbub_disconnects", "Disconnects by reason", labels=["reason"]),
-                        c.disconnects)
-        yield _labelled(CounterMetricFamily("hubbub_errors", "error frames sent, by code", labels=["code"]),
-                        c.errors)
-        yield _labelled(CounterMetricFamily("hubbub_actor_failures", "Actors that raised, by kind",
-                                            labels=["kind"]), c.actor_failures)
+        yield _labelled(
+            CounterMetricFamily("hubbub_disconnects", "Disconnects by reason", labels=["reason"]),
+            c.disconnects,
+        )
+        yield _labelled(
+            CounterMetricFamily("hubbub_errors", "error frames sent, by code", labels=["code"]),
+            c.errors,
+        )
+        yield _labelled(
+            CounterMetricFamily(
+                "hubbub_actor_failures", "Actors that raised, by kind", labels=["kind"]
+            ),
+            c.actor_failures,
+        )
         h = c.fanout_seconds
         cumulative, buckets = 0, []
         for bound, n in zip((*h.buckets, float("inf")), h.counts, strict=True):
             cumulative += n
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        yield HistogramMetricFamily("hubbub_fanout_seconds",
-                                    "From a say reaching the sender's actor to every member told",
-                                    buckets=buckets, sum_value=h.sum)
+        yield HistogramMetricFamily(
+            "hubbub_fanout_seconds",
+            "From a say reaching the sender's actor to every member told",
+            buckets=buckets,
+            sum_value=h.sum,
+        )
 
 
 class Telemetry:
@@ -100,21 +143,31 @@ class Telemetry:
 
     def _line(self, event: str, user: Any, reason: str | None) -> None:
         s = user.session
-        fields: dict[str, Any] = {"event": event, "session": s.session_id, "nick": s.nick,
-                                  "remote": getattr(user.conn, "remote_addr", None)}
+        fields: dict[str, Any] = {
+            "event": event,
+            "session": s.session_id,
+            "nick": s.nick,
+            "remote": getattr(user.conn, "remote_addr", None),
+        }
         if reason is not None:
             fields["reason"] = reason
             fields["duration"] = round(user.clock.monotonic() - s.opened_at, 3)
-        log.info("%s", " ".join(f"{k}={v}" for k, v in fields.items() if v is not None),
-                 extra={"fields": fields})
+        log.info(
+            "%s",
+            " ".join(f"{k}={v}" for k, v in fields.items() if v is not None),
+            extra={"fields": fields},
+        )
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; session lines carry their fields at the top level."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-                               "logger": record.name}
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
         fields = getattr(record, "fields", None)
         if fields:
             out.update(fields)

@@ -576,7 +576,7 @@ class Handler(WSGIHandler):
                 self.status, response_body = result  # a request pywsgi could not parse
                 self.socket.sendall(response_body)
                 if self.time_finish == 0:
-                    self.time_finish = time.time()
+                    self.time_finish = time.time()  # type: ignore[assignment]  # pywsgi declares it an int; it holds time.time()
                 self.log_request()
                 break
         except OSError as exc:
@@ -650,7 +650,7 @@ class Handler(WSGIHandler):
         finally:
             self._stop_deadline()
         self.command, self.path, self.request_version = head.method, head.target, head.version
-        self.headers = head.fields  # type: ignore[assignment]
+        self.headers = head.fields
         self.content_length = head.content_length
         self._chunked = head.chunked
         self.close_connection = head.close
@@ -677,9 +677,11 @@ class Handler(WSGIHandler):
         if isinstance(address, tuple):
             env["REMOTE_ADDR"] = str(address[0])
             env["REMOTE_PORT"] = str(address[1])
-        env.update(httphead.cgi_headers(self.headers))  # type: ignore[arg-type]
+        env.update(httphead.cgi_headers(self.headers))
         sock = self.socket if env.get("HTTP_EXPECT") == "100-continue" else None
-        self.wsgi_input = _Body(self.rfile, self.content_length, socket=sock, chunked_input=self._chunked)
+        self.wsgi_input = _Body(  # type: ignore[assignment]  # pywsgi declares None; our reader of the body
+            self.rfile, self.content_length, socket=sock, chunked_input=self._chunked
+        )
         env["wsgi.input"] = self.wsgi_input
         env["wsgi.input_terminated"] = True
         return env
@@ -703,8 +705,12 @@ class Handler(WSGIHandler):
         else:  # not an upgrade request: a plain WSGI call
             WSGIHandler.run_application(self)
 
-    def _refuse(self, status: str, message: str, headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
-        log.info("WebSocket upgrade refused (from %s): %s: %s", self.client_address, status, message)
+    def _refuse(
+        self, status: str, message: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> list[bytes]:
+        log.info(
+            "WebSocket upgrade refused (from %s): %s: %s", self.client_address, status, message
+        )
         self.start_response(
             status,
             [*headers, ("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
@@ -770,7 +776,7 @@ class Handler(WSGIHandler):
         self.code, self.status = 101, "101 Switching Protocols"
         self.close_connection = True  # ends pywsgi's keep-alive loop
         # pywsgi closes self.socket when handle() ends: from here on the connection owns it.
-        self.socket = self.rfile = None  # type: ignore[assignment]
+        self.socket = self.rfile = None
         try:
             sock.sendall(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -800,7 +806,7 @@ class Handler(WSGIHandler):
             conn.abort()
             return
         finally:
-            self.environ = environ = None  # type: ignore[assignment]
+            self.environ = environ = None
             self.ws_connection = None
         conn.start(initial)
 
@@ -809,6 +815,8 @@ class Handler(WSGIHandler):
 HardenedHandler = Handler
 
 
-def _ignore_start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
+def _ignore_start_response(
+    status: str, headers: Any, exc_info: Any = None
+) -> Callable[[bytes], None]:
     """After a 101 the HTTP response is over: whatever the app "responds" is ignored."""
     return lambda data: None

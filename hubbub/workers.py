@@ -48,12 +48,14 @@ NodeRunner = Callable[[socket.socket, Callable[[str], None]], int]
 
 def _address(host: str, port: int) -> tuple[int, Any]:
     family, _type, _proto, _name, sockaddr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
     return family, sockaddr
 
 
-def listen_reuseport(host: str, port: int, backlog: int = socket.SOMAXCONN,
-                     listen: bool = True) -> socket.socket:
+def listen_reuseport(
+    host: str, port: int, backlog: int = socket.SOMAXCONN, listen: bool = True
+) -> socket.socket:
     """A TCP socket bound to (host, port) with SO_REUSEPORT (and listening, by default)."""
     family, sockaddr = _address(host, port)
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -134,7 +136,10 @@ class _Master:
             why = exc.strerror or str(exc)
             if exc.errno == errno.EADDRINUSE:
                 why = "address already in use"
-            print(f"hubbub: error: cannot listen on {config.host}:{config.port}: {why}", file=sys.stderr)
+            print(
+                f"hubbub: error: cannot listen on {config.host}:{config.port}: {why}",
+                file=sys.stderr,
+            )
             return 2
         self.port = self.reservation.getsockname()[1]
         for slot in range(config.workers):
@@ -148,7 +153,11 @@ class _Master:
                 pass
             ended = self.reap()
             if ended or time.monotonic() > deadline:
-                what = f"exited with code {next(iter(ended.values()))}" if ended else "did not start in time"
+                what = (
+                    f"exited with code {next(iter(ended.values()))}"
+                    if ended
+                    else "did not start in time"
+                )
                 print(f"hubbub: error: a worker {what}", file=sys.stderr)
                 self.stop()
                 return 2

@@ -26,6 +26,15 @@ from .mirror import RoomMirror
 from .room import FIRST_SNAPSHOT_WAIT, RedisRoomPort
 
 __all__ = [
-    "ClusterActor", "ClusterDirectoryActor", "DEFAULT_NODE_TTL", "DEFAULT_ROOM_TTL", "FIRST_SNAPSHOT_WAIT",
-    "LOGIN_WAIT", "RedisRoomPort", "RoomMirror", "STARTUP_WAIT", "Settings", "parse_url",
+    "ClusterActor",
+    "ClusterDirectoryActor",
+    "DEFAULT_NODE_TTL",
+    "DEFAULT_ROOM_TTL",
+    "FIRST_SNAPSHOT_WAIT",
+    "LOGIN_WAIT",
+    "RedisRoomPort",
+    "RoomMirror",
+    "STARTUP_WAIT",
+    "Settings",
+    "parse_url",
 ]

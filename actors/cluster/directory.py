@@ -63,12 +63,20 @@ def _unavailable(user: Any, what: str) -> None:
 
 
 class ClusterDirectoryActor(DirectoryActor):
-    def __init__(self, history_size: int, parent: HubbubActor | None = None,
-                 room_class: type[RoomActor] = RoomActor, counters: Any = None, store: Any = None,
-                 cluster: ClusterActor | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        history_size: int,
+        parent: HubbubActor | None = None,
+        room_class: type[RoomActor] = RoomActor,
+        counters: Any = None,
+        store: Any = None,
+        cluster: ClusterActor | None = None,
+        **options: Any,
+    ) -> None:
         # options: the observer port and the budgets, as the base directory takes them.
-        super().__init__(history_size, parent, room_class=room_class, counters=counters, store=None,
-                         **options)
+        super().__init__(
+            history_size, parent, room_class=room_class, counters=counters, store=None, **options
+        )
         assert cluster is not None
         self.link = cluster.actor_ref
         self.node_id = cluster.node_id
@@ -122,9 +130,20 @@ class ClusterDirectoryActor(DirectoryActor):
         token = ("claim", next(self._tokens))
         self.claims[token] = (msg, old)
         self.claiming[msg.nick] = msg.session
-        tell(self.link, Call("claim", (K.nick_key(msg.nick),), (self._owner(msg.session), self.node_id),
-                             reply_to=self.actor_ref, token=token, live=True))
-        gevent.spawn_later(LOGIN_WAIT, tell, self.actor_ref, Reply(token, TimeoutError("no answer in time")))
+        tell(
+            self.link,
+            Call(
+                "claim",
+                (K.nick_key(msg.nick),),
+                (self._owner(msg.session), self.node_id),
+                reply_to=self.actor_ref,
+                token=token,
+                live=True,
+            ),
+        )
+        gevent.spawn_later(
+            LOGIN_WAIT, tell, self.actor_ref, Reply(token, TimeoutError("no answer in time"))
+        )
         return None
 
     def _claimed(self, token: Any, value: Any) -> None:
@@ -157,8 +176,16 @@ class ClusterDirectoryActor(DirectoryActor):
     def _release(self, nick: str, session: str, then: Any = None) -> None:
         if self.up:
             tell(self.link, Call("cmd", (), ("SREM", K.node_nicks(self.node_id), nick)))
-            tell(self.link, Call("release", (K.nick_key(nick),), (self._owner(session),),
-                                 reply_to=self.actor_ref if then else None, token=then))
+            tell(
+                self.link,
+                Call(
+                    "release",
+                    (K.nick_key(nick),),
+                    (self._owner(session),),
+                    reply_to=self.actor_ref if then else None,
+                    token=then,
+                ),
+            )
         elif then is not None:
             self._reply(Reply(then, 1))  # the next Reclaim frees it
 
@@ -183,16 +210,33 @@ class ClusterDirectoryActor(DirectoryActor):
             _unavailable(msg.user, "other nodes cannot be reached right now (Redis is unreachable)")
             return None
         payload = codec.encode(codec.dm(msg.sender, msg.text, msg.ts))
-        tell(self.link, Call("send", (K.nick_key(msg.to),), ("D", payload), reply_to=self.actor_ref,
-                             token=("dm", msg), live=True))
+        tell(
+            self.link,
+            Call(
+                "send",
+                (K.nick_key(msg.to),),
+                ("D", payload),
+                reply_to=self.actor_ref,
+                token=("dm", msg),
+                live=True,
+            ),
+        )
         return None
 
     def _kick(self, msg: KickNick) -> Any:
         if msg.nick in self.nicks or not self.up:
             return super()._kick(msg)
         answer = _Answer()
-        tell(self.link, Call("send", (K.nick_key(msg.nick),), ("K", msg.reason.encode()), reply_to=answer,
-                             live=True))
+        tell(
+            self.link,
+            Call(
+                "send",
+                (K.nick_key(msg.nick),),
+                ("K", msg.reason.encode()),
+                reply_to=answer,
+                live=True,
+            ),
+        )
         return answer.result
 
     def _reply(self, reply: Reply) -> None:
@@ -237,7 +281,10 @@ class ClusterDirectoryActor(DirectoryActor):
             session = self.nicks.get(nick)
             if session is not None:
                 log.warning("cluster: nick %r was taken on another node while Redis was away", nick)
-                tell(self.users[session].ref, Kick("your nick was taken on another node while the cluster was split"))
+                tell(
+                    self.users[session].ref,
+                    Kick("your nick was taken on another node while the cluster was split"),
+                )
 
     _handlers: dict[type, Any] = {}
 

@@ -3,8 +3,17 @@ nick's key in one, and each node's in one (Redis Cluster: a script touches one s
 
 from __future__ import annotations
 
-__all__ = ["NODES", "node_channel", "node_key", "node_nicks", "node_rooms", "nick_key", "room_channel",
-           "room_keys", "said_key"]
+__all__ = [
+    "NODES",
+    "node_channel",
+    "node_key",
+    "node_nicks",
+    "node_rooms",
+    "nick_key",
+    "room_channel",
+    "room_keys",
+    "said_key",
+]
 
 NODES = "hubbub:nodes"
 """Set: ids of nodes that registered."""

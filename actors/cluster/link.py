@@ -61,8 +61,17 @@ from .messages import (
 from .settings import DEFAULT_NODE_TTL, DEFAULT_ROOM_TTL, Settings, parse_url
 from .stream import CommandStream, Lost, why
 
-__all__ = ["ClusterActor", "DEFAULT_NODE_TTL", "DEFAULT_ROOM_TTL", "LIVE", "PUB", "SAID_TTL_MS", "Settings", "parse_url",
-           "STARTUP_WAIT"]
+__all__ = [
+    "ClusterActor",
+    "DEFAULT_NODE_TTL",
+    "DEFAULT_ROOM_TTL",
+    "LIVE",
+    "PUB",
+    "SAID_TTL_MS",
+    "Settings",
+    "parse_url",
+    "STARTUP_WAIT",
+]
 
 log = logging.getLogger("hubbub.cluster")
 
@@ -86,7 +95,17 @@ PUB = "\x00pub"
 """In a Call's or a say's ARGV: replaced by the publish command (SPUBLISH or PUBLISH)."""
 LIVE = "\x00live"
 """In a Call's ARGV: replaced by the live nodes, comma-separated."""
-_SCRIPTS = ("say", "presence", "sync", "drop_members", "claim", "release", "send", "append", "unlease")
+_SCRIPTS = (
+    "say",
+    "presence",
+    "sync",
+    "drop_members",
+    "claim",
+    "release",
+    "send",
+    "append",
+    "unlease",
+)
 _STREAMED = {"say": 3, "append": 2, "unlease": 2}
 """Scripts sent on the says' stream, with their number of keys."""
 
@@ -145,11 +164,16 @@ class ClusterActor(HubbubActor):
         # Beat 4 times per heartbeat lifetime: 3 beats may be late before the others
         # give this node up; a dead node's traces go within 2/3 + 1/6 of the TTL.
         self.beat_every = self.ttl / 6
-        common: dict[str, Any] = {"protocol": 2, "socket_connect_timeout": CONNECT_TIMEOUT,
-                                  "client_name": f"hubbub-{self.node_id}",
-                                  # No retry at all: a retried script after a timeout may run twice.
-                                  "retry": Retry(NoBackoff(), 0)}
-        quiet: dict[str, Any] = {"socket_timeout": None}  # the subscriber and the stream wait as long as all is quiet
+        common: dict[str, Any] = {
+            "protocol": 2,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "client_name": f"hubbub-{self.node_id}",
+            # No retry at all: a retried script after a timeout may run twice.
+            "retry": Retry(NoBackoff(), 0),
+        }
+        quiet: dict[str, Any] = {
+            "socket_timeout": None
+        }  # the subscriber and the stream wait as long as all is quiet
         if not s.url.startswith("unix:"):
             quiet["socket_keepalive"] = True  # a TCP option: redis-py refuses it for unix://
         if s.sentinels:
@@ -159,9 +183,15 @@ class ClusterActor(HubbubActor):
             self._subscriber_pool = sentinel.master_for(s.service, **quiet, **kw).connection_pool
             self._stream_pool = sentinel.master_for(s.service, **quiet, **kw).connection_pool
         else:
-            self.redis = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-                s.url, max_connections=POOL_SIZE, timeout=COMMAND_TIMEOUT, socket_timeout=COMMAND_TIMEOUT,
-                **common))
+            self.redis = redis.Redis(
+                connection_pool=redis.BlockingConnectionPool.from_url(
+                    s.url,
+                    max_connections=POOL_SIZE,
+                    timeout=COMMAND_TIMEOUT,
+                    socket_timeout=COMMAND_TIMEOUT,
+                    **common,
+                )
+            )
             self._subscriber_pool = redis.ConnectionPool.from_url(s.url, **quiet, **common)
             self._stream_pool = redis.ConnectionPool.from_url(s.url, **quiet, **common)
         self.clustered = False
@@ -193,13 +223,23 @@ class ClusterActor(HubbubActor):
         return len(self.live)
 
     def describe_fields(self) -> dict[str, Any]:
-        return {"node": self.node_id, "redis": "up" if self.up else "down", "nodes": self.live_nodes,
-                "channels": len(self.rooms), "reconnects": self.reconnects, "pid": os.getpid()}
+        return {
+            "node": self.node_id,
+            "redis": "up" if self.up else "down",
+            "nodes": self.live_nodes,
+            "channels": len(self.rooms),
+            "reconnects": self.reconnects,
+            "pid": os.getpid(),
+        }
 
     def health(self) -> dict[str, Any]:
         """The ``cluster`` field of /healthz."""
-        body: dict[str, Any] = {"node": self.node_id, "redis": "up" if self.up else "down",
-                                "nodes": self.live_nodes, "since": round(self.changed, 3)}
+        body: dict[str, Any] = {
+            "node": self.node_id,
+            "redis": "up" if self.up else "down",
+            "nodes": self.live_nodes,
+            "since": round(self.changed, 3),
+        }
         if self.problem:
             body["problem"] = self.problem
         return body
@@ -228,7 +268,11 @@ class ClusterActor(HubbubActor):
             with gevent.Timeout(3):
                 self._bury(self.node_id, lock=False)
         except (*_REDIS_ERRORS, gevent.Timeout) as exc:
-            log.warning("cluster: could not leave cleanly (%s); the others will after %.0f s", why(exc), self.ttl)
+            log.warning(
+                "cluster: could not leave cleanly (%s); the others will after %.0f s",
+                why(exc),
+                self.ttl,
+            )
 
     def on_receive(self, message: Any) -> Any:
         kind = type(message)
@@ -266,7 +310,10 @@ class ClusterActor(HubbubActor):
     def _call(self, call: Call) -> None:
         if not self.up:
             if call.reply_to is not None:
-                tell(call.reply_to, Reply(call.token, ConnectionError(self.problem or "redis is unreachable")))
+                tell(
+                    call.reply_to,
+                    Reply(call.token, ConnectionError(self.problem or "redis is unreachable")),
+                )
             return
         gevent.spawn(self._run, call, self.gen, self.live)
 
@@ -277,8 +324,12 @@ class ClusterActor(HubbubActor):
                 value: Any = self.redis.execute_command(*call.args)
             else:
                 if call.script == "claim":  # listed first, so that a lost claim is cleaned up
-                    self.redis.sadd(K.node_nicks(self.node_id), call.keys[0][len("hubbub:{n:"):-1])
-                args = tuple(self.pub if a == PUB else ",".join(live) if a == LIVE else a for a in call.args)
+                    self.redis.sadd(
+                        K.node_nicks(self.node_id), call.keys[0][len("hubbub:{n:") : -1]
+                    )
+                args = tuple(
+                    self.pub if a == PUB else ",".join(live) if a == LIVE else a for a in call.args
+                )
                 if call.live:
                     args = (*args, *live)
                 value = self.scripts[call.script](keys=list(call.keys), args=list(args))
@@ -328,7 +379,11 @@ class ClusterActor(HubbubActor):
             return  # a newer room of that name has the channel now
         del self.rooms[msg.channel]
         if self.up:
-            self._send(msg.channel, b"SUNSUBSCRIBE" if self.pub == b"SPUBLISH" else b"UNSUBSCRIBE", msg.channel)
+            self._send(
+                msg.channel,
+                b"SUNSUBSCRIBE" if self.pub == b"SPUBLISH" else b"UNSUBSCRIBE",
+                msg.channel,
+            )
 
     @property
     def _sub(self) -> bytes:
@@ -347,7 +402,12 @@ class ClusterActor(HubbubActor):
 
     def _read(self, gen: int, conn: Any) -> None:
         """The subscriber greenlet of one connection: route every event, until it breaks."""
-        rooms, me, node_channel, directory = self.rooms, self.actor_ref, self.node_channel, self.directory
+        rooms, me, node_channel, directory = (
+            self.rooms,
+            self.actor_ref,
+            self.node_channel,
+            self.directory,
+        )
         n = 0
         try:
             while True:
@@ -383,7 +443,10 @@ class ClusterActor(HubbubActor):
                 pools = self._primary_pools()
                 for name, (sub_pool, stream_pool) in pools.items():
                     conn = sub_pool.make_connection()
-                    shards[name] = (conn, CommandStream(stream_pool.make_connection(), self.actor_ref, self.gen + 1))
+                    shards[name] = (
+                        conn,
+                        CommandStream(stream_pool.make_connection(), self.actor_ref, self.gen + 1),
+                    )
                     conn.connect()
                     # The stream sends EVALSHA only: a restarted Redis has no scripts yet.
                     for script in _STREAMED:
@@ -395,8 +458,11 @@ class ClusterActor(HubbubActor):
                     conn.disconnect()
                     stream.close("not connected")
                 if self.problem == "connecting":  # never connected: say so once
-                    log.warning("cluster: redis unreachable (%s): rooms refuse says with "
-                                "`unavailable` until it answers; connecting", why(exc))
+                    log.warning(
+                        "cluster: redis unreachable (%s): rooms refuse says with "
+                        "`unavailable` until it answers; connecting",
+                        why(exc),
+                    )
                     self.problem = why(exc)
                 gevent.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, BACKOFF[1])
@@ -417,7 +483,11 @@ class ClusterActor(HubbubActor):
         finally:
             conn.disconnect()
         text = text.decode() if isinstance(text, bytes) else str(text)
-        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+        return dict(
+            line.split(":", 1)
+            for line in text.splitlines()
+            if ":" in line and not line.startswith("#")
+        )
 
     def _cluster_client(self) -> None:
         """Redis Cluster: a client that routes each command by its key's slot, and no
@@ -425,11 +495,18 @@ class ClusterActor(HubbubActor):
         from redis.cluster import RedisCluster
 
         self.redis = RedisCluster.from_url(
-            self.settings.url, socket_timeout=COMMAND_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
-            retry=Retry(NoBackoff(), 0), client_name=f"hubbub-{self.node_id}", protocol=2)
+            self.settings.url,
+            socket_timeout=COMMAND_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+            client_name=f"hubbub-{self.node_id}",
+            protocol=2,
+        )
         self.scripts = {name: self.redis.register_script(_script_text(name)) for name in _SCRIPTS}
         self.clustered = True
-        log.info("cluster: redis is a Redis Cluster of %d primaries", len(self.redis.get_primaries()))
+        log.info(
+            "cluster: redis is a Redis Cluster of %d primaries", len(self.redis.get_primaries())
+        )
 
     def _primary_pools(self) -> dict[str, tuple[Any, Any]]:
         """Per primary: a pool for its subscriber connection and one for its says' stream."""
@@ -438,8 +515,10 @@ class ClusterActor(HubbubActor):
         self.redis.nodes_manager.initialize()  # the slot table may have changed since the last time
         pools = {}
         for node in self.redis.get_primaries():
-            pools[node.name] = (redis.ConnectionPool(host=node.host, port=node.port, **self._quiet),
-                                redis.ConnectionPool(host=node.host, port=node.port, **self._quiet))
+            pools[node.name] = (
+                redis.ConnectionPool(host=node.host, port=node.port, **self._quiet),
+                redis.ConnectionPool(host=node.host, port=node.port, **self._quiet),
+            )
         return pools
 
     def _close_shards(self, why: str) -> None:
@@ -459,12 +538,20 @@ class ClusterActor(HubbubActor):
         self.up, self.changed, self.live = True, time.time(), msg.live
         if self.problem != "connecting":
             self.reconnects += 1
-            log.warning("cluster: redis is back (node %s, %d nodes): resynchronising", self.node_id, len(msg.live))
+            log.warning(
+                "cluster: redis is back (node %s, %d nodes): resynchronising",
+                self.node_id,
+                len(msg.live),
+            )
         else:
-            log.info("cluster: node %s joined through redis (%d nodes)", self.node_id, len(msg.live))
+            log.info(
+                "cluster: node %s joined through redis (%d nodes)", self.node_id, len(msg.live)
+            )
         self.problem = None
         # Rooms that emptied while Redis was away cannot clean up after themselves.
-        gevent.spawn(self._prune, {ch.decode()[len("hubbub:{r:"):-1] for ch in self.rooms}, self.gen)
+        gevent.spawn(
+            self._prune, {ch.decode()[len("hubbub:{r:") : -1] for ch in self.rooms}, self.gen
+        )
         # Classic pub/sub for the node's inbox: a Redis Cluster broadcasts it to every shard.
         self._send(self.node_channel, b"SUBSCRIBE", self.node_channel)
         for channel in self.rooms:
@@ -544,7 +631,9 @@ class ClusterActor(HubbubActor):
         """Everything a dead node left behind, in slices: one small script per room and per
         nick, never one long script that blocks Redis for everyone (issue 12.4)."""
         r = self.redis
-        if lock and not r.set(f"{K.node_key(node)}:burying", self.node_id, nx=True, px=int(self.ttl * 1000)):
+        if lock and not r.set(
+            f"{K.node_key(node)}:burying", self.node_id, nx=True, px=int(self.ttl * 1000)
+        ):
             return  # another node is at it
         prefix = f"{node}/"
         for room in r.sscan_iter(K.node_rooms(node), count=BURY_BATCH):
@@ -556,8 +645,10 @@ class ClusterActor(HubbubActor):
         r.srem(K.NODES, node)
 
     def _drop(self, room: str, prefix: str) -> None:
-        self.scripts["drop_members"](keys=list(K.room_keys(room)),
-                                     args=[K.room_channel(room), prefix, self.pub, self.room_ttl_ms])
+        self.scripts["drop_members"](
+            keys=list(K.room_keys(room)),
+            args=[K.room_channel(room), prefix, self.pub, self.room_ttl_ms],
+        )
         gevent.sleep(0)
 
     def _prune(self, keep: set[str], gen: int) -> None:

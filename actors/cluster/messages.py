@@ -6,8 +6,18 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "Call", "ClusterUp", "LinkDown", "NodeEvent", "Reclaim", "Reply", "Resync", "RoomEvent",
-    "Subscribe", "Unsubscribe", "SaySend", "SayDone",
+    "Call",
+    "ClusterUp",
+    "LinkDown",
+    "NodeEvent",
+    "Reclaim",
+    "Reply",
+    "Resync",
+    "RoomEvent",
+    "Subscribe",
+    "Unsubscribe",
+    "SaySend",
+    "SayDone",
 ]
 
 

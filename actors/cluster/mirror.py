@@ -25,7 +25,16 @@ from typing import Any
 from ..core.history import RoomHistory
 
 __all__ = [
-    "Ack", "Announce", "Deliver", "LocalSay", "Refuse", "Rejoin", "Recheck", "Resync", "RoomMirror", "SendSay",
+    "Ack",
+    "Announce",
+    "Deliver",
+    "LocalSay",
+    "Refuse",
+    "Rejoin",
+    "Recheck",
+    "Resync",
+    "RoomMirror",
+    "SendSay",
 ]
 
 
@@ -264,8 +273,16 @@ class RoomMirror:
 
     # --- the snapshot --------------------------------------------------------------
 
-    def snapshot(self, ev: int, seq: int, roster: dict[str, str], frames: list[tuple[bytes, dict[str, Any]]],
-                 epoch: str, now: float, mode: str = "shared") -> list[Any]:
+    def snapshot(
+        self,
+        ev: int,
+        seq: int,
+        roster: dict[str, str],
+        frames: list[tuple[bytes, dict[str, Any]]],
+        epoch: str,
+        now: float,
+        mode: str = "shared",
+    ) -> list[Any]:
         out: list[Any] = []
         if self.told:
             # (After a new epoch the fresh `joined` lists the members: no presence then.)
@@ -325,7 +342,9 @@ class RoomMirror:
                 if before is not None:
                     out.append(Announce("leave", before))
                 out.append(Announce("join", nick))
-        missing = {m: nick for m, nick in old.items() if m not in roster and not m.startswith(self.prefix)}
+        missing = {
+            m: nick for m, nick in old.items() if m not in roster and not m.startswith(self.prefix)
+        }
         for member in missing:
             self.suspects.setdefault(member, now + self.grace)
         return {**roster, **missing}
@@ -408,12 +427,13 @@ class RoomMirror:
         return out
 
     def _local(self, member: str) -> str | None:
-        return member[len(self.prefix):] if member.startswith(self.prefix) else None
+        return member[len(self.prefix) :] if member.startswith(self.prefix) else None
 
     # --- members of this node ------------------------------------------------------
 
-    def joined(self, member: str, nick: str, since: int | None,
-               epoch: str | None) -> tuple[list[str], list[dict[str, Any]], bool]:
+    def joined(
+        self, member: str, nick: str, since: int | None, epoch: str | None
+    ) -> tuple[list[str], list[dict[str, Any]], bool]:
         """What a joiner of this node is told: (members, history, complete).
 
         ``complete`` is true only when nothing after ``since`` can be missing: the room

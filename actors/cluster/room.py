@@ -63,7 +63,9 @@ FIRST_SNAPSHOT_WAIT = 2.0
 LOCAL_ROOMS = True
 """A room whose members are all on one node is numbered by that node under a lease
 (docs/cluster.md "Rooms on one node"): its says never wait for Redis."""
-UNAVAILABLE = "the cluster cannot order messages in this room right now (Redis is unreachable); not sent"
+UNAVAILABLE = (
+    "the cluster cannot order messages in this room right now (Redis is unreachable); not sent"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,15 +131,35 @@ class RedisRoomPort:
         m = self.mirror
         if m.leased:  # after its appends, on the same stream: Redis numbers this room again
             meta, _members, history = self.keys
-            tell(self.link, SaySend((meta, history, self.node_id, PUB, self.channel, m.history.last_seq,
-                                     secrets.token_hex(6)), self.room.actor_ref, 0, "unlease"))
+            tell(
+                self.link,
+                SaySend(
+                    (
+                        meta,
+                        history,
+                        self.node_id,
+                        PUB,
+                        self.channel,
+                        m.history.last_seq,
+                        secrets.token_hex(6),
+                    ),
+                    self.room.actor_ref,
+                    0,
+                    "unlease",
+                ),
+            )
         tell(self.link, Unsubscribe(self.channel, self.room.actor_ref))
         if self._listed:
             tell(self.link, Call("cmd", (), ("SREM", self.node_rooms, self.name)))
 
     def describe(self) -> dict[str, Any]:
         m = self.mirror
-        return {"cluster_members": len(m.roster), "synced": m.authoritative, "mode": m.state, "epoch": m.epoch}
+        return {
+            "cluster_members": len(m.roster),
+            "synced": m.authoritative,
+            "mode": m.state,
+            "epoch": m.epoch,
+        }
 
     def accepts(self, message: Any) -> bool:
         return isinstance(message, _MINE)
@@ -241,8 +263,14 @@ class RedisRoomPort:
 
     def _presence(self, op: str, member: str, nick: str) -> None:
         meta, members, history = self.keys
-        tell(self.link, Call("presence", (meta, members, history),
-                             (self.channel, op, member, nick, PUB, self.room_ttl_ms)))
+        tell(
+            self.link,
+            Call(
+                "presence",
+                (meta, members, history),
+                (self.channel, op, member, nick, PUB, self.room_ttl_ms),
+            ),
+        )
 
     def _sync(self) -> None:
         self.mirror.link_up()
@@ -253,13 +281,35 @@ class RedisRoomPort:
         mine = [x for member, nick in self._here().items() for x in (member, nick)]
         meta, members, history = self.keys
         m = self.mirror
-        flush = [codec.encode(f) for f in m.history.recent() if f["seq"] > m.flushed] if m.leased else []
+        flush = (
+            [codec.encode(f) for f in m.history.recent() if f["seq"] > m.flushed]
+            if m.leased
+            else []
+        )
         want = LOCAL_ROOMS and "unknown" not in m.says.values()
-        tell(self.link, Call("sync", (meta, members, history),
-                             (self.channel, self.prefix, m.history.last_seq, m.epoch or "",
-                              secrets.token_hex(6), PUB, self.node_id, self._dead, "1" if want else "0",
-                              len(flush), *flush, *mine),
-                             reply_to=room.actor_ref, token=("sync", self._sync_no)))
+        tell(
+            self.link,
+            Call(
+                "sync",
+                (meta, members, history),
+                (
+                    self.channel,
+                    self.prefix,
+                    m.history.last_seq,
+                    m.epoch or "",
+                    secrets.token_hex(6),
+                    PUB,
+                    self.node_id,
+                    self._dead,
+                    "1" if want else "0",
+                    len(flush),
+                    *flush,
+                    *mine,
+                ),
+                reply_to=room.actor_ref,
+                token=("sync", self._sync_no),
+            ),
+        )
 
     def _synced(self, reply: Reply) -> None:
         if reply.token[0] == "holder":
@@ -277,13 +327,32 @@ class RedisRoomPort:
         ev, seq, flat, raw_frames, epoch, mode, holder = value
         roster = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
         frames = [(raw, json.loads(raw)) for raw in raw_frames]
-        self._apply(self.mirror.snapshot(int(ev), int(seq), roster, frames, epoch.decode(),
-                                         self.room.clock.monotonic(), mode.decode()))
+        self._apply(
+            self.mirror.snapshot(
+                int(ev),
+                int(seq),
+                roster,
+                frames,
+                epoch.decode(),
+                self.room.clock.monotonic(),
+                mode.decode(),
+            )
+        )
         self._dead = ""
-        if self.mirror.state == WAITING:  # until the holder hands over, or dies (then the lease is void)
+        if (
+            self.mirror.state == WAITING
+        ):  # until the holder hands over, or dies (then the lease is void)
             # Is the holder alive?  Its heartbeat key says (a separate command: another slot).
-            tell(self.link, Call("cmd", (), ("EXISTS", K.node_key(holder.decode())), reply_to=self.room.actor_ref,
-                                 token=("holder", holder.decode())))
+            tell(
+                self.link,
+                Call(
+                    "cmd",
+                    (),
+                    ("EXISTS", K.node_key(holder.decode())),
+                    reply_to=self.room.actor_ref,
+                    token=("holder", holder.decode()),
+                ),
+            )
             gevent.spawn_later(max(0.05, self.grace / 6), tell, self.room.actor_ref, _Retry())
         self._own_members()
         if self.mirror.state != WAITING:
@@ -346,9 +415,26 @@ class RedisRoomPort:
         head, _, tail = frame.rpartition(b'"seq":0')
         meta, _members, history = self.keys
         tag = b"%s:%d" % (self.tag, n)
-        tell(self.link, SaySend((meta, history, K.said_key(self.name, tag), self.channel, head + b'"seq":', tail,
-                                 self.mirror.history.keep, tag, self.mirror.epoch or "", SAID_TTL_MS, PUB),
-                                self.room.actor_ref, n))
+        tell(
+            self.link,
+            SaySend(
+                (
+                    meta,
+                    history,
+                    K.said_key(self.name, tag),
+                    self.channel,
+                    head + b'"seq":',
+                    tail,
+                    self.mirror.history.keep,
+                    tag,
+                    self.mirror.epoch or "",
+                    SAID_TTL_MS,
+                    PUB,
+                ),
+                self.room.actor_ref,
+                n,
+            ),
+        )
 
     def _local_say(self, n: int) -> None:
         """This node holds the lease: number it here, ack, deliver, and write it behind."""
@@ -360,8 +446,15 @@ class RedisRoomPort:
         room.ack(say, seq)
         room.deliver(frame, raw, recorded=True)
         meta, _members, history = self.keys
-        tell(self.link, SaySend((meta, history, self.node_id, m.epoch or "", seq, raw, m.history.keep),
-                                room.actor_ref, -seq, "append"))
+        tell(
+            self.link,
+            SaySend(
+                (meta, history, self.node_id, m.epoch or "", seq, raw, m.history.keep),
+                room.actor_ref,
+                -seq,
+                "append",
+            ),
+        )
 
     def _rejoin(self, after: int | None) -> None:
         """Every member here starts its view of the room over (a new epoch, or a gap)."""

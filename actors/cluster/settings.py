@@ -15,6 +15,7 @@ DEFAULT_ROOM_TTL = 86400.0
 """Seconds a room's keys (seq, epoch, history) live after its last member left
 (``?room_ttl=`` in the URL); a room that comes back after that starts a new epoch."""
 
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """What the ``--redis`` URL says."""
@@ -60,7 +61,7 @@ def parse_url(url: str) -> Settings:
     clean = base + ("?" + urllib.parse.urlencode(rest) if rest else "")
     if not base.startswith("redis+sentinel://"):
         return Settings(clean, found["node_ttl"], found["room_ttl"])
-    auth, _, hosts_path = base[len("redis+sentinel://"):].rpartition("@")
+    auth, _, hosts_path = base[len("redis+sentinel://") :].rpartition("@")
     hosts, _, path = hosts_path.partition("/")
     parts = [p for p in path.split("/") if p]
     if not parts:
@@ -70,5 +71,12 @@ def parse_url(url: str) -> Settings:
         host, _, port = hp.rpartition(":")
         sentinels.append((host or hp, int(port) if host else 26379))
     password = urllib.parse.unquote(auth.partition(":")[2]) if auth else None
-    return Settings(clean, found["node_ttl"], found["room_ttl"], tuple(sentinels), parts[0],
-                    int(parts[1]) if len(parts) > 1 else 0, password or None)
+    return Settings(
+        clean,
+        found["node_ttl"],
+        found["room_ttl"],
+        tuple(sentinels),
+        parts[0],
+        int(parts[1]) if len(parts) > 1 else 0,
+        password or None,
+    )

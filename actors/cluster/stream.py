@@ -84,8 +84,9 @@ class CommandStream:
                 continue
             self._waiting.extend(then for _packed, then in batch)
             try:
-                self.conn.send_packed_command([chunk for packed, _then in batch for chunk in packed],
-                                              check_health=False)
+                self.conn.send_packed_command(
+                    [chunk for packed, _then in batch for chunk in packed], check_health=False
+                )
             except _REDIS_ERRORS as exc:
                 tell(self.link, Lost(self.gen, why(exc)))
                 return

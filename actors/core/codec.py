@@ -158,7 +158,9 @@ class Unignore:
     nick: str
 
 
-ClientMessage = Hello | Profile | Join | Leave | Say | Dm | Pong | Ping | Bye | History | Ignore | Unignore
+ClientMessage = (
+    Hello | Profile | Join | Leave | Say | Dm | Pong | Ping | Bye | History | Ignore | Unignore
+)
 
 
 def _utf8(value: str, key: str) -> str:
@@ -183,9 +185,7 @@ def _name(obj: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise DecodeError("bad_message", f"`{key}` must be a string")
     if not NAME_RE.match(value):
-        raise DecodeError(
-            "bad_message", f"`{key}` must be 1-32 letters, digits, '_' or '-'"
-        )
+        raise DecodeError("bad_message", f"`{key}` must be 1-32 letters, digits, '_' or '-'")
     return value
 
 
@@ -215,14 +215,21 @@ def check_shape(value: Any, shape: Shape, key: str) -> bytes:
         for v in level:
             if isinstance(v, str):
                 if len(v) > shape.max_string:
-                    raise DecodeError("bad_message", f"`{key}`: a string is longer than {shape.max_string} characters")
+                    raise DecodeError(
+                        "bad_message",
+                        f"`{key}`: a string is longer than {shape.max_string} characters",
+                    )
                 _utf8(v, key)
             elif isinstance(v, (dict, list)):
                 if depth > shape.max_depth:
-                    raise DecodeError("bad_message", f"`{key}` is nested deeper than {shape.max_depth} levels")
+                    raise DecodeError(
+                        "bad_message", f"`{key}` is nested deeper than {shape.max_depth} levels"
+                    )
                 items += len(v)
                 if items > shape.max_items:
-                    raise DecodeError("bad_message", f"`{key}` has more than {shape.max_items} keys and items")
+                    raise DecodeError(
+                        "bad_message", f"`{key}` has more than {shape.max_items} keys and items"
+                    )
                 if isinstance(v, dict):
                     nxt.extend(v.keys())
                     nxt.extend(v.values())
@@ -360,7 +367,12 @@ def encode(frame: dict[str, Any]) -> bytes:
 
 
 def welcome(session: str, timeouts: dict[str, float]) -> dict[str, Any]:
-    return {"type": "welcome", "protocol": PROTOCOL_VERSION, "session": session, "timeouts": timeouts}
+    return {
+        "type": "welcome",
+        "protocol": PROTOCOL_VERSION,
+        "session": session,
+        "timeouts": timeouts,
+    }
 
 
 def profile_ok(nick: str, resume: str | None = None) -> dict[str, Any]:
@@ -370,16 +382,28 @@ def profile_ok(nick: str, resume: str | None = None) -> dict[str, Any]:
     return frame
 
 
-def joined(room: str, members: list[str], history: list[dict[str, Any]], complete: bool,
-           epoch: str | None = None) -> dict[str, Any]:
-    frame = {"type": "joined", "room": room, "members": members, "history": history, "complete": complete}
+def joined(
+    room: str,
+    members: list[str],
+    history: list[dict[str, Any]],
+    complete: bool,
+    epoch: str | None = None,
+) -> dict[str, Any]:
+    frame = {
+        "type": "joined",
+        "room": room,
+        "members": members,
+        "history": history,
+        "complete": complete,
+    }
     if epoch is not None:  # a cluster's rooms only (docs/protocol.md "Epochs")
         frame["epoch"] = epoch
     return frame
 
 
-def encode_joined(room: str, members: list[str], history: list[bytes], complete: bool,
-                  more: bool = False) -> bytes:
+def encode_joined(
+    room: str, members: list[str], history: list[bytes], complete: bool, more: bool = False
+) -> bytes:
     """`joined` around history kept as encoded `message` frames: spliced, never decoded."""
     head = _dumps({"type": "joined", "room": room, "members": members}).encode()
     tail = b'],"complete":' + (b"true" if complete else b"false")
@@ -391,8 +415,16 @@ def encode_joined(room: str, members: list[str], history: list[bytes], complete:
 def encode_history(room: str, messages: list[bytes], more: bool, complete: bool) -> bytes:
     """The answer to a `history` request (extension), spliced like `joined`."""
     head = _dumps({"type": "history", "room": room}).encode()
-    return (head[:-1] + b',"messages":[' + b",".join(messages) + b'],"more":'
-            + (b"true" if more else b"false") + b',"complete":' + (b"true" if complete else b"false") + b"}")
+    return (
+        head[:-1]
+        + b',"messages":['
+        + b",".join(messages)
+        + b'],"more":'
+        + (b"true" if more else b"false")
+        + b',"complete":'
+        + (b"true" if complete else b"false")
+        + b"}"
+    )
 
 
 def left(room: str) -> dict[str, Any]:

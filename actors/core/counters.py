@@ -54,5 +54,6 @@ class Counters:
         self.timelines = Timelines()
         """Users per state, recently gone users' timelines, disconnects in the last minute."""
         # From the sender's actor handling `say` to the room having told every member.
-        self.fanout_seconds = Histogram((0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                         0.25, 0.5, 1.0, 2.5))
+        self.fanout_seconds = Histogram(
+            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+        )

@@ -95,8 +95,14 @@ class HistoryPool:
 
 
 class RoomHistory:
-    def __init__(self, keep: int, last_seq: int = 0, messages: list[dict[str, Any]] | None = None,
-                 max_bytes: int = 0, pool: HistoryPool | None = None) -> None:
+    def __init__(
+        self,
+        keep: int,
+        last_seq: int = 0,
+        messages: list[dict[str, Any]] | None = None,
+        max_bytes: int = 0,
+        pool: HistoryPool | None = None,
+    ) -> None:
         self.keep = keep
         """At most this many messages (--history); 0 keeps none."""
         self.max_bytes = max_bytes
@@ -143,7 +149,9 @@ class RoomHistory:
         ring.append((seq, payload))
         size = len(payload) + ENTRY_OVERHEAD
         grown = size
-        while len(ring) > self.keep or (self.max_bytes and self.bytes + grown > self.max_bytes and len(ring) > 1):
+        while len(ring) > self.keep or (
+            self.max_bytes and self.bytes + grown > self.max_bytes and len(ring) > 1
+        ):
             grown -= len(ring.popleft()[1]) + ENTRY_OVERHEAD
         if self.max_bytes and size > self.max_bytes:  # alone over the room budget
             ring.pop()
@@ -207,8 +215,13 @@ class RoomHistory:
 
     # --- reading --------------------------------------------------------------------
 
-    def page(self, since: int | None = None, before: int | None = None, limit: int | None = None,
-             max_bytes: int = 0) -> tuple[list[bytes], bool, bool]:
+    def page(
+        self,
+        since: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        max_bytes: int = 0,
+    ) -> tuple[list[bytes], bool, bool]:
         """The newest kept messages with since < seq < before, oldest first, at most
         ``limit`` of them and ``max_bytes`` together: (messages, more, complete).
 
@@ -230,7 +243,9 @@ class RoomHistory:
                 continue
             if seq <= lo:
                 break
-            if (limit is not None and len(out) >= limit) or (max_bytes and size + len(payload) > max_bytes and out):
+            if (limit is not None and len(out) >= limit) or (
+                max_bytes and size + len(payload) > max_bytes and out
+            ):
                 more = True
                 break
             if max_bytes and size + len(payload) > max_bytes:  # one message over the page alone

@@ -40,8 +40,14 @@ class Verifier:
     ALGORITHMS_HMAC = ("HS256", "HS384", "HS512")
     ALGORITHMS_KEY = ("RS256", "ES256", "EdDSA")
 
-    def __init__(self, key: str | bytes, public: bool = False, audience: str | None = None,
-                 issuer: str | None = None, leeway: float = 30.0) -> None:
+    def __init__(
+        self,
+        key: str | bytes,
+        public: bool = False,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway: float = 30.0,
+    ) -> None:
         import jwt  # PyJWT: only needed with --auth-*
 
         self._jwt = jwt
@@ -70,11 +76,20 @@ class Verifier:
         jwt = self._jwt
         try:
             claims = jwt.decode(
-                token, self.key, algorithms=list(self.algorithms), audience=self.audience,
+                token,
+                self.key,
+                algorithms=list(self.algorithms),
+                audience=self.audience,
                 issuer=self.issuer,
                 # exp/nbf against the injected clock below, not PyJWT's own time.time().
-                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                         "verify_aud": self.audience is not None, "verify_iss": self.issuer is not None})
+                options={
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": self.audience is not None,
+                    "verify_iss": self.issuer is not None,
+                },
+            )
         except jwt.PyJWTError as exc:
             raise IdentityError(f"the token is not valid: {exc}") from None
         exp, nbf = claims.get("exp"), claims.get("nbf")
@@ -115,8 +130,13 @@ class _Holder:
 class Nicks:
     """The nick table of one node."""
 
-    def __init__(self, grace: float = 30.0, require_token: bool = False, bound_limit: int = 65536,
-                 secret: Callable[[], str] = lambda: secrets.token_urlsafe(18)) -> None:
+    def __init__(
+        self,
+        grace: float = 30.0,
+        require_token: bool = False,
+        bound_limit: int = 65536,
+        secret: Callable[[], str] = lambda: secrets.token_urlsafe(18),
+    ) -> None:
         self.grace = grace
         self.require_token = require_token
         self.bound_limit = bound_limit
@@ -141,8 +161,9 @@ class Nicks:
         key = self.by_session.get(session)
         return self.holders[key].nick if key is not None else None
 
-    def claim(self, session: str, nick: str, now: float, verified: bool = False,
-              resume: str | None = None) -> Claimed:
+    def claim(
+        self, session: str, nick: str, now: float, verified: bool = False, resume: str | None = None
+    ) -> Claimed:
         """``session`` asks for ``nick``; ``verified``: a valid token proved it is theirs."""
         self._expire(now)
         key = fold(nick)
@@ -158,8 +179,12 @@ class Nicks:
                 return Claimed(False, "nick_taken", f"{nick!r} is taken")
         elif holder is None and hold is not None:
             owner = hold[1]
-            if not (verified or (resume is not None and secrets.compare_digest(resume, owner.secret))):
-                return Claimed(False, "nick_taken", f"{nick!r} is held for its owner for a few seconds")
+            if not (
+                verified or (resume is not None and secrets.compare_digest(resume, owner.secret))
+            ):
+                return Claimed(
+                    False, "nick_taken", f"{nick!r} is held for its owner for a few seconds"
+                )
         if holder is None and not verified and key in self.bound:
             return Claimed(False, "nick_taken", f"{nick!r} belongs to a signed-in user")
         if evict is not None:

@@ -56,9 +56,27 @@ from .messages import (
 )
 
 __all__ = [
-    "UserState", "Timeouts", "Limits", "Session", "TRANSITIONS", "InvalidTransition",
-    "Send", "SendRaw", "Arm", "Disarm", "Close", "ClaimNickFx", "JoinRoomFx", "LeaveRoomFx",
-    "SayFx", "DmFx", "PageFx", "IgnoresFx", "Finish", "Effect", "CLOSE_CODES",
+    "UserState",
+    "Timeouts",
+    "Limits",
+    "Session",
+    "TRANSITIONS",
+    "InvalidTransition",
+    "Send",
+    "SendRaw",
+    "Arm",
+    "Disarm",
+    "Close",
+    "ClaimNickFx",
+    "JoinRoomFx",
+    "LeaveRoomFx",
+    "SayFx",
+    "DmFx",
+    "PageFx",
+    "IgnoresFx",
+    "Finish",
+    "Effect",
+    "CLOSE_CODES",
 ]
 
 
@@ -70,8 +88,13 @@ class UserState(enum.Enum):
     DISCONNECTED = "Disconnected"
 
 
-U, C, I, T, D = (UserState.UNDEFINED, UserState.CONNECTED, UserState.IN_CHAT,
-                 UserState.TO_BE_DISCONNECTED, UserState.DISCONNECTED)
+U, C, I, T, D = (
+    UserState.UNDEFINED,
+    UserState.CONNECTED,
+    UserState.IN_CHAT,
+    UserState.TO_BE_DISCONNECTED,
+    UserState.DISCONNECTED,
+)
 LIVE = (U, C, I)
 
 # reason → close code (docs/protocol.md, "Close codes").
@@ -114,8 +137,13 @@ class Timeouts:
     session: float = 43200.0
 
     def as_dict(self) -> dict[str, float]:
-        return {"hello": self.hello, "ping": self.ping, "pong": self.pong,
-                "profile": self.profile, "session": self.session}
+        return {
+            "hello": self.hello,
+            "ping": self.ping,
+            "pong": self.pong,
+            "profile": self.profile,
+            "session": self.session,
+        }
 
 
 @dataclass(frozen=True)
@@ -245,8 +273,21 @@ class Finish:
     timers: tuple[str, ...]
 
 
-Effect = (Send | SendRaw | Arm | Disarm | Close | ClaimNickFx | JoinRoomFx | LeaveRoomFx | SayFx | DmFx
-          | PageFx | IgnoresFx | Finish)
+Effect = (
+    Send
+    | SendRaw
+    | Arm
+    | Disarm
+    | Close
+    | ClaimNickFx
+    | JoinRoomFx
+    | LeaveRoomFx
+    | SayFx
+    | DmFx
+    | PageFx
+    | IgnoresFx
+    | Finish
+)
 
 
 class InvalidTransition(RuntimeError):
@@ -346,7 +387,11 @@ class Session:
             if self.state is U:
                 # docs/protocol.md: any message other than hello while Undefined → 1008.
                 return self._dispatch("not_hello", msg, now)
-            return [Send(codec.error("not_ready", f"`{name}` is not allowed in state {self.state.value}"))]
+            return [
+                Send(
+                    codec.error("not_ready", f"`{name}` is not allowed in state {self.state.value}")
+                )
+            ]
         return self._dispatch(name, msg, now)
 
     def note_pong(self, now: float) -> bool:
@@ -383,7 +428,9 @@ class Session:
         if self._tokens < 0:
             self._tokens, self._last_refill = float(lim.burst), now
         else:
-            self._tokens = min(float(lim.burst), self._tokens + (now - self._last_refill) * lim.rate)
+            self._tokens = min(
+                float(lim.burst), self._tokens + (now - self._last_refill) * lim.rate
+            )
             self._last_refill = now
         if self._tokens < 1.0:
             return False
@@ -421,17 +468,23 @@ class Session:
         now = ev.at if ev.at is not None else now
         self.opened_at = now
         t = self.timeouts
-        return [self._arm("hello", now + t.hello), self._arm("profile", now + t.profile),
-                self._arm("session", now + t.session)]
+        return [
+            self._arm("hello", now + t.hello),
+            self._arm("profile", now + t.profile),
+            self._arm("session", now + t.session),
+        ]
 
     def _hello(self, ev: Hello, now: float) -> list[Effect]:
         self.state = C
         self.client = ev.client
         self.last_pong = now  # the pong rule counts from welcome
         t = self.timeouts
-        return [*self._disarm("hello"),
-                Send(codec.welcome(self.session_id, t.as_dict())),
-                self._arm("ping", now + t.ping, every=t.ping, direct=True), self._arm("pong", now + t.pong)]
+        return [
+            *self._disarm("hello"),
+            Send(codec.welcome(self.session_id, t.as_dict())),
+            self._arm("ping", now + t.ping, every=t.ping, direct=True),
+            self._arm("pong", now + t.pong),
+        ]
 
     # --- transitions: Connected / InChat --------------------------------------------
 
@@ -446,7 +499,9 @@ class Session:
             except IdentityError as exc:
                 return [Send(codec.error("unauthorized", str(exc)))]
             if fold(proven) != fold(ev.nick):
-                return [Send(codec.error("unauthorized", f"the token is for the nick {proven[:32]!r}"))]
+                return [
+                    Send(codec.error("unauthorized", f"the token is for the nick {proven[:32]!r}"))
+                ]
             verified = True
         self._nick_pending = ev.nick
         self.info = ev.info
@@ -463,7 +518,14 @@ class Session:
         if not ev.ok:
             code = ev.code or "nick_taken"
             if code == "unavailable":
-                return [Send(codec.error(code, ev.message or f"{ev.nick!r} cannot be checked across the cluster now"))]
+                return [
+                    Send(
+                        codec.error(
+                            code,
+                            ev.message or f"{ev.nick!r} cannot be checked across the cluster now",
+                        )
+                    )
+                ]
             return [Send(codec.error(code, ev.message or f"{ev.nick!r} is taken"))]
         self.nick = ev.nick
         self.state = I
@@ -489,19 +551,30 @@ class Session:
     def _say(self, ev: Say, now: float) -> list[Effect]:
         handle = self.rooms.get(ev.room)
         if handle is None:
-            return [Send(codec.error("not_in_room", f"join {ev.room!r} before saying anything there"))]
+            return [
+                Send(codec.error("not_in_room", f"join {ev.room!r} before saying anything there"))
+            ]
         return [SayFx(handle, ev.text, ev.id)]
 
     def _history(self, ev: History, now: float) -> list[Effect]:
         handle = self.rooms.get(ev.room)
         if handle is None:
-            return [Send(codec.error("not_in_room", f"join {ev.room!r} before asking for its history"))]
+            return [
+                Send(codec.error("not_in_room", f"join {ev.room!r} before asking for its history"))
+            ]
         return [PageFx(handle, ev.before, ev.since, ev.limit)]
 
     def _ignore_nick(self, ev: Ignore, now: float) -> list[Effect]:
         key = fold(ev.nick)
         if key not in self.ignores and len(self.ignores) >= self.budgets.max_ignores:
-            return [Send(codec.error("too_many_ignores", f"at most {self.budgets.max_ignores} nicks can be ignored"))]
+            return [
+                Send(
+                    codec.error(
+                        "too_many_ignores",
+                        f"at most {self.budgets.max_ignores} nicks can be ignored",
+                    )
+                )
+            ]
         self.ignores.add(key)
         return [Send(codec.ignoring(sorted(self.ignores))), IgnoresFx(frozenset(self.ignores))]
 
@@ -519,7 +592,13 @@ class Session:
         if ev.ok:
             return [Send(codec.ack(ev.client_id, None))]
         if ev.code == "rate_limited":
-            return [Send(codec.error("rate_limited", "that user receives too many dms right now: try later"))]
+            return [
+                Send(
+                    codec.error(
+                        "rate_limited", "that user receives too many dms right now: try later"
+                    )
+                )
+            ]
         return [Send(codec.error("no_such_user", "no user with that nick is online"))]
 
     def _deliver(self, ev: Deliver, now: float) -> list[Effect]:
@@ -593,8 +672,12 @@ _Row = tuple[Callable[[Session, Any, float], list[Effect]], tuple[UserState, ...
 TRANSITIONS: dict[tuple[UserState, str], _Row] = {}
 
 
-def _rows(states: tuple[UserState, ...], event: str, method: Callable[..., list[Effect]],
-          *targets: UserState) -> None:
+def _rows(
+    states: tuple[UserState, ...],
+    event: str,
+    method: Callable[..., list[Effect]],
+    *targets: UserState,
+) -> None:
     for state in states:
         TRANSITIONS[(state, event)] = (method, targets)
 

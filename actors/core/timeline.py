@@ -151,16 +151,24 @@ class Timeline:
             del entries[0]
         entries.append((now, label, before, after, outcome, 1))
 
-    def close(self, now: float, session_id: str, nick: str | None, reason: str,
-              opened_at: float, info: dict[str, Any] | None = None) -> None:
+    def close(
+        self,
+        now: float,
+        session_id: str,
+        nick: str | None,
+        reason: str,
+        opened_at: float,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         """The user is gone: leave the tally, file the timeline with the recently gone."""
         if len(self.entries) >= self._size:
             del self.entries[0]
         self.entries.append((now, f"gone: {reason}", self.state, "Disconnected", "", 1))
         if self._owner is not None:
             self._owner.by_state[self.state] -= 1
-            self._owner.gone(GoneUser(session_id, nick, reason, opened_at, now, tuple(self.entries),
-                                      info or {}))
+            self._owner.gone(
+                GoneUser(session_id, nick, reason, opened_at, now, tuple(self.entries), info or {})
+            )
             self._owner = None  # closing twice (a failure during stop) counts once
         self.state = "Disconnected"
 
@@ -169,8 +177,14 @@ def entry_dict(entry: Entry, to_wall: float) -> dict[str, Any]:
     """One timeline entry as JSON; ``to_wall`` turns monotonic times into Unix seconds.
     ``count`` > 1: the same event this many times in a row, ``at`` the last one."""
     at, event, before, after, outcome, count = entry
-    return {"at": round(at + to_wall, 3), "event": event, "from": before, "to": after,
-            "outcome": outcome, "count": count}
+    return {
+        "at": round(at + to_wall, 3),
+        "event": event,
+        "from": before,
+        "to": after,
+        "outcome": outcome,
+        "count": count,
+    }
 
 
 class GoneUser:
@@ -178,8 +192,16 @@ class GoneUser:
 
     __slots__ = ("session_id", "nick", "reason", "opened_at", "closed_at", "entries", "info")
 
-    def __init__(self, session_id: str, nick: str | None, reason: str, opened_at: float,
-                 closed_at: float, entries: tuple[Any, ...], info: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        nick: str | None,
+        reason: str,
+        opened_at: float,
+        closed_at: float,
+        entries: tuple[Any, ...],
+        info: dict[str, Any],
+    ) -> None:
         self.session_id = session_id
         self.nick = nick
         self.reason = reason
@@ -260,14 +282,20 @@ class Timelines:
             user = self.recent.get(self._by_nick[key])
         return user
 
-    def search(self, now: float, nick: str = "", reason: str = "", limit: int = 50) -> list[GoneUser]:
+    def search(
+        self, now: float, nick: str = "", reason: str = "", limit: int = 50
+    ) -> list[GoneUser]:
         """The newest gone users first, filtered by nick substring and reason; at most ``limit``
         (a scan of at most ``keep`` entries)."""
         self.expire(now)
         nick = nick.casefold()
         out: list[GoneUser] = []
         for user in reversed(self.recent.values()):
-            if nick and nick not in (user.nick or "").casefold() and not user.session_id.startswith(nick):
+            if (
+                nick
+                and nick not in (user.nick or "").casefold()
+                and not user.session_id.startswith(nick)
+            ):
                 continue
             if reason and user.reason != reason:
                 continue

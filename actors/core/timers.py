@@ -91,7 +91,9 @@ class TimerQueue:
         total = 0
         # Overdue buckets (a wake-up not handled yet): from the earliest deadline to now,
         # normally a bucket or two; capped at an hour's worth for a scheduler far behind.
-        for b in range(max(int(first * BUCKETS_PER_SECOND), start - 3600 * BUCKETS_PER_SECOND), start):
+        for b in range(
+            max(int(first * BUCKETS_PER_SECOND), start - 3600 * BUCKETS_PER_SECOND), start
+        ):
             total += buckets.get(b, 0)
         b = start
         for h in horizons:

@@ -23,9 +23,24 @@ pytestmark = pytest.mark.e2e
 
 def bench(*scenarios: str) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--server", "hubbub", "--scale", "smoke",
-         "--scenarios", ",".join(scenarios), "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=55)
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "--server",
+            "hubbub",
+            "--scale",
+            "smoke",
+            "--scenarios",
+            ",".join(scenarios),
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout)
 
@@ -97,9 +112,27 @@ class TestDebugLoad:
         came back as whole JSON (the poller parses them) with their sizes recorded."""
         out = tmp_path / "debug.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "bench", "debug", "--users", "200", "--rounds", "1", "--seconds", "1",
-             "--warmup", "0.5", "--json", str(out)],
-            cwd=ROOT, capture_output=True, text=True, timeout=55)
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "debug",
+                "--users",
+                "200",
+                "--rounds",
+                "1",
+                "--seconds",
+                "1",
+                "--warmup",
+                "0.5",
+                "--json",
+                str(out),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=55,
+        )
         assert proc.returncode == 0, proc.stderr[-4000:]
         r = json.loads(out.read_text())
         assert r["users"] == 200 and r["server_alive"]

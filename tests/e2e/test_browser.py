@@ -133,7 +133,9 @@ class TestChat:
         expect(msg.locator(".from")).to_have_text(a_nick)
         expect(msg.locator("time")).to_have_text(re.compile(r"\d{1,2}:\d{2}"))
         say(b, "hello alice")
-        expect(a.locator("#messages .msg").filter(has_text="hello alice").locator(".from")).to_have_text(b_nick)
+        expect(
+            a.locator("#messages .msg").filter(has_text="hello alice").locator(".from")
+        ).to_have_text(b_nick)
         assert texts(a) == texts(b) == ["hi bob", "hello alice"]
 
     def test_presence_updates_members(self, window, server):
@@ -142,13 +144,17 @@ class TestChat:
         a = open_chat(window, server.url, a_nick, room)
         expect(members(a)).to_have_count(1)
         b = open_chat(window, server.url, b_nick, room)
-        expect(a.locator(f'#messages .info[data-event=join][data-user="{b_nick}"]')).to_have_text(f"{b_nick} joined")
+        expect(a.locator(f'#messages .info[data-event=join][data-user="{b_nick}"]')).to_have_text(
+            f"{b_nick} joined"
+        )
         expect(members(a)).to_have_count(2)
         expect(a.locator(f'#members li[data-nick="{b_nick}"]')).to_be_visible()
         expect(a.locator("#conv-sub")).to_have_text("2 members")
         b.get_by_role("button", name=f"Leave room {room}").click()
         expect(b.locator(f'#rooms li[data-room="{room}"]')).to_have_count(0)
-        expect(a.locator(f'#messages .info[data-event=leave][data-user="{b_nick}"]')).to_have_text(f"{b_nick} left")
+        expect(a.locator(f'#messages .info[data-event=leave][data-user="{b_nick}"]')).to_have_text(
+            f"{b_nick} left"
+        )
         expect(members(a)).to_have_count(1)
 
     def test_unread_marks_and_dms(self, window, server):
@@ -171,7 +177,9 @@ class TestChat:
         dm = b.locator(f'#dms li[data-dm="{a_nick}"]')
         expect(dm.locator(".unread")).to_have_text("1")
         dm.locator("button.open").click()
-        expect(b.locator("#messages .msg").filter(has_text="psst").locator(".from")).to_have_text(a_nick)
+        expect(b.locator("#messages .msg").filter(has_text="psst").locator(".from")).to_have_text(
+            a_nick
+        )
 
     def test_phone_width(self, window, server):
         """At phone width nothing scrolls sideways; rooms and members open as drawers."""
@@ -184,7 +192,9 @@ class TestChat:
         page.get_by_role("button", name="Rooms").tap()
         expect(sidebar).to_be_in_viewport(ratio=0.99)
         expect(page.get_by_role("button", name="Rooms")).to_have_attribute("aria-expanded", "true")
-        page.locator("#scrim").tap(position={"x": PHONE["width"] - 20, "y": 300})  # beside the drawer
+        page.locator("#scrim").tap(
+            position={"x": PHONE["width"] - 20, "y": 300}
+        )  # beside the drawer
         expect(sidebar).not_to_be_in_viewport()
         page.get_by_role("button", name="Members").tap()
         expect(page.locator("#people")).to_be_in_viewport(ratio=0.99)
@@ -200,7 +210,9 @@ class TestChat:
             page.get_by_role("textbox", name="Nickname").fill(nick)
             page.get_by_role("button", name="Enter chat").click()
             expect(page.locator("#nick-error")).to_have_text(re.compile("taken"))
-            expect(page.get_by_role("textbox", name="Nickname")).to_have_attribute("aria-invalid", "true")
+            expect(page.get_by_role("textbox", name="Nickname")).to_have_attribute(
+                "aria-invalid", "true"
+            )
 
 
 class TestFirstSteps:
@@ -271,8 +283,12 @@ class TestDisconnects:
             cut.cut()
             expect(a.locator("#status")).to_have_text("offline")
             expect(banner(a)).to_have_attribute("data-mode", "retry")
-            expect(a.locator("#banner-text")).to_have_text(re.compile("Connection lost|Could not connect"))
-            expect(b.locator(f'#messages .info[data-event=leave][data-user="{a_nick}"]')).to_be_attached()
+            expect(a.locator("#banner-text")).to_have_text(
+                re.compile("Connection lost|Could not connect")
+            )
+            expect(
+                b.locator(f'#messages .info[data-event=leave][data-user="{a_nick}"]')
+            ).to_be_attached()
             say(b, "missed one")
             say(b, "missed two")
 
@@ -281,7 +297,9 @@ class TestDisconnects:
             expect(a.locator("#messages .msg")).to_have_count(3)
             assert texts(a) == ["before", "missed one", "missed two"]
             expect(banner(a)).to_have_attribute("data-mode", "ok")  # "… reconnected."
-            expect(b.locator(f'#messages .info[data-event=join][data-user="{a_nick}"]')).to_be_attached()
+            expect(
+                b.locator(f'#messages .info[data-event=join][data-user="{a_nick}"]')
+            ).to_be_attached()
             say(a, "back")
             expect(b.locator("#messages .msg").filter(has_text="back")).to_be_visible()
         finally:
@@ -292,7 +310,9 @@ class TestDisconnects:
         page back with its nick and rooms."""
         room, nick = unique("kick"), unique("rowdy")
         page = open_chat(window, server.url, nick, room)
-        status, _h, _body = server.http("/admin/kick", "POST", {"nick": nick, "reason": "spamming the lobby"})
+        status, _h, _body = server.http(
+            "/admin/kick", "POST", {"nick": nick, "reason": "spamming the lobby"}
+        )
         assert status == 200
         expect(page.locator("#banner-text")).to_have_text("Kicked: spamming the lobby")
         expect(banner(page)).to_have_attribute("data-code", "4005")
@@ -302,7 +322,9 @@ class TestDisconnects:
         page.get_by_role("button", name="Reconnect", exact=True).click()
         expect(page.locator("#status")).to_have_text("online")
         expect(page.locator("#me")).to_have_text(nick)
-        expect(page.locator(f'#rooms li[data-room="{room}"]')).not_to_have_class(re.compile("stale"))
+        expect(page.locator(f'#rooms li[data-room="{room}"]')).not_to_have_class(
+            re.compile("stale")
+        )
 
     def test_shutdown_banner(self, window):
         """SIGTERM: `bye shutdown` and 1001 → "The server is restarting", and the page keeps
@@ -323,7 +345,8 @@ class TestDisconnects:
             page = window()
             page.goto(srv.url)
             expect(page.locator("#banner-text")).to_have_text(
-                "You were idle too long without choosing a nickname")
+                "You were idle too long without choosing a nickname"
+            )
             expect(banner(page)).to_have_attribute("data-code", "4004")
             expect(page.locator("#retry-now")).to_be_hidden()
 
@@ -346,19 +369,25 @@ class TestInspector:
     def test_summary_and_sorted_paged_list(self, window, server):
         """The summary counts users per state; the users list sorts on a column, pages, and filters."""
         prefix = unique("pg")
-        clients = [Client(server).login(f"{prefix}x{i:02d}", unique("pgroom") if i % 2 else "pgshared")
-                   for i in range(12)]
+        clients = [
+            Client(server).login(f"{prefix}x{i:02d}", unique("pgroom") if i % 2 else "pgshared")
+            for i in range(12)
+        ]
         try:
             debug = window()
             debug.goto(server.url + "/debug?every=0.25")
-            expect(stat(debug, "InChat")).to_have_attribute("data-value", re.compile(r"^(1[2-9]|[2-9]\d|\d{3,})$"))
+            expect(stat(debug, "InChat")).to_have_attribute(
+                "data-value", re.compile(r"^(1[2-9]|[2-9]\d|\d{3,})$")
+            )
             expect(stat(debug, "≤ 1 s")).to_be_visible()  # the timer histogram
             debug.get_by_label("Filter by nick").fill(prefix)
             debug.get_by_label("Users per page").select_option("10")
             expect(user_rows(debug)).to_have_count(10)
             expect(debug.locator("#users-range")).to_have_text("1–10 of 12")
             debug.locator('#users-table th[data-sort="nick"] button').click()
-            expect(debug.locator('#users-table th[data-sort="nick"]')).to_have_attribute("aria-sort", "ascending")
+            expect(debug.locator('#users-table th[data-sort="nick"]')).to_have_attribute(
+                "aria-sort", "ascending"
+            )
             expect(user_rows(debug).first).to_have_attribute("data-nick", f"{prefix}x00")
             debug.locator('#users-table th[data-sort="nick"] button').click()
             expect(user_rows(debug).first).to_have_attribute("data-nick", f"{prefix}x11")
@@ -417,7 +446,9 @@ class TestInspector:
             expect(node).to_have_count(1)
             directory = debug.locator('#tree li[data-id="directory"]')
             expect(directory).to_have_attribute("aria-expanded", "false")
-            expect(debug.locator(f'#tree li[data-id="room:{room}"]')).to_have_count(0)  # not loaded yet
+            expect(debug.locator(f'#tree li[data-id="room:{room}"]')).to_have_count(
+                0
+            )  # not loaded yet
             directory.get_by_role("button", name="Expand DirectoryActor directory").click()
             expect(debug.locator(f'#tree li[data-id="room:{room}"]')).to_have_count(1)
             debug.locator(f'#tree li[data-id="room:{room}"] a.actor').click()
@@ -479,7 +510,9 @@ class TestContentSecurityPolicy:
         debug.add_init_script(self.WATCH)
         debug.on("console", lambda m: console.append(m.text))
         debug.goto(server.url + "/debug?every=0.25")
-        expect(debug.locator(f'#users-table tbody tr[data-nick="{nick}"]')).to_have_attribute("data-state", "InChat")
+        expect(debug.locator(f'#users-table tbody tr[data-nick="{nick}"]')).to_have_attribute(
+            "data-state", "InChat"
+        )
         assert page.evaluate("window.__csp") == [] and debug.evaluate("window.__csp") == []
         assert not [m for m in console if "Content Security Policy" in m], console
 

@@ -62,8 +62,15 @@ class Process:
     """An example running as a child process; reads its stdout line by line."""
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.lines: list[str] = []
 
     def shows(self, text: str, timeout: float = 10.0) -> None:
@@ -80,7 +87,9 @@ class Process:
         if not any(text in line for line in self.lines):
             self.proc.kill()
             _out, err = self.proc.communicate()
-            raise AssertionError(f"no {text!r} in the output:\n" + "\n".join(self.lines) + f"\n{err}")
+            raise AssertionError(
+                f"no {text!r} in the output:\n" + "\n".join(self.lines) + f"\n{err}"
+            )
 
     def quit(self) -> tuple[int, str]:
         """End of input: the example says bye and exits."""
@@ -89,8 +98,14 @@ class Process:
         return self.proc.returncode, err
 
 
-def run_example(server: Server, argv: list[str], nick: str, room: str, text: str,
-                env: dict[str, str] | None = None) -> None:
+def run_example(
+    server: Server,
+    argv: list[str],
+    nick: str,
+    room: str,
+    text: str,
+    env: dict[str, str] | None = None,
+) -> None:
     proc = Process(argv, env)
     try:
         story(server, nick, room, text, proc.shows)
@@ -106,9 +121,23 @@ def run_example(server: Server, argv: list[str], nick: str, room: str, text: str
 def test_python_client(server):
     """examples/client.py (websockets): hello, profile, join, say, pings; Ctrl-D says bye."""
     nick, room = unique("py"), unique("pyroom")
-    run_example(server, [sys.executable, str(EXAMPLES / "client.py"), server.ws_url,
-                         "--nick", nick, "--room", room, "--text", "hello from python"],
-                nick, room, "hello from python")
+    run_example(
+        server,
+        [
+            sys.executable,
+            str(EXAMPLES / "client.py"),
+            server.ws_url,
+            "--nick",
+            nick,
+            "--room",
+            room,
+            "--text",
+            "hello from python",
+        ],
+        nick,
+        room,
+        "hello from python",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -120,8 +149,13 @@ def node_modules(tmp_path_factory) -> Path:
     where = tmp_path_factory.mktemp("node")
     for name in ("package.json", "package-lock.json"):
         shutil.copy(EXAMPLES / name, where / name)
-    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=where,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=where,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return where / "node_modules"
 
@@ -130,8 +164,14 @@ def test_node_client(server, node_modules):
     """examples/client.js (ws): the same story, with the machine's node."""
     nick, room = unique("js"), unique("jsroom")
     env = dict(os.environ, NODE_PATH=str(node_modules))
-    run_example(server, ["node", str(EXAMPLES / "client.js"), server.ws_url, nick, room, "hello from node"],
-                nick, room, "hello from node", env=env)
+    run_example(
+        server,
+        ["node", str(EXAMPLES / "client.js"), server.ws_url, nick, room, "hello from node"],
+        nick,
+        room,
+        "hello from node",
+        env=env,
+    )
 
 
 def test_browser_snippet(server):
@@ -149,11 +189,18 @@ def test_browser_snippet(server):
         ctx = browser.new_context()
         try:
             page = ctx.new_page()
-            page.goto(f"{origin}/browser.html?server={server.ws_url}&nick={nick}&room={room}"
-                      "&text=hello+from+the+browser")
+            page.goto(
+                f"{origin}/browser.html?server={server.ws_url}&nick={nick}&room={room}"
+                "&text=hello+from+the+browser"
+            )
             log = page.locator("#log")
-            story(server, nick, room, "hello from the browser",
-                  lambda line: expect(log).to_contain_text(line, timeout=10_000))
+            story(
+                server,
+                nick,
+                room,
+                "hello from the browser",
+                lambda line: expect(log).to_contain_text(line, timeout=10_000),
+            )
             page.get_by_label("Message").fill("typed in the page")
             page.get_by_label("Message").press("Enter")
             expect(log).to_contain_text(f"[{room}] {nick}: typed in the page")

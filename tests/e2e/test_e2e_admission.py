@@ -54,7 +54,9 @@ class TestDefaultOrigins:
     def test_same_host_by_name(self, server):
         """Host chat.example.com:PORT: that origin (either scheme) → 101, another port → 403."""
         host = {"Host": f"chat.example.com:{server.port}"}
-        assert status_of(server, host | {"Origin": f"https://chat.example.com:{server.port}"}) == 101
+        assert (
+            status_of(server, host | {"Origin": f"https://chat.example.com:{server.port}"}) == 101
+        )
         assert status_of(server, host | {"Origin": f"http://chat.example.com:{server.port}"}) == 101
         assert status_of(server, host | {"Origin": "https://chat.example.com"}) == 403
 
@@ -132,4 +134,6 @@ class TestMaxConnections:
             body += sock.recv(4096)
             sock.close()
             assert b"too many open connections" in body
-            assert json.loads(server.http("/healthz")[2])["status"] == "ok"  # plain HTTP is not capped
+            assert (
+                json.loads(server.http("/healthz")[2])["status"] == "ok"
+            )  # plain HTTP is not capped

@@ -61,7 +61,13 @@ class TestWhatAClientMayStore:
             assert "deeper" in c.expect_error("bad_message")["message"]
             c.send({"type": "join", "room": "r"})
             c.expect_error("not_ready")  # the refused profiles changed nothing
-            c.send({"type": "profile", "nick": n, "info": {"about": "z" * 400, "tags": list(range(20))}})
+            c.send(
+                {
+                    "type": "profile",
+                    "nick": n,
+                    "info": {"about": "z" * 400, "tags": list(range(20))},
+                }
+            )
             c.expect("profile_ok", nick=n)
 
     def test_issue_probe_nested_objects_cost_nothing_per_connection(self, server):
@@ -135,8 +141,19 @@ class TestHistoryBudget:
     def test_total_budget_evicts_emptied_rooms_first_and_since_says_so(self):
         """--history-total: an emptied room's messages go first; its seq continues and
         `since` answers complete false."""
-        with Server("--history-total", "300000", "--history-bytes", "250000", "--rate", "500",
-                    "--burst", "500") as srv, Client(srv) as c:
+        with (
+            Server(
+                "--history-total",
+                "300000",
+                "--history-bytes",
+                "250000",
+                "--rate",
+                "500",
+                "--burst",
+                "500",
+            ) as srv,
+            Client(srv) as c,
+        ):
             c.login(nick())
             c.join("old")
             for _ in range(3):
@@ -187,7 +204,6 @@ class TestDmFlood:
             assert any(f["type"] == "pong" for f in frames)
             received = sum(f["type"] == "dm" for f in frames)
             assert 0 < received <= 36 - limited
-
 
     def test_issue_probe_three_senders_and_a_125_kb_per_s_reader(self, server):
         """The issue's probe: 3 senders x 19 dm/s x 60 KB into a reader of 125 KB/s for 5 s.
@@ -303,7 +319,11 @@ class TestNicks:
             new.expect("profile_ok", nick=n)
             new.join(room)
             code, _reason, frames = old.closed()
-            assert code == 4005 and frames[-1]["reason"] == "kicked" and "reclaimed" in frames[-1]["message"]
+            assert (
+                code == 4005
+                and frames[-1]["reason"] == "kicked"
+                and "reclaimed" in frames[-1]["message"]
+            )
             other.expect("presence", event="leave", nick=n)
             other.expect("presence", event="join", nick=n)
 
@@ -347,16 +367,51 @@ class TestSignedTokens:
 
         private = ed25519.Ed25519PrivateKey.generate()
         pem = tmp_path / "auth.pem"
-        pem.write_bytes(private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        claims = {"sub": "dave", "aud": "chat", "iss": "https://id.example", "exp": time.time() + 60}
-        with Server("--auth-public-key", str(pem), "--auth-audience", "chat",
-                    "--auth-issuer", "https://id.example") as srv, Client(srv) as c:
+        pem.write_bytes(
+            private.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        claims = {
+            "sub": "dave",
+            "aud": "chat",
+            "iss": "https://id.example",
+            "exp": time.time() + 60,
+        }
+        with (
+            Server(
+                "--auth-public-key",
+                str(pem),
+                "--auth-audience",
+                "chat",
+                "--auth-issuer",
+                "https://id.example",
+            ) as srv,
+            Client(srv) as c,
+        ):
             c.hello()
             for bad in ({**claims, "aud": "other"}, {**claims, "iss": "https://evil.example"}):
-                c.send({"type": "profile", "nick": "dave", "token": jwt.encode(bad, private, algorithm="EdDSA")})
+                c.send(
+                    {
+                        "type": "profile",
+                        "nick": "dave",
+                        "token": jwt.encode(bad, private, algorithm="EdDSA"),
+                    }
+                )
                 c.expect_error("unauthorized")
-            c.send({"type": "profile", "nick": "dave", "token": jwt.encode(claims, SECRET, algorithm="HS256")})
+            c.send(
+                {
+                    "type": "profile",
+                    "nick": "dave",
+                    "token": jwt.encode(claims, SECRET, algorithm="HS256"),
+                }
+            )
             c.expect_error("unauthorized")  # an HMAC token where a key pair is configured
-            c.send({"type": "profile", "nick": "dave", "token": jwt.encode(claims, private, algorithm="EdDSA")})
+            c.send(
+                {
+                    "type": "profile",
+                    "nick": "dave",
+                    "token": jwt.encode(claims, private, algorithm="EdDSA"),
+                }
+            )
             c.expect("profile_ok", nick="dave")

@@ -87,8 +87,10 @@ def login_retrying(server: Server, nick: str, tries: int = 5) -> Client:
 
 def worker_pids(server: Server, tries: int = 30) -> set[int]:
     """The pids of the workers that answered ``tries`` requests (each lands on any of them)."""
-    return {next(n["pid"] for n in walk(server.actors()) if n["kind"] == "ClusterActor")
-            for _ in range(tries)}
+    return {
+        next(n["pid"] for n in walk(server.actors()) if n["kind"] == "ClusterActor")
+        for _ in range(tries)
+    }
 
 
 class TestRoomsSpanNodes:
@@ -97,13 +99,19 @@ class TestRoomsSpanNodes:
     def test_say_on_any_node_reaches_every_member_once_in_one_order(self, redis_server):
         """Four users on two nodes say at once: each sees all 20 messages once, same seq order, acks match."""
         with node(redis_server) as a, node(redis_server) as b:
-            users = [Client(a).login("a1", "hall"), Client(a).login("a2", "hall"),
-                     Client(b).login("b1", "hall"), Client(b).login("b2", "hall")]
+            users = [
+                Client(a).login("a1", "hall"),
+                Client(a).login("a2", "hall"),
+                Client(b).login("b1", "hall"),
+                Client(b).login("b2", "hall"),
+            ]
             for u in users:
                 u.pump(0.2)  # presence of the later joiners
             for i in range(5):
                 for u in users:  # sent without waiting: the says of both nodes interleave
-                    u.send({"type": "say", "room": "hall", "text": f"{u.session}-{i}", "id": str(i)})
+                    u.send(
+                        {"type": "say", "room": "hall", "text": f"{u.session}-{i}", "id": str(i)}
+                    )
             seen, acks = [], []
             for u in users:
                 frames = read_messages(u, 20)
@@ -111,12 +119,16 @@ class TestRoomsSpanNodes:
                 acks.append([f["seq"] for f in frames if f["type"] == "ack"])
             assert all(s == seen[0] for s in seen), "every member sees the same order"
             seqs = [seq for seq, _text in seen[0]]
-            assert seqs == sorted(set(seqs)) and len(seqs) == 20, "strictly increasing, no duplicate"
+            assert seqs == sorted(set(seqs)) and len(seqs) == 20, (
+                "strictly increasing, no duplicate"
+            )
             texts = {text for _seq, text in seen[0]}
             assert texts == {f"{u.session}-{i}" for u in users for i in range(5)}
             by_text = dict((text, seq) for seq, text in seen[0])
             for u, mine in zip(users, acks, strict=True):
-                assert mine == [by_text[f"{u.session}-{i}"] for i in range(5)], "ack carries the message's seq"
+                assert mine == [by_text[f"{u.session}-{i}"] for i in range(5)], (
+                    "ack carries the message's seq"
+                )
 
     def test_presence_and_members_cover_the_cluster(self, redis_server):
         """joined.members lists users of every node; join, rename and leave reach the other node."""
@@ -150,11 +162,15 @@ class TestRoomsSpanNodes:
                 assert alice.say("log", f"m{i}")["seq"] == i
                 alice.expect("message", seq=i)
             joined = Client(b).login("bob").join("log")
-            assert [(m["seq"], m["text"]) for m in joined["history"]] == [(i, f"m{i}") for i in range(3, 8)]
+            assert [(m["seq"], m["text"]) for m in joined["history"]] == [
+                (i, f"m{i}") for i in range(3, 8)
+            ]
             assert joined["complete"] is True
             late = Client(b).login("late")
             recovered = late.join("log", since=5)
-            assert [m["seq"] for m in recovered["history"]] == [6, 7] and recovered["complete"] is True
+            assert [m["seq"] for m in recovered["history"]] == [6, 7] and recovered[
+                "complete"
+            ] is True
             gone = Client(b).login("gone").join("log", since=1)
             assert gone["complete"] is False, "messages 2 and 3 are no longer kept anywhere"
 
@@ -168,17 +184,18 @@ class TestRoomsSpanNodes:
                 assert [m["text"] for m in joined["history"]] == ["one"]
                 assert y.say("cycle", "two")["seq"] == 2
 
-
     def test_a_unix_socket_url_works(self):
         """--redis unix:///path: the same cluster through a unix socket."""
-        with RedisServer(unix=True) as redis, Server("--redis", redis.unix_url) as a, \
-                Server("--redis", f"{redis.unix_url}?node_ttl={TTL}") as b:
+        with (
+            RedisServer(unix=True) as redis,
+            Server("--redis", redis.unix_url) as a,
+            Server("--redis", f"{redis.unix_url}?node_ttl={TTL}") as b,
+        ):
             alice = Client(a).login("alice", "sock")
             bob = Client(b).login("bob", "sock")
             alice.expect("presence", event="join", nick="bob")
             assert bob.say("sock", "through the socket")["seq"] == 1
             alice.expect("message", text="through the socket")
-
 
     def test_a_room_that_fails_restarts_in_step_with_the_cluster(self, redis_server):
         """A room actor that raises (tests/support/fault_server.py) restarts, subscribed again: no
@@ -189,12 +206,15 @@ class TestRoomsSpanNodes:
             a1 = Client(a).login("a1", "phoenix")
             a2 = Client(a).login("a2", "phoenix")
             b1 = Client(b).login("b1", "phoenix")
-            a1.pump(0.2); a2.pump(0.2)  # noqa: E702 - presence
+            a1.pump(0.2)
+            a2.pump(0.2)  # noqa: E702 - presence
             assert a1.say("phoenix", "one")["seq"] == 1
             frames = {c: read_messages(c, 1, settle=0) for c in (a1, a2, b1)}
             a2.send({"type": "say", "room": "phoenix", "text": "__boom_room__"})
-            a.wait_for(lambda: 'kind="FaultyRoom"} 1.0' in a.http("/metrics")[2].decode(),
-                       what="the failure counted")
+            a.wait_for(
+                lambda: 'kind="FaultyRoom"} 1.0' in a.http("/metrics")[2].decode(),
+                what="the failure counted",
+            )
             a.wait_for(lambda: rooms_synced(a), what="the new room synchronised")
             assert b1.say("phoenix", "two")["seq"] == 2
             frames[a1] += read_messages(a1, 1, settle=0)
@@ -246,7 +266,9 @@ class TestNicksDmKick:
             alice = Client(a).login("alice", "r")
             bob = Client(b).login("bob", "r")
             alice.expect("presence", event="join", nick="bob")
-            status, _h, body = b.http("/admin/kick", method="POST", body={"nick": "alice", "reason": "spam"})
+            status, _h, body = b.http(
+                "/admin/kick", method="POST", body={"nick": "alice", "reason": "spam"}
+            )
             assert (status, json.loads(body)) == (200, {"kicked": True})
             code, reason, frames = alice.closed()
             assert (code, reason) == (4005, "kicked")
@@ -311,7 +333,9 @@ class TestNodeFailure:
 
             redis_server.start()
             for srv in (a, b):
-                srv.wait_for(lambda srv=srv: health(srv)["status"] == "ok", timeout=6, what="ok again")
+                srv.wait_for(
+                    lambda srv=srv: health(srv)["status"] == "ok", timeout=6, what="ok again"
+                )
                 srv.wait_for(lambda srv=srv: rooms_synced(srv), what="rooms resynchronised")
             for c in (a1, a2, b1):
                 rejoined = c.expect("joined", room="room")
@@ -322,7 +346,9 @@ class TestNodeFailure:
                 frames[c] += read_messages(c, 2)
             for c in (a1, a2, b1):
                 seqs = [seq for seq, _text in messages(frames[c])]
-                assert seqs == sorted(set(seqs)), f"{c.session}: strictly increasing, no duplicate: {seqs}"
+                assert seqs == sorted(set(seqs)), (
+                    f"{c.session}: strictly increasing, no duplicate: {seqs}"
+                )
                 assert [t for _s, t in messages(frames[c])] == ["before", "after", "after too"]
             other = Client(b)  # a1's nick was claimed again
             other.hello()
@@ -356,7 +382,8 @@ class TestWorkers:
             "resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 512), hard))\n"
             f"sys.path.insert(0, {str(ROOT)!r})\n"
             f"sys.argv[0] = {str(ROOT / 'server.py')!r}\n"
-            f"runpy.run_path({str(ROOT / 'server.py')!r}, run_name='__main__')\n")
+            f"runpy.run_path({str(ROOT / 'server.py')!r}, run_name='__main__')\n"
+        )
         with node(redis_server, "--workers", "2", script=str(wrapper)) as srv:
             users = [Client(srv).login(f"u{i}", "big") for i in range(16)]
             nodes: dict[str, int] = {}
@@ -376,19 +403,26 @@ class TestWorkers:
                 u.pump(0.1)
             users[0].say("big", "to everyone")
             for u in users:
-                assert [text for _seq, text in messages(read_messages(u, 1, settle=0))] == ["to everyone"]
+                assert [text for _seq, text in messages(read_messages(u, 1, settle=0))] == [
+                    "to everyone"
+                ]
 
     def test_a_worker_that_dies_is_started_again(self, redis_server):
         """SIGKILL one worker: the master starts a new one; the port keeps serving meanwhile."""
         with node(redis_server, "--workers", "2") as srv:
-            victim = srv.wait_for(lambda: worker_pids(srv) if len(worker_pids(srv)) == 2 else None,
-                                  what="both workers")
+            victim = srv.wait_for(
+                lambda: worker_pids(srv) if len(worker_pids(srv)) == 2 else None,
+                what="both workers",
+            )
             dead = sorted(victim)[0]
             os.kill(dead, signal.SIGKILL)
             srv.wait_for(lambda: process_gone(dead), what="the worker gone")
             login_retrying(srv, "meanwhile")
-            srv.wait_for(lambda: len(pids := worker_pids(srv)) == 2 and dead not in pids,
-                         timeout=8, what="a new worker")
+            srv.wait_for(
+                lambda: len(pids := worker_pids(srv)) == 2 and dead not in pids,
+                timeout=8,
+                what="a new worker",
+            )
             Client(srv).login("after")
 
     def test_sigterm_stops_every_worker_with_bye(self, redis_server):
@@ -403,9 +437,14 @@ class TestWorkers:
         assert "Traceback" not in srv.stderr
 
     def test_workers_without_redis_are_refused(self):
-        proc = subprocess.run([sys.executable, "server.py", "--workers", "2"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=20,
-                              env={k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")})
+        proc = subprocess.run(
+            [sys.executable, "server.py", "--workers", "2"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")},
+        )
         assert proc.returncode == 2
         assert "--workers > 1 needs --redis" in proc.stderr
 
@@ -419,9 +458,27 @@ def test_a_node_without_redis_has_no_cluster():
 
 def test_the_cluster_benchmark_runs():
     """bench/cluster_fanout.py still works (a tiny load; the figures mean nothing here)."""
-    proc = subprocess.run([sys.executable, "-m", "bench.cluster_fanout", "--runs", "1", "--seconds", "0.3",
-                           "--receivers", "5", "--senders", "2", "--setups", "1 node,2 workers + redis"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cluster_fanout",
+            "--runs",
+            "1",
+            "--seconds",
+            "0.3",
+            "--receivers",
+            "5",
+            "--senders",
+            "2",
+            "--setups",
+            "1 node,2 workers + redis",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "ratio 2 workers / 1 node:" in proc.stdout
 
@@ -452,7 +509,9 @@ class TestRoomsOnOneNode:
             alice.pump(0.2)
             assert [n["mode"] for n in walk(a.actors()) if n.get("room") == "solo"] == ["local"]
             normal = self.say_latencies(alice, "solo", 60)
-            threading.Thread(target=redis_server.command, args=("DEBUG", "SLEEP", "1.5"), daemon=True).start()
+            threading.Thread(
+                target=redis_server.command, args=("DEBUG", "SLEEP", "1.5"), daemon=True
+            ).start()
             time.sleep(0.1)
             started = time.monotonic()
             stalled = self.say_latencies(alice, "solo", 60)
@@ -469,7 +528,9 @@ class TestRoomsOnOneNode:
                 alice.expect("message", seq=i)
             bob = Client(b).login("bob")
             joined = bob.join("hall")
-            assert [m["seq"] for m in joined["history"]] == [1, 2, 3, 4, 5], "written behind into Redis"
+            assert [m["seq"] for m in joined["history"]] == [1, 2, 3, 4, 5], (
+                "written behind into Redis"
+            )
             alice.expect("presence", event="join", nick="bob")
             assert bob.say("hall", "shared")["seq"] == 6
             alice.expect("message", seq=6)
@@ -488,10 +549,20 @@ class TestBoundedState:
             with Client(a).login("x", "brief") as x:
                 epoch = x.join("brief")["epoch"]
                 assert x.say("brief", "one")["seq"] == 1
-            a.wait_for(lambda: b"hubbub:{r:brief}" not in redis_server.command("KEYS", "*"), timeout=5,
-                       what="the room's keys gone")
-            assert next(n for n in walk(a.actors()) if n["kind"].endswith("DirectoryActor"))["dormant_rooms"] == 0
+            a.wait_for(
+                lambda: b"hubbub:{r:brief}" not in redis_server.command("KEYS", "*"),
+                timeout=5,
+                what="the room's keys gone",
+            )
+            assert (
+                next(n for n in walk(a.actors()) if n["kind"].endswith("DirectoryActor"))[
+                    "dormant_rooms"
+                ]
+                == 0
+            )
             y = Client(a).login("y")
             y.send({"type": "join", "room": "brief", "since": 1, "epoch": epoch})
             joined = y.expect("joined")
-            assert joined["complete"] is False and joined["epoch"] != epoch and joined["history"] == []
+            assert (
+                joined["complete"] is False and joined["epoch"] != epoch and joined["history"] == []
+            )

@@ -25,7 +25,11 @@ class TestSentinel:
                 alice.expect("presence", event="join", nick="bob")
                 assert bob.say("hall", "via sentinel")["seq"] == 1
                 alice.expect("message", text="via sentinel")
-                a.wait_for(lambda: a.json("/healthz")["cluster"]["nodes"] == 2, timeout=1, what="2 live nodes")
+                a.wait_for(
+                    lambda: a.json("/healthz")["cluster"]["nodes"] == 2,
+                    timeout=1,
+                    what="2 live nodes",
+                )
 
     def test_a_failover_is_followed(self):
         """The primary dies; Sentinel promotes the replica; the nodes find it and chat on."""
@@ -39,7 +43,9 @@ class TestSentinel:
             with SentinelServer(primary) as sentinel:
                 self._failover(primary, replica, sentinel)
 
-    def _failover(self, primary: RedisServer, replica: RedisServer, sentinel: SentinelServer) -> None:
+    def _failover(
+        self, primary: RedisServer, replica: RedisServer, sentinel: SentinelServer
+    ) -> None:
         if True:
             url = f"{sentinel.url}?node_ttl=15"  # longer than the failover: nobody is buried
             with Server("--redis", url) as a, Server("--redis", url) as b:
@@ -51,7 +57,9 @@ class TestSentinel:
                 time.sleep(0.2)  # replicated
                 primary.stop()
                 deadline = time.monotonic() + 15
-                while True:  # says are refused (unavailable) until Sentinel has promoted the replica
+                while (
+                    True
+                ):  # says are refused (unavailable) until Sentinel has promoted the replica
                     bob.send({"type": "say", "room": "hall", "text": "after", "id": "x"})
                     # A say in flight when the primary died waits for the new one (it may have run).
                     answer = bob.recv(timeout=15)
@@ -74,7 +82,9 @@ class TestRedisCluster:
         with RedisClusterServers() as rc:
             url = f"{rc.url}?node_ttl=1.5"
             with Server("--redis", url) as a, Server("--redis", url) as b:
-                rooms = [f"room{i}" for i in range(6)]  # their hash tags land on different primaries
+                rooms = [
+                    f"room{i}" for i in range(6)
+                ]  # their hash tags land on different primaries
                 alice = Client(a).login("alice", *rooms)
                 bob = Client(b).login("bob", *rooms)
                 for room in rooms:

@@ -97,7 +97,8 @@ class TestPingFlood:
 
         flooder = subprocess.Popen(
             [sys.executable, "-c", FLOODER, server.host, str(server.port), str(FLOOD_SECONDS)],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             time.sleep(0.3)  # the flood is on
@@ -121,9 +122,11 @@ class TestPingFlood:
             flooder.wait()
         stats = json.loads(out)
         rss_after = server.json("/debug/stats")["rss_kb"]
-        print(f"\nflood: {stats}; ping rtt p99 before {p99(base) * 1e3:.1f} ms, during "
-              f"{p99(during) * 1e3:.1f} ms ({len(during)} pings); hello_timeout fired after "
-              f"{hello_after:.2f} s; RSS {rss_before} → {rss_after} KiB")
+        print(
+            f"\nflood: {stats}; ping rtt p99 before {p99(base) * 1e3:.1f} ms, during "
+            f"{p99(during) * 1e3:.1f} ms ({len(during)} pings); hello_timeout fired after "
+            f"{hello_after:.2f} s; RSS {rss_before} → {rss_after} KiB"
+        )
         assert stats["frames"] > 10_000, "the flood did not flood"
         assert len(during) >= 20
         assert p99(during) < 0.050, sorted(during)[-5:]

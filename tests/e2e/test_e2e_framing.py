@@ -49,13 +49,16 @@ def connected(server):
 class TestCloseCodes:
     """docs/protocol.md: 1002 protocol error, 1007 invalid UTF-8, 1009 too big."""
 
-    @pytest.mark.parametrize("data", [
-        frame(TEXT, b'{"type":"ping"}', mask=False),          # unmasked client frame (§5.1)
-        frame(TEXT, b"{}", rsv=0x40),                          # reserved bit without an extension (§5.2)
-        frame(0x3, b"x"),                                      # reserved opcode
-        frame(PING, b"x", fin=False),                          # fragmented control frame (§5.5)
-        frame(0x0, b"x"),                                      # continuation with nothing to continue
-    ])
+    @pytest.mark.parametrize(
+        "data",
+        [
+            frame(TEXT, b'{"type":"ping"}', mask=False),  # unmasked client frame (§5.1)
+            frame(TEXT, b"{}", rsv=0x40),  # reserved bit without an extension (§5.2)
+            frame(0x3, b"x"),  # reserved opcode
+            frame(PING, b"x", fin=False),  # fragmented control frame (§5.5)
+            frame(0x0, b"x"),  # continuation with nothing to continue
+        ],
+    )
     def test_protocol_errors_close_1002(self, server, connected, data):
         """Each framing violation → close 1002."""
         sock = connected()
@@ -101,7 +104,9 @@ class TestControlFrames:
     def test_fragmented_message_with_interleaved_ping(self, server, connected):
         """A text message split in fragments around a ping frame is reassembled."""
         sock = connected()
-        sock.sendall(frame(TEXT, b'{"type":', fin=False) + frame(PING, b"p") + frame(0x0, b'"ping"}'))
+        sock.sendall(
+            frame(TEXT, b'{"type":', fin=False) + frame(PING, b"p") + frame(0x0, b'"ping"}')
+        )
         sock.settimeout(3)
         buf = b""
         while b'"pong"' not in buf:
@@ -117,11 +122,14 @@ class TestControlFrames:
 class TestUpgrades:
     """Malformed upgrades get 4xx, never a stack trace."""
 
-    @pytest.mark.parametrize("headers,status", [
-        ({"Sec-WebSocket-Key": "not base64!"}, b"400"),
-        ({"Sec-WebSocket-Key": ""}, b"400"),
-        ({"Sec-WebSocket-Version": "8"}, b"426"),
-    ])
+    @pytest.mark.parametrize(
+        "headers,status",
+        [
+            ({"Sec-WebSocket-Key": "not base64!"}, b"400"),
+            ({"Sec-WebSocket-Key": ""}, b"400"),
+            ({"Sec-WebSocket-Version": "8"}, b"426"),
+        ],
+    )
     def test_bad_upgrade(self, connected, headers, status):
         """Bad key or version → 4xx status line."""
         response = connected(headers, hello=False)

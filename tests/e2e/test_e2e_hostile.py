@@ -42,8 +42,18 @@ pytestmark = [
 
 MAX = 4096  # --max-message for this module's server
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
-ERROR_CODES = frozenset({"bad_json", "bad_message", "not_ready", "bad_nick", "nick_taken",
-                         "not_in_room", "no_such_user", "rate_limited"})
+ERROR_CODES = frozenset(
+    {
+        "bad_json",
+        "bad_message",
+        "not_ready",
+        "bad_nick",
+        "nick_taken",
+        "not_in_room",
+        "no_such_user",
+        "rate_limited",
+    }
+)
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")  # docs/protocol.md: nicks and rooms
 # Python's json parser gives up somewhere below 1,000 levels (RecursionError; where exactly
 # depends on the stack already in use). Deeper JSON is still JSON, so from this depth on
@@ -64,9 +74,16 @@ KNOWN_BUGS: frozenset[str] = frozenset()
 # Lone surrogates (JSON "\\ud800") crash actors; the JSON strategies here never produce
 # them (hypothesis text() excludes category Cs), see TestLoneSurrogates.
 
-SETTINGS = dict(deadline=None, database=None, print_blob=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.large_base_example])
+SETTINGS = dict(
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 
 
 # --- the module's server and its two bystanders ------------------------------------------
@@ -77,8 +94,9 @@ def server():
     # A generous rate limit: the bystanders speak once per example, far more often than
     # the default 20/s; hostile clients use a fresh connection per example anyway. And no
     # per-IP limits: every example opens a connection from 127.0.0.1, > 50/s.
-    with Server("--max-message", str(MAX), "--rate", "1000", "--burst", "1000",
-                "--max-connections", "0") as srv:
+    with Server(
+        "--max-message", str(MAX), "--rate", "1000", "--burst", "1000", "--max-connections", "0"
+    ) as srv:
         yield srv
         assert "Traceback" not in srv.log(), srv.log()
 
@@ -169,8 +187,17 @@ def valid_name(v: Any) -> bool:
     return isinstance(v, str) and NAME_RE.match(v) is not None
 
 
-ALLOWED_IN = {"hello": "U", "profile": "CI", "join": "I", "leave": "I", "say": "I", "dm": "I",
-              "pong": "CI", "ping": "CI", "bye": "UCI"}
+ALLOWED_IN = {
+    "hello": "U",
+    "profile": "CI",
+    "join": "I",
+    "leave": "I",
+    "say": "I",
+    "dm": "I",
+    "pong": "CI",
+    "ping": "CI",
+    "bye": "UCI",
+}
 
 
 def field_errors(obj: dict[str, Any]) -> set[str]:
@@ -219,7 +246,11 @@ def predict_obj(m: Model, obj: Any) -> list[Any]:
             # the contract says both, so both answers are fine.
             return [Closed(1000), Closed(1008, "policy")]
         return [Closed(1008, "policy")]
-    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str) or obj["type"] not in ALLOWED_IN:
+    if (
+        not isinstance(obj, dict)
+        or not isinstance(obj.get("type"), str)
+        or obj["type"] not in ALLOWED_IN
+    ):
         return [Err(frozenset({"bad_message"}))]
     t = obj["type"]
     errs = field_errors(obj)
@@ -242,13 +273,23 @@ def predict_obj(m: Model, obj: Any) -> list[Any]:
     elif t == "join":
         alts = [Reply("joined", obj["room"])]
     elif t == "leave":
-        alts = [Reply("left", obj["room"])] if obj["room"] in m.rooms else [Err(frozenset({"not_in_room"}))]
+        alts = (
+            [Reply("left", obj["room"])]
+            if obj["room"] in m.rooms
+            else [Err(frozenset({"not_in_room"}))]
+        )
     elif t == "say":
-        alts = ([Reply("say", (obj["room"], obj.get("id"), obj["text"]))] if obj["room"] in m.rooms
-                else [Err(frozenset({"not_in_room"}))])
+        alts = (
+            [Reply("say", (obj["room"], obj.get("id"), obj["text"]))]
+            if obj["room"] in m.rooms
+            else [Err(frozenset({"not_in_room"}))]
+        )
     elif t == "dm":
-        alts = ([Reply("dm_self", (obj.get("id"), obj["text"]))] if obj["to"] == m.nick
-                else [Reply("dm_ack", obj.get("id")), Err(frozenset({"no_such_user"}))])
+        alts = (
+            [Reply("dm_self", (obj.get("id"), obj["text"]))]
+            if obj["to"] == m.nick
+            else [Reply("dm_ack", obj.get("id")), Err(frozenset({"no_such_user"}))]
+        )
     elif t == "ping":
         alts = [Reply("pong")]
     elif t == "pong":
@@ -339,7 +380,9 @@ class Hostile:
 
     def send(self, req: Req) -> None:
         assert not self.over
-        if isinstance(req.data, str) and "$SELF" in req.data and self.m.nick:  # a dm to oneself (strategies cannot know the nick)
+        if (
+            isinstance(req.data, str) and "$SELF" in req.data and self.m.nick
+        ):  # a dm to oneself (strategies cannot know the nick)
             req = Req(req.data.replace("$SELF", self.m.nick), req.binary, req.shape, req.deep)
         alts = predict(self.m, req)
         note(f"send {req.data[:200]!r} binary={req.binary} in {self.m} → one of {alts}")
@@ -371,7 +414,9 @@ class Hostile:
             byes = [a for a in alts if isinstance(a, Closed) and a.bye]
             assert byes and f.get("reason") == byes[0].bye, f"{f} not in {alts}"
             end = self.recv()
-            assert end == ("closed", byes[0].code), f"after bye: {end}, expected close {byes[0].code}"
+            assert end == ("closed", byes[0].code), (
+                f"after bye: {end}, expected close {byes[0].code}"
+            )
             self.over = True
             return
         replies = {a.kind: a for a in alts if isinstance(a, Reply)}
@@ -399,7 +444,11 @@ class Hostile:
             ack, msg = pair["ack"], pair["message"]
             assert ack.get("id") == msg_id and isinstance(ack.get("seq"), int), ack
             assert (msg.get("room"), msg.get("from"), msg.get("text"), msg.get("seq")) == (
-                room, m.nick, text, ack["seq"]), (msg, ack)
+                room,
+                m.nick,
+                text,
+                ack["seq"],
+            ), (msg, ack)
         elif kind in ("ack", "dm") and "dm_self" in replies:
             msg_id, text = replies["dm_self"].arg
             other = self.recv()
@@ -424,28 +473,49 @@ class Hostile:
 
 # --- strategies (a): JSON values, typed objects, huge strings, deep nesting --------------
 
-leaves = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-2**70, max_value=2**70)
-          | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
 json_values = st.recursive(
-    leaves, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
-    max_leaves=12)
-names = (st.sampled_from(["r1", "r2", "x", "h-nick", "_", "-"])
-         | st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
-         | st.from_regex(r"[A-Za-z0-9_-]{33,40}", fullmatch=True)
-         | st.text(max_size=40))
+    leaves,
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4)
+    ),
+    max_leaves=12,
+)
+names = (
+    st.sampled_from(["r1", "r2", "x", "h-nick", "_", "-"])
+    | st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
+    | st.from_regex(r"[A-Za-z0-9_-]{33,40}", fullmatch=True)
+    | st.text(max_size=40)
+)
 VALID = {
     "client": st.none() | st.text(max_size=20),
     # Mostly the room the hostile client is in, and its own nick: the success paths too.
-    "nick": names, "room": st.one_of(st.just("r1"), st.just("r1"), names),
+    "nick": names,
+    "room": st.one_of(st.just("r1"), st.just("r1"), names),
     "to": st.one_of(st.just("$SELF"), st.just("$SELF"), names),
     "info": st.none() | st.dictionaries(st.text(max_size=6), json_values, max_size=3),
     "since": st.none() | st.integers(min_value=-3, max_value=10**20),
     "text": st.text(max_size=60),
     "id": st.none() | st.text(max_size=12),
 }
-FIELDS = {"hello": ["client"], "profile": ["nick", "info"], "join": ["room", "since"],
-          "leave": ["room"], "say": ["room", "text", "id"], "dm": ["to", "text", "id"],
-          "ping": [], "pong": [], "bye": []}
+FIELDS = {
+    "hello": ["client"],
+    "profile": ["nick", "info"],
+    "join": ["room", "since"],
+    "leave": ["room"],
+    "say": ["room", "text", "id"],
+    "dm": ["to", "text", "id"],
+    "ping": [],
+    "pong": [],
+    "bye": [],
+}
 
 
 def clean(value: Any) -> bool:
@@ -462,8 +532,16 @@ def clean(value: Any) -> bool:
 @st.composite
 def typed_objects(draw: Any) -> dict[str, Any]:
     """An object with a known (or near-known) `type`, each field valid, hostile or missing."""
-    t = draw(st.sampled_from(["say"] * 8 + ["dm"] * 5 + ["leave"] * 3 + ["join"] * 3 + ["profile"] * 3
-                             + ["hello", "ping", "ping", "pong", "bye", "", "HELLO", "say ", "welcome", "error"]))
+    t = draw(
+        st.sampled_from(
+            ["say"] * 8
+            + ["dm"] * 5
+            + ["leave"] * 3
+            + ["join"] * 3
+            + ["profile"] * 3
+            + ["hello", "ping", "ping", "pong", "bye", "", "HELLO", "say ", "welcome", "error"]
+        )
+    )
     obj: dict[str, Any] = {"type": t}
     for key in FIELDS.get(t, ["room", "text"]):
         how = draw(st.sampled_from(["valid"] * 6 + ["hostile", "missing"]))
@@ -471,8 +549,13 @@ def typed_objects(draw: Any) -> dict[str, Any]:
             obj[key] = draw(VALID[key])
         elif how == "hostile":
             obj[key] = draw(json_values)
-    obj.update(draw(st.dictionaries(st.text(max_size=8).filter(lambda k: k not in obj),
-                                    json_values, max_size=2)))
+    obj.update(
+        draw(
+            st.dictionaries(
+                st.text(max_size=8).filter(lambda k: k not in obj), json_values, max_size=2
+            )
+        )
+    )
     if draw(st.integers(0, 7)) == 7:  # (hypothesis favours 0: the rare case is never 0)
         obj["type"] = draw(json_values)  # `type` itself of a random JSON type
     keys = draw(st.permutations(list(obj)))
@@ -490,10 +573,16 @@ def json_frames(draw: Any) -> Req:
 def huge_frames(draw: Any) -> Req:
     """A ping or a say padded to an exact byte size around the limit (2-byte characters
     too: the limit is in bytes, not characters)."""
-    size = draw(st.sampled_from([MAX - 1, MAX, MAX + 1, 2 * MAX, 16 * MAX])
-                | st.integers(min_value=MAX - 40, max_value=MAX + 40))
+    size = draw(
+        st.sampled_from([MAX - 1, MAX, MAX + 1, 2 * MAX, 16 * MAX])
+        | st.integers(min_value=MAX - 40, max_value=MAX + 40)
+    )
     kind = draw(st.sampled_from(["ping", "say"]))
-    base = {"type": "ping", "pad": ""} if kind == "ping" else {"type": "say", "room": "r1", "text": "", "id": "big"}
+    base = (
+        {"type": "ping", "pad": ""}
+        if kind == "ping"
+        else {"type": "say", "room": "r1", "text": "", "id": "big"}
+    )
     key = "pad" if kind == "ping" else "text"
     n = size - len(json.dumps(base, ensure_ascii=False).encode())
     wide = draw(st.booleans())
@@ -522,15 +611,18 @@ def deep_frames(draw: Any) -> Req:
 # Weighted by hand (a one_of of repeated strategies is not): mostly JSON, and a frame that
 # ends the connection (1009) not in every example.
 hostile_frames = st.integers(0, 11).flatmap(
-    lambda n: json_frames() if n < 10 else huge_frames() if n == 10 else deep_frames())
+    lambda n: json_frames() if n < 10 else huge_frames() if n == 10 else deep_frames()
+)
 
 
 class TestHostileJson:
     """(a) docs/protocol.md "The chat protocol": random JSON after hello (or instead of it)."""
 
     @settings(max_examples=250, **SETTINGS)
-    @given(start=st.sampled_from(["login", "login", "login", "hello", "nothing"]),
-           frames=st.lists(hostile_frames, min_size=1, max_size=8))
+    @given(
+        start=st.sampled_from(["login", "login", "login", "hello", "nothing"]),
+        frames=st.lists(hostile_frames, min_size=1, max_size=8),
+    )
     def test_every_frame_gets_a_contract_answer(self, server, bystanders, start, frames):
         """Each frame → an `error` with a contract code, the legitimate answer, or a close
         with a contract code (1008 before hello, 1009 over --max-message, 1000 on bye)."""
@@ -549,14 +641,38 @@ class TestHostileJson:
 
 # --- strategies (b): random bytes as text frames, and binary frames ----------------------
 
-near_json = st.sampled_from([
-    "", " ", "{", "}", "[]", "null", "true", "0", "-0", "1e400", '"x"', "NaN", "-Infinity",
-    '{"type":"ping",}', "{'type':'ping'}", '{"type":"ping"', '\ufeff{"type":"ping"}',
-    '{"type":"ping"}\n', '  {"type":"ping"}  ', '{"type":"ping"}{"type":"ping"}',
-    '{"type":"ping","x":NaN}', '{"type":"ping","x":1e999}', '{"type":"ping","x":"\\u0000"}',
-    '{"type":"ping","x":"\x01"}', '{"type":"ping","x":"\\x"}', '{"type":"pi\\u006eg"}',
-    '{"type":"ping","type":"nope"}', '{"type":"nope","type":"ping"}',
-])
+near_json = st.sampled_from(
+    [
+        "",
+        " ",
+        "{",
+        "}",
+        "[]",
+        "null",
+        "true",
+        "0",
+        "-0",
+        "1e400",
+        '"x"',
+        "NaN",
+        "-Infinity",
+        '{"type":"ping",}',
+        "{'type':'ping'}",
+        '{"type":"ping"',
+        '\ufeff{"type":"ping"}',
+        '{"type":"ping"}\n',
+        '  {"type":"ping"}  ',
+        '{"type":"ping"}{"type":"ping"}',
+        '{"type":"ping","x":NaN}',
+        '{"type":"ping","x":1e999}',
+        '{"type":"ping","x":"\\u0000"}',
+        '{"type":"ping","x":"\x01"}',
+        '{"type":"ping","x":"\\x"}',
+        '{"type":"pi\\u006eg"}',
+        '{"type":"ping","type":"nope"}',
+        '{"type":"nope","type":"ping"}',
+    ]
+)
 
 
 @st.composite
@@ -601,7 +717,7 @@ class RawPeer:
     def __init__(self, server: Server) -> None:
         self.sock, response = raw_upgrade(server)
         assert response.startswith(b"HTTP/1.1 101"), response
-        self.buf = response[response.index(b"\r\n\r\n") + 4:]
+        self.buf = response[response.index(b"\r\n\r\n") + 4 :]
         self.sock.sendall(frame(TEXT, b'{"type":"hello"}'))
         op, payload = self.next_frame()
         assert op == TEXT and json.loads(payload)["type"] == "welcome", (op, payload)
@@ -621,7 +737,9 @@ class RawPeer:
                 return got
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"server hung: no complete frame in {timeout} s ({self.buf[:40]!r})")
+                raise AssertionError(
+                    f"server hung: no complete frame in {timeout} s ({self.buf[:40]!r})"
+                )
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
@@ -664,19 +782,31 @@ control_frames = st.one_of(
     st.tuples(st.just(PING), st.binary(max_size=125)),
     st.tuples(st.just(PONG), st.binary(max_size=125)),
 )
-BAD_UTF8 = [b"\xff", b"\xc3", b"\xc3(", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe2\x82"]
+BAD_UTF8 = [
+    b"\xff",
+    b"\xc3",
+    b"\xc3(",
+    b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80",
+    b"\xc0\xaf",
+    b"\xe2\x82",
+]
 
 
 @st.composite
 def frame_ops(draw: Any) -> tuple[str, Any]:
-    kind = draw(st.sampled_from(["message"] * 5 + ["control"] * 2 + ["violation", "close", "interrupted"]))
+    kind = draw(
+        st.sampled_from(["message"] * 5 + ["control"] * 2 + ["violation", "close", "interrupted"])
+    )
     if kind == "control":
         return kind, draw(control_frames)
     if kind == "message":
         body = draw(st.sampled_from(["ping"] * 4 + ["binary", "bad_utf8", "big"]))
         if body == "ping":
-            payload = json.dumps({"type": "ping", "pad": draw(st.text(max_size=40))},
-                                 ensure_ascii=draw(st.booleans())).encode()
+            payload = json.dumps(
+                {"type": "ping", "pad": draw(st.text(max_size=40))},
+                ensure_ascii=draw(st.booleans()),
+            ).encode()
         elif body == "binary":
             payload = draw(st.binary(max_size=64))
         elif body == "bad_utf8":
@@ -696,24 +826,37 @@ def frame_ops(draw: Any) -> tuple[str, Any]:
         if how == "bad-code":
             code = draw(st.sampled_from([0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535]))
             return kind, (code.to_bytes(2, "big"), 1002)
-        code = draw(st.sampled_from([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4000, 4999]))
+        code = draw(
+            st.sampled_from(
+                [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4000, 4999]
+            )
+        )
         if how == "bad-reason":
             return kind, (code.to_bytes(2, "big") + b"ok" + draw(st.sampled_from(BAD_UTF8)), 1007)
         reason = draw(st.text(max_size=30)).encode()[:123]
         return kind, (code.to_bytes(2, "big") + reason, code)
-    violation = draw(st.sampled_from([
-        (frame(TEXT, b'{"type":"ping"}', mask=False), 1002),                      # §5.1 unmasked
-        (frame(TEXT, b"{}", rsv=0x40), 1002), (frame(PING, b"", rsv=0x20), 1002),  # §5.2 RSV
-        (frame(BINARY, b"x", rsv=0x10), 1002),
-        *[(frame(op, b"x"), 1002) for op in (3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF)],
-        (frame(PING, b"x", fin=False), 1002), (frame(PONG, b"", fin=False), 1002),  # §5.5
-        (frame(CLOSE, b"\x03\xe8", fin=False), 1002),
-        (frame(PING, b"x" * 126), 1002),                                            # §5.5 > 125
-        (frame(0x0, b"x"), 1002), (frame(0x0, b"x", fin=False), 1002),              # §5.4
-        (frame(TEXT, b"", length=MAX + 1), 1009), (frame(BINARY, b"", length=2**16), 1009),
-        (frame(TEXT, b"", length=2**40), 1009), (frame(TEXT, b"", length=2**63 - 1), 1009),
-        (frame(TEXT, b"", length=2**63), 1002),                                     # §5.2 top bit
-    ]))
+    violation = draw(
+        st.sampled_from(
+            [
+                (frame(TEXT, b'{"type":"ping"}', mask=False), 1002),  # §5.1 unmasked
+                (frame(TEXT, b"{}", rsv=0x40), 1002),
+                (frame(PING, b"", rsv=0x20), 1002),  # §5.2 RSV
+                (frame(BINARY, b"x", rsv=0x10), 1002),
+                *[(frame(op, b"x"), 1002) for op in (3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF)],
+                (frame(PING, b"x", fin=False), 1002),
+                (frame(PONG, b"", fin=False), 1002),  # §5.5
+                (frame(CLOSE, b"\x03\xe8", fin=False), 1002),
+                (frame(PING, b"x" * 126), 1002),  # §5.5 > 125
+                (frame(0x0, b"x"), 1002),
+                (frame(0x0, b"x", fin=False), 1002),  # §5.4
+                (frame(TEXT, b"", length=MAX + 1), 1009),
+                (frame(BINARY, b"", length=2**16), 1009),
+                (frame(TEXT, b"", length=2**40), 1009),
+                (frame(TEXT, b"", length=2**63 - 1), 1009),
+                (frame(TEXT, b"", length=2**63), 1002),  # §5.2 top bit
+            ]
+        )
+    )
     if kind == "interrupted":
         # A fragmented message broken off by a violation or by a new data frame (§5.4).
         # A continuation frame would be no violation here, and a data frame is refused for
@@ -722,7 +865,9 @@ def frame_ops(draw: Any) -> tuple[str, Any]:
         assume(data[0] & 0x0F != 0x0)
         if data[0] & 0x0F in (TEXT, BINARY):
             code = 1002
-        breaker = draw(st.sampled_from([(data, code), (frame(TEXT, b"{}"), 1002), (frame(BINARY, b""), 1002)]))
+        breaker = draw(
+            st.sampled_from([(data, code), (frame(TEXT, b"{}"), 1002), (frame(BINARY, b""), 1002)])
+        )
         return kind, (frame(TEXT, b'{"type":', fin=False) + breaker[0], breaker[1])
     return kind, violation
 
@@ -777,7 +922,9 @@ class TestHostileFrames:
     """(c) RFC 6455 §5: fragmentation, control frames, bad opcodes, RSV, masking, lengths."""
 
     @settings(max_examples=150, **SETTINGS)
-    @given(ops=st.lists(frame_ops(), min_size=1, max_size=6), chunk=st.sampled_from([0, 1, 7, 4096]))
+    @given(
+        ops=st.lists(frame_ops(), min_size=1, max_size=6), chunk=st.sampled_from([0, 1, 7, 4096])
+    )
     def test_frame_sequences(self, server, bystanders, ops, chunk):
         """The connection keeps working, or closes with the RFC's code; it never hangs."""
         plan = plan_for(ops)
@@ -787,7 +934,7 @@ class TestHostileFrames:
             wire = b"".join(plan.wire)
             if chunk:  # byte-at-a-time (or small) writes: the reader must reassemble
                 for i in range(0, len(wire), chunk):
-                    peer.send(wire[i:i + chunk])
+                    peer.send(wire[i : i + chunk])
             else:
                 peer.send(wire)
             if plan.close is None:  # still open: it must still work, then close cleanly
@@ -816,7 +963,7 @@ class TestHostileFrames:
             else:
                 # Answers the actor had not sent yet when the reader queued the close frame
                 # are dropped (RFC 6455 §5.5.1: no data after a close frame): a prefix.
-                assert texts == plan.texts[:len(texts)], (texts, plan.texts)
+                assert texts == plan.texts[: len(texts)], (texts, plan.texts)
         finally:
             peer.close()
         healthy(server, bystanders)
@@ -825,8 +972,9 @@ class TestHostileFrames:
 # --- strategies (d): malformed HTTP upgrades --------------------------------------------
 
 GOOD_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"),
-                      max_size=30)
+header_text = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"), max_size=30
+)
 
 
 @st.composite
@@ -834,19 +982,38 @@ def upgrades(draw: Any) -> tuple[bytes, str]:
     """A request and what must come back: "101", "4xx", "101|4xx" (lenient), "garbage"
     (a 4xx or a close) or "any" (a plain request elsewhere: anything but a 5xx)."""
     if draw(st.integers(0, 9)) == 9:
-        junk = draw(st.binary(max_size=200).filter(lambda b: b"\n" not in b) | header_text.map(str.encode))
+        junk = draw(
+            st.binary(max_size=200).filter(lambda b: b"\n" not in b) | header_text.map(str.encode)
+        )
         return junk + b"\r\n\r\n", "garbage"
     # Mostly one thing wrong at a time, so that each check is reached on its own.
     method = draw(st.sampled_from(["GET"] * 16 + ["POST", "HEAD", "get", "OPTIONS"]))
-    path = draw(st.sampled_from(["/ws"] * 16 + ["/ws?x=1", "/wss", "/", "/ws/", "/WS", "/healthz", "*", "//ws"]))
-    version = draw(st.sampled_from(["HTTP/1.1"] * 16 + ["HTTP/1.0", "HTTP/2.0", "HTTP/9.9", "HTTP/1.1x"]))
-    headers = {"Host": "127.0.0.1", "Upgrade": "websocket", "Connection": "Upgrade",
-               "Sec-WebSocket-Key": GOOD_KEY, "Sec-WebSocket-Version": "13"}
+    path = draw(
+        st.sampled_from(
+            ["/ws"] * 16 + ["/ws?x=1", "/wss", "/", "/ws/", "/WS", "/healthz", "*", "//ws"]
+        )
+    )
+    version = draw(
+        st.sampled_from(["HTTP/1.1"] * 16 + ["HTTP/1.0", "HTTP/2.0", "HTTP/9.9", "HTTP/1.1x"])
+    )
+    headers = {
+        "Host": "127.0.0.1",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": GOOD_KEY,
+        "Sec-WebSocket-Version": "13",
+    }
     mutations = {
         "Upgrade": ["WebSocket", "h2c", "", "websocket, h2c"],
         "Connection": ["keep-alive, Upgrade", "keep-alive", "close", ""],
-        "Sec-WebSocket-Key": ["", "not base64!", base64.b64encode(b"x" * 15).decode(),
-                              base64.b64encode(b"x" * 17).decode(), "dGhlIHNhbXBsZSBub25jZQ", " " + GOOD_KEY + " "],
+        "Sec-WebSocket-Key": [
+            "",
+            "not base64!",
+            base64.b64encode(b"x" * 15).decode(),
+            base64.b64encode(b"x" * 17).decode(),
+            "dGhlIHNhbXBsZSBub25jZQ",
+            " " + GOOD_KEY + " ",
+        ],
         "Sec-WebSocket-Version": ["8", "", "13, 8", "12", " 13 ", "013"],
     }
     for name in list(headers):
@@ -859,9 +1026,13 @@ def upgrades(draw: Any) -> tuple[bytes, str]:
             headers[name] = draw(header_text)
     lines = [f"{k}: {v}" for k, v in headers.items()]
     lenient = "Host" not in headers
-    extra = draw(st.sampled_from(["none"] * 10 + ["no-colon", "huge", "many", "duplicate-key", "body"]))
+    extra = draw(
+        st.sampled_from(["none"] * 10 + ["no-colon", "huge", "many", "duplicate-key", "body"])
+    )
     if extra == "no-colon":
-        lines.insert(draw(st.integers(0, len(lines))), draw(header_text.filter(lambda s: ":" not in s)))
+        lines.insert(
+            draw(st.integers(0, len(lines))), draw(header_text.filter(lambda s: ":" not in s))
+        )
         lenient = True  # a broken line may end the header block early
     elif extra == "huge":
         size = draw(st.sampled_from([1000, 8000, 65000, 70000, 200_000]))
@@ -882,14 +1053,25 @@ def upgrades(draw: Any) -> tuple[bytes, str]:
         return headers.get(name, "").strip().lower()
 
     try:
-        key_ok = len(base64.b64decode(headers.get("Sec-WebSocket-Key", "").strip(), validate=True)) == 16
+        key_ok = (
+            len(base64.b64decode(headers.get("Sec-WebSocket-Key", "").strip(), validate=True)) == 16
+        )
     except ValueError:
         key_ok = False
-    upgrade = (method == "GET" and norm("Upgrade") == "websocket"
-               and "upgrade" in {t.strip() for t in norm("Connection").split(",")})
-    valid = (upgrade and version == "HTTP/1.1" and norm("Sec-WebSocket-Version") == "13" and key_ok
-             and extra != "body" and len(request) <= 32768  # --max-header-bytes (431 beyond)
-             and len(lines) <= 100)  # at most 100 header fields (431 beyond)
+    upgrade = (
+        method == "GET"
+        and norm("Upgrade") == "websocket"
+        and "upgrade" in {t.strip() for t in norm("Connection").split(",")}
+    )
+    valid = (
+        upgrade
+        and version == "HTTP/1.1"
+        and norm("Sec-WebSocket-Version") == "13"
+        and key_ok
+        and extra != "body"
+        and len(request) <= 32768  # --max-header-bytes (431 beyond)
+        and len(lines) <= 100
+    )  # at most 100 header fields (431 beyond)
     good_path = path.split("?")[0] == "/ws"
     if "upgrade_on_any_path" in KNOWN_BUGS:
         assume(good_path or not valid)
@@ -925,7 +1107,9 @@ def http_status(server: Server, data: bytes, abort: bool = False) -> int | None:
             try:
                 chunk = sock.recv(65536)
             except TimeoutError:
-                raise AssertionError(f"connection still open 5 s after our EOF: {data[:120]!r} → {buf[:80]!r}") from None
+                raise AssertionError(
+                    f"connection still open 5 s after our EOF: {data[:120]!r} → {buf[:80]!r}"
+                ) from None
             except ConnectionResetError:
                 break
             if not chunk:
@@ -973,8 +1157,11 @@ class TestHostileUpgrades:
 
     def test_every_connection_was_cleaned_up(self, server, bystanders):
         """After all the hostile clients above only the two bystanders are left."""
-        server.wait_for(lambda: server.json("/debug/stats")["users"] == 2, timeout=5,
-                        what="only the bystanders left")
+        server.wait_for(
+            lambda: server.json("/debug/stats")["users"] == 2,
+            timeout=5,
+            what="only the bystanders left",
+        )
         bystanders.check()
 
 
@@ -986,12 +1173,15 @@ class TestLoneSurrogates:
     Unicode). Echoing one back must not crash an actor; refusing it (bad_message) or
     delivering it escaped are both fine."""
 
-    @pytest.mark.parametrize("frame_text", [
-        '{"type":"say","room":"r","text":"\\ud800","id":"x"}',
-        '{"type":"say","room":"r","text":"ok","id":"\\udc00"}',
-        '{"type":"dm","to":"NICK","text":"\\ud800"}',
-        '{"type":"dm","to":"NICK","text":"ok","id":"\\udfff"}',
-    ])
+    @pytest.mark.parametrize(
+        "frame_text",
+        [
+            '{"type":"say","room":"r","text":"\\ud800","id":"x"}',
+            '{"type":"say","room":"r","text":"ok","id":"\\udc00"}',
+            '{"type":"dm","to":"NICK","text":"\\ud800"}',
+            '{"type":"dm","to":"NICK","text":"ok","id":"\\udfff"}',
+        ],
+    )
     def test_lone_surrogate_is_refused_or_delivered(self, frame_text):
         """The sender gets an answer, the room and the node keep working, no traceback."""
         with Server() as srv:
@@ -1020,13 +1210,21 @@ class TestLoneSurrogates:
         with Server() as srv:
             with Client(srv) as a:
                 a.login("victim")
-                status, _h, _b = srv.http("/admin/kick", method="POST",
-                                          body=b'{"nick":"victim","reason":"\\ud800"}',
-                                          headers={"Content-Type": "application/json"})
+                status, _h, _b = srv.http(
+                    "/admin/kick",
+                    method="POST",
+                    body=b'{"nick":"victim","reason":"\\ud800"}',
+                    headers={"Content-Type": "application/json"},
+                )
                 assert status == 400
                 a.send({"type": "ping"})
                 a.expect("pong")
-                assert srv.http("/admin/kick", method="POST", body={"nick": "victim", "reason": "ok"})[0] == 200
+                assert (
+                    srv.http("/admin/kick", method="POST", body={"nick": "victim", "reason": "ok"})[
+                        0
+                    ]
+                    == 200
+                )
                 code, _reason, frames = a.closed()
                 assert code == 4005 and frames and frames[-1]["reason"] == "kicked", (code, frames)
             srv.wait_for(lambda: srv.json("/debug/stats")["users"] == 0)
@@ -1044,8 +1242,11 @@ class TestUpgradeBugs:
     def test_too_many_headers_are_refused_quietly(self):
         """> 100 header lines → 4xx and no traceback in the log."""
         with Server() as srv:
-            request = ("GET /ws HTTP/1.1\r\nHost: x\r\n" + "".join(f"X-{i}: y\r\n" for i in range(150))
-                       + "\r\n").encode()
+            request = (
+                "GET /ws HTTP/1.1\r\nHost: x\r\n"
+                + "".join(f"X-{i}: y\r\n" for i in range(150))
+                + "\r\n"
+            ).encode()
             status = http_status(srv, request)
             assert status is not None and 400 <= status < 500
             time.sleep(0.1)

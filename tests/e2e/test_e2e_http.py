@@ -81,7 +81,11 @@ class TestActorTree:
             ids = [n["id"] for n in nodes]
             assert len(ids) == len(set(ids)), "every actor exactly once"
             scheds = [n for n in nodes if n["kind"] == "SchedulerActor"]
-            assert len(scheds) == 1 and isinstance(scheds[0]["pending"], int) and scheds[0]["pending"] >= 9
+            assert (
+                len(scheds) == 1
+                and isinstance(scheds[0]["pending"], int)
+                and scheds[0]["pending"] >= 9
+            )
             room = [n for n in nodes if n["kind"] == "RoomActor"]
             assert [(r["room"], r["members"]) for r in room] == [("tree-room", 1)]
             users = {n["id"]: n for n in nodes if n["kind"] == "UserActor"}
@@ -94,8 +98,10 @@ class TestActorTree:
     def test_states_move(self, server):
         """A user shows Undefined, then Connected, then InChat."""
         with Client(server) as c:
+
             def state():
                 return [u["state"] for u in server.users()]
+
             server.wait_for(lambda: state() == ["Undefined"], what="Undefined")
             c.hello()
             assert state() == ["Connected"]
@@ -115,15 +121,21 @@ class TestAccess:
                 assert srv.http(path, headers={"Authorization": "Bearer nope"})[0] == 401
                 assert srv.http(path, headers={"Authorization": "Bearer s3cret"})[0] == 200
             assert srv.http("/admin/kick", "POST", {"nick": "x"})[0] == 401
-            assert srv.http("/admin/kick", "POST", {"nick": "x"},
-                            headers={"Authorization": "Bearer s3cret"})[0] == 404
+            assert (
+                srv.http(
+                    "/admin/kick", "POST", {"nick": "x"}, headers={"Authorization": "Bearer s3cret"}
+                )[0]
+                == 404
+            )
 
     def test_loopback_only_without_token(self):
         """Without a token, a non-loopback client gets 403 (the WSGI edge, called directly)."""
         app = App(system=None, config=type("C", (), {"admin_token": None})(), telemetry=None)
         seen = []
-        body = app({"PATH_INFO": "/debug/actors", "REQUEST_METHOD": "GET", "REMOTE_ADDR": "203.0.113.9"},
-                   lambda status, headers: seen.append(status))
+        body = app(
+            {"PATH_INFO": "/debug/actors", "REQUEST_METHOD": "GET", "REMOTE_ADDR": "203.0.113.9"},
+            lambda status, headers: seen.append(status),
+        )
         assert seen == ["403 Forbidden"] and b"loopback" in b"".join(body)
         assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("10.0.0.1")
 
@@ -134,23 +146,36 @@ class TestRunning:
     def test_invalid_values_exit_nonzero_with_a_message(self):
         """A bad flag value exits 2 with one clear line on stderr, no traceback."""
         for args in (["--hello-timeout", "-1"], ["--port", "abc"], ["--workers", "2"], ["--bogus"]):
-            proc = subprocess.run([sys.executable, "server.py", *args], cwd=ROOT, capture_output=True,
-                                  text=True, timeout=20)
+            proc = subprocess.run(
+                [sys.executable, "server.py", *args],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
             assert proc.returncode == 2, args
             assert proc.stderr.startswith("hubbub: error:") and "Traceback" not in proc.stderr
 
     def test_env_and_config_file(self, tmp_path):
         """HUBBUB_* env vars and a --config TOML file set options (seen in welcome.timeouts)."""
         cfg = tmp_path / "hubbub.toml"
-        cfg.write_text('ping-interval = 7\nprofile_timeout = 9.5\n')
-        with Server("--config", str(cfg), env={"HUBBUB_HELLO_TIMEOUT": "3"}) as srv, Client(srv) as c:
+        cfg.write_text("ping-interval = 7\nprofile_timeout = 9.5\n")
+        with (
+            Server("--config", str(cfg), env={"HUBBUB_HELLO_TIMEOUT": "3"}) as srv,
+            Client(srv) as c,
+        ):
             t = c.hello()["timeouts"]
             assert (t["hello"], t["ping"], t["profile"]) == (3, 7, 9.5)
 
     def test_help(self):
         """--help prints the options and exits 0."""
-        proc = subprocess.run([sys.executable, "server.py", "--help"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=20)
+        proc = subprocess.run(
+            [sys.executable, "server.py", "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         assert proc.returncode == 0 and "--hello-timeout" in proc.stdout
 
     @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -164,7 +189,10 @@ class TestRunning:
         srv.proc.send_signal(sig)
         for c in clients:
             code, reason, frames = c.closed()
-            assert (code, reason) == (1001, "shutdown") and frames[-1] == {"type": "bye", "reason": "shutdown"}
+            assert (code, reason) == (1001, "shutdown") and frames[-1] == {
+                "type": "bye",
+                "reason": "shutdown",
+            }
         assert srv.stop(timeout=5) == 0 and time.monotonic() - start < 5
         assert "Traceback" not in srv.stderr
 

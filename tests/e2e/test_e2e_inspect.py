@@ -23,7 +23,9 @@ def test_summary_counts_users_per_state(server):
     with Client(server) as a, Client(server) as b, Client(server):
         a.login("sum_a", "sumroom")
         b.hello()
-        s = server.wait_for(lambda: (s := server.json("/debug/summary"))["users"] >= 3 and s, what="3 users")
+        s = server.wait_for(
+            lambda: (s := server.json("/debug/summary"))["users"] >= 3 and s, what="3 users"
+        )
         assert s["users_by_state"]["InChat"] >= 1 and s["users_by_state"]["Connected"] >= 1
         assert s["users_by_state"]["Undefined"] >= 1
         assert s["rooms"] >= 1 and s["actors"] >= 3 + 3  # node, scheduler, directory + users
@@ -44,7 +46,9 @@ def test_users_sorted_filtered_paged(server):
         inroom = server.json("/debug/users?room=pgroom&sort=nick")
         assert [u["nick"] for u in inroom["items"]] == ["pg01", "pg03", "pg05"]
         row = inroom["items"][0]
-        assert row["state"] == "InChat" and row["rooms"] == ["pgroom"] and row["remote"] == "127.0.0.1"
+        assert (
+            row["state"] == "InChat" and row["rooms"] == ["pgroom"] and row["remote"] == "127.0.0.1"
+        )
         assert row["next"]["name"] in ("ping", "pong", "session") and row["backlog"] == 0
         assert server.json("/debug/users?state=Undefined&nick=pg")["matched"] == 0
         assert server.http("/debug/users?sort=secret")[0] == 400
@@ -53,7 +57,9 @@ def test_users_sorted_filtered_paged(server):
         every_state = "state=Undefined,Connected,InChat,ToBeDisconnected,Disconnected"
         for order in ("asc", "desc"):
             fast = server.json(f"/debug/users?sort=age&order={order}&limit=4&offset=1")
-            scan = server.json(f"/debug/users?sort=age&order={order}&limit=4&offset=1&{every_state}")
+            scan = server.json(
+                f"/debug/users?sort=age&order={order}&limit=4&offset=1&{every_state}"
+            )
             assert [u["id"] for u in fast["items"]] == [u["id"] for u in scan["items"]]
             assert fast["matched"] == scan["matched"]
         newest = server.json("/debug/users?sort=age&limit=1")["items"][0]
@@ -77,10 +83,14 @@ def test_drill_down_and_timeline_of_a_timeout(server):
     by_nick = server.json("/debug/actors/silent")
     assert by_nick["id"] == c.session
     assert c.closed()[0] == 4002
-    gone = server.wait_for(lambda: (g := server.json(f"/debug/actors/{c.session}"))["gone"] and g, what="gone")
+    gone = server.wait_for(
+        lambda: (g := server.json(f"/debug/actors/{c.session}"))["gone"] and g, what="gone"
+    )
     assert gone["reason"] == "pong_timeout" and gone["nick"] == "silent"
     fired = next(e for e in gone["timeline"] if e["event"] == "TimerFired(pong)")
-    assert (fired["from"], fired["to"]) == ("InChat", "ToBeDisconnected") and "close 4002" in fired["outcome"]
+    assert (fired["from"], fired["to"]) == ("InChat", "ToBeDisconnected") and "close 4002" in fired[
+        "outcome"
+    ]
     assert server.json("/debug/actors/silent")["id"] == c.session
     found = server.json("/debug/gone?nick=silent")["items"]
     assert found[0]["id"] == c.session and found[0]["reason"] == "pong_timeout"
@@ -126,14 +136,22 @@ def test_public_room_names(server):
         body = server.json("/rooms")
         assert body["suggested"] == "lobby"
         assert {"room": "publicroom", "members": 1} in body["rooms"] or server.wait_for(
-            lambda: {"room": "publicroom", "members": 1} in server.json("/rooms")["rooms"], what="room listed")
+            lambda: {"room": "publicroom", "members": 1} in server.json("/rooms")["rooms"],
+            what="room listed",
+        )
 
 
 def test_endpoints_follow_the_admin_rule():
     """Every new /debug endpoint answers 401 without the token when one is set; /rooms stays public."""
     with Server("--admin-token", "s3cret") as srv:
-        for path in ("/debug/summary", "/debug/users", "/debug/rooms", "/debug/tree", "/debug/gone",
-                     "/debug/actors/node"):
+        for path in (
+            "/debug/summary",
+            "/debug/users",
+            "/debug/rooms",
+            "/debug/tree",
+            "/debug/gone",
+            "/debug/actors/node",
+        ):
             assert srv.http(path)[0] == 401, path
             assert srv.http(path, headers={"Authorization": "Bearer s3cret"})[0] == 200, path
         assert srv.http("/rooms")[0] == 200
@@ -143,8 +161,14 @@ def test_metrics_read_the_incremental_counts(server):
     """/metrics reports users by state from the same counts as the summary."""
     with Client(server) as a:
         a.login("met_a")
-        text = server.wait_for(lambda: (t := server.http("/metrics")[2].decode())
-                               and 'hubbub_users{state="InChat"} 0.0' not in t and t, what="InChat user")
+        text = server.wait_for(
+            lambda: (
+                (t := server.http("/metrics")[2].decode())
+                and 'hubbub_users{state="InChat"} 0.0' not in t
+                and t
+            ),
+            what="InChat user",
+        )
         assert "hubbub_mailbox_max" in text and "hubbub_actors" in text
 
 

@@ -44,7 +44,8 @@ def test_a_thousand_cycles_leave_nothing_behind(server):
     # legitimate, but it must stay rare.
     late = sum(v for k, v in outcomes.items() if k.startswith("late"))
     assert late <= CYCLES // 100, outcomes
-    assert sum(outcomes.values()) == CYCLES and outcomes["reset_early"] == CYCLES // len(KINDS), outcomes
+    assert sum(outcomes.values()) == CYCLES and outcomes["reset_early"] == CYCLES // len(KINDS), (
+        outcomes
+    )
     assert not check(base, after), (check(base, after), base, after)
     assert "Traceback" not in server.log()
-

@@ -65,8 +65,10 @@ def test_idle_users_hold_no_transport_greenlet():
         stats = server.json("/debug/stats")
         after = stats["greenlets"]
         per_user = (after - before) / USERS
-        print(f"\n{USERS} idle users: greenlets {before} → {after} ({per_user:.3f} per user), "
-              f"RSS {stats['rss_kb']} KiB")
+        print(
+            f"\n{USERS} idle users: greenlets {before} → {after} ({per_user:.3f} per user), "
+            f"RSS {stats['rss_kb']} KiB"
+        )
         assert stats["users"] == USERS + 10
         assert after - before <= ACTOR_GREENLETS_PER_USER * USERS + 20
         for sock in socks + warm:

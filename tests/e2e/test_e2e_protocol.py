@@ -31,7 +31,13 @@ class TestClientToServer:
         with Client(server) as c:
             w = c.hello()
             assert w["protocol"] == 1 and isinstance(w["session"], str) and w["session"]
-            assert w["timeouts"] == {"hello": 5, "ping": 30, "pong": 120, "profile": 300, "session": 43200}
+            assert w["timeouts"] == {
+                "hello": 5,
+                "ping": 30,
+                "pong": 120,
+                "profile": 300,
+                "session": 43200,
+            }
 
     def test_profile_ok_taken_and_bad(self, server):
         """profile → profile_ok; a nick held by another → nick_taken; an invalid one → bad_nick."""
@@ -67,7 +73,11 @@ class TestClientToServer:
             a.login(na, room)
             b.login(nb)
             joined = b.join(room)
-            assert joined["members"] == sorted([na, nb]) and joined["history"] == [] and joined["complete"] is True
+            assert (
+                joined["members"] == sorted([na, nb])
+                and joined["history"] == []
+                and joined["complete"] is True
+            )
             a.expect("presence", room=room, event="join", nick=nb)
             b.send({"type": "leave", "room": room})
             b.expect("left", room=room)
@@ -109,10 +119,12 @@ class TestClientToServer:
             h = b.join(room)["history"]
             assert [m["text"] for m in h] == ["m3", "m4", "m5", "m6", "m7"]
             seqs = [m["seq"] for m in h]
-            b.send({"type": "leave", "room": room}); b.expect("left")  # noqa: E702
+            b.send({"type": "leave", "room": room})
+            b.expect("left")  # noqa: E702
             again = b.join(room, since=seqs[2])
             assert [m["seq"] for m in again["history"]] == seqs[3:] and again["complete"] is True
-            b.send({"type": "leave", "room": room}); b.expect("left")  # noqa: E702
+            b.send({"type": "leave", "room": room})
+            b.expect("left")  # noqa: E702
             old = b.join(room, since=1)
             assert [m["seq"] for m in old["history"]] == seqs and old["complete"] is False
 
@@ -163,11 +175,22 @@ class TestClientToServer:
             with Client(server) as c:
                 c.send(first)
                 code, reason, frames = c.closed()
-                assert code == 1008 and reason == "policy" and frames == [{"type": "bye", "reason": "policy"}]
+                assert (
+                    code == 1008
+                    and reason == "policy"
+                    and frames == [{"type": "bye", "reason": "policy"}]
+                )
 
-    @pytest.mark.parametrize("frame", [{"type": "join", "room": "r"}, {"type": "say", "room": "r", "text": "x"},
-                                       {"type": "leave", "room": "r"}, {"type": "dm", "to": "a", "text": "b"},
-                                       {"type": "hello"}])
+    @pytest.mark.parametrize(
+        "frame",
+        [
+            {"type": "join", "room": "r"},
+            {"type": "say", "room": "r", "text": "x"},
+            {"type": "leave", "room": "r"},
+            {"type": "dm", "to": "a", "text": "b"},
+            {"type": "hello"},
+        ],
+    )
     def test_not_ready(self, server, frame):
         """A message not allowed in the state → error not_ready; the connection stays."""
         with Client(server) as c:
@@ -181,11 +204,17 @@ class TestClientToServer:
 class TestErrors:
     """docs/protocol.md error codes: the request had no effect, the connection stays."""
 
-    @pytest.mark.parametrize("text,code", [
-        ("{oops", "bad_json"), ("[]", "bad_message"), ('{"type":"fly"}', "bad_message"),
-        ('{"type":"say","room":"r"}', "bad_message"), ('{"type":"join","room":"bad room"}', "bad_message"),
-        ('{"no":"type"}', "bad_message"),
-    ])
+    @pytest.mark.parametrize(
+        "text,code",
+        [
+            ("{oops", "bad_json"),
+            ("[]", "bad_message"),
+            ('{"type":"fly"}', "bad_message"),
+            ('{"type":"say","room":"r"}', "bad_message"),
+            ('{"type":"join","room":"bad room"}', "bad_message"),
+            ('{"no":"type"}', "bad_message"),
+        ],
+    )
     def test_bad_input_gets_an_error_and_nothing_else(self, server, text, code):
         """Bad frames get the contract's code; the session goes on as before."""
         room = nick("r")

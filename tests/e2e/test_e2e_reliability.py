@@ -43,11 +43,15 @@ class TestActorFailure:
             assert code == 1011
             a.expect("presence", event="leave", nick="fail-b")
             assert a.say("room", "still fine")["seq"] == 1
-            server.wait_for(lambda: [u["nick"] for u in server.users()] == ["fail-a"], what="b gone")
+            server.wait_for(
+                lambda: [u["nick"] for u in server.users()] == ["fail-a"], what="b gone"
+            )
             with Client(server) as c:  # the nick is free again
                 c.login("fail-b")
             assert metric(server, 'hubbub_actor_failures_total{kind="FaultyUser"}') == 1
-        server.wait_for(lambda: server.json("/debug/stats")["pending_timers"] == 0, what="no timers left")
+        server.wait_for(
+            lambda: server.json("/debug/stats")["pending_timers"] == 0, what="no timers left"
+        )
 
     def test_room_failure_restarts_with_members_and_history(self, server):
         """A RoomActor that raises is restarted: same members, same history, seq continues."""
@@ -56,10 +60,13 @@ class TestActorFailure:
             b.login("room-b", "phoenix")
             a.expect("presence")
             s1 = a.say("phoenix", "one")["seq"]
-            a.expect("message"); b.expect("message")  # noqa: E702
+            a.expect("message")
+            b.expect("message")  # noqa: E702
             a.send({"type": "say", "room": "phoenix", "text": "__boom_room__", "id": "x"})
-            server.wait_for(lambda: metric(server, 'hubbub_actor_failures_total{kind="FaultyRoom"}') == 1,
-                            what="room failure counted")
+            server.wait_for(
+                lambda: metric(server, 'hubbub_actor_failures_total{kind="FaultyRoom"}') == 1,
+                what="room failure counted",
+            )
             s2 = b.say("phoenix", "two")["seq"]
             assert s2 == s1 + 1
             for c in (a, b):
@@ -76,7 +83,11 @@ class TestFloodControl:
 
     def test_flood_gets_rate_limited_then_4006(self):
         """A client far over the rate gets rate_limited, then bye rate_limited and 4006; others unaffected."""
-        with Server("--rate", "5", "--burst", "5") as server, Client(server) as calm, Client(server) as flood:
+        with (
+            Server("--rate", "5", "--burst", "5") as server,
+            Client(server) as calm,
+            Client(server) as flood,
+        ):
             calm.login("calm", "r")
             flood.login("flood", "r")
             calm.expect("presence")
@@ -93,8 +104,9 @@ class TestFloodControl:
 class TestSlowConsumer:
     """A client that stops reading never stalls the room; it is cut at --max-backlog with 4007."""
 
-    def latencies(self, server: Server, senders: list[Client], seconds: float,
-                  until: Any = None) -> list[float]:
+    def latencies(
+        self, server: Server, senders: list[Client], seconds: float, until: Any = None
+    ) -> list[float]:
         """Each sender says and waits for its own message back; stops after `seconds` (or at `until()`)."""
         out: list[float] = []
 
@@ -121,11 +133,17 @@ class TestSlowConsumer:
             base = statistics.median(self.latencies(server, senders, 1.5))
             sock, response = raw_upgrade(server)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.sendall(frame(1, b'{"type":"hello"}') + frame(1, b'{"type":"profile","nick":"stalled"}'))
-            server.wait_for(lambda: "stalled" in [u["nick"] for u in server.users()], what="stalled in chat")
+            sock.sendall(
+                frame(1, b'{"type":"hello"}') + frame(1, b'{"type":"profile","nick":"stalled"}')
+            )
+            server.wait_for(
+                lambda: "stalled" in [u["nick"] for u in server.users()], what="stalled in chat"
+            )
             sock.sendall(frame(1, b'{"type":"join","room":"busy"}'))
-            server.wait_for(lambda: any(u["nick"] == "stalled" and u["rooms"] for u in server.users()),
-                            what="stalled in the room")  # and from now on it never reads
+            server.wait_for(
+                lambda: any(u["nick"] == "stalled" and u["rooms"] for u in server.users()),
+                what="stalled in the room",
+            )  # and from now on it never reads
             cut = False
 
             def was_cut() -> bool:
@@ -161,7 +179,8 @@ class TestDurableHistory:
             b.login("reader")
             joined = b.join("keep", since=seqs[2])
             assert [m["text"] for m in joined["history"]] == ["m3", "m4"] and joined["complete"]
-            b.send({"type": "leave", "room": "keep"}); b.expect("left")  # noqa: E702
+            b.send({"type": "leave", "room": "keep"})
+            b.expect("left")  # noqa: E702
             old = b.join("keep", since=0)
             assert [m["text"] for m in old["history"]] == ["m2", "m3", "m4"] and not old["complete"]
             assert b.say("keep", "after restart")["seq"] == seqs[-1] + 1
@@ -169,8 +188,12 @@ class TestDurableHistory:
     def test_batched_writes_do_not_bound_the_rate(self, tmp_path):
         """500 says through --store are all acked and all recovered after a restart."""
         db = str(tmp_path / "h.sqlite")
-        with Server("--store", db, "--history", "1000", "--rate", "10000", "--burst", "10000") as server, \
-                Client(server) as a:
+        with (
+            Server(
+                "--store", db, "--history", "1000", "--rate", "10000", "--burst", "10000"
+            ) as server,
+            Client(server) as a,
+        ):
             a.login("fast", "bulk")
             for i in range(500):
                 a.send({"type": "say", "room": "bulk", "text": str(i)})

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.e2e
 def assert_disconnected(server: Server, client: Client, code: int, reason: str) -> None:
     got_code, got_reason, frames = client.closed(timeout=5)
     assert (got_code, got_reason) == (code, reason)
-    assert {"type": "bye", "reason": reason} in [{k: f[k] for k in ("type", "reason") if k in f} for f in frames]
+    assert {"type": "bye", "reason": reason} in [
+        {k: f[k] for k in ("type", "reason") if k in f} for f in frames
+    ]
     server.wait_for(lambda: not server.users(), what="user removed from the tree")
 
 
@@ -48,8 +50,10 @@ def test_pong_timeout_4002():
 
 def test_pong_control_frames_count():
     """WebSocket pong frames alone keep a client alive past --pong-timeout."""
-    with Server("--ping-interval", "5", "--pong-timeout", "0.6") as server, \
-            Client(server, answer_pings=False) as c:
+    with (
+        Server("--ping-interval", "5", "--pong-timeout", "0.6") as server,
+        Client(server, answer_pings=False) as c,
+    ):
         c.hello()
         for _ in range(6):
             time.sleep(0.2)

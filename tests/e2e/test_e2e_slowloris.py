@@ -20,8 +20,16 @@ from .test_e2e_tls import make_certificate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
-SHORT = ("--header-timeout", "1", "--body-timeout", "1", "--keepalive-timeout", "1",
-         "--tls-handshake-timeout", "1")
+SHORT = (
+    "--header-timeout",
+    "1",
+    "--body-timeout",
+    "1",
+    "--keepalive-timeout",
+    "1",
+    "--tls-handshake-timeout",
+    "1",
+)
 
 
 def connect(server: Server, source: str = "127.0.0.1") -> socket.socket:
@@ -56,8 +64,13 @@ def read_response(sock: socket.socket, timeout: float = 3.0) -> bytes:
         assert chunk, f"closed after {data!r}"
         data += chunk
     head, body = data.split(b"\r\n\r\n", 1)
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")))
+    length = int(
+        next(
+            line.split(b":")[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+    )
     while len(body) < length:
         body += sock.recv(65536)
     return head + b"\r\n\r\n" + body
@@ -116,16 +129,20 @@ class TestPreChatDeadlines:
     def test_a_body_that_stops_short_gets_408(self, server):
         """POST /admin/kick whose body stops short → 408 after --body-timeout, no traceback."""
         with connect(server) as sock:
-            sock.sendall(b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: 60\r\n\r\n{\"nick\": \"bo")
+            sock.sendall(
+                b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 60\r\n\r\n{"nick": "bo'
+            )
             took, data = until_closed(sock, 5)
         assert data.startswith(b"HTTP/1.1 408 ") and 0.8 <= took < 3
 
     def test_a_body_cut_by_the_client_gets_400(self, server):
         """The client half-closes mid-body → 400 (incomplete), no traceback."""
         with connect(server) as sock:
-            sock.sendall(b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: 60\r\n\r\n{\"nick\"")
+            sock.sendall(
+                b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 60\r\n\r\n{"nick"'
+            )
             sock.shutdown(socket.SHUT_WR)
             _took, data = until_closed(sock, 5)
         assert data.startswith(b"HTTP/1.1 400 ")
@@ -161,15 +178,19 @@ class TestHeaderLimits:
     def test_two_content_lengths_are_refused(self, server):
         """Two different Content-Length headers → 400 and the connection closed (no smuggling)."""
         with connect(server) as sock:
-            sock.sendall(b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 2\r\nContent-Length: 40\r\n\r\n{}GET /healthz HTTP/1.1\r\n\r\n")
+            sock.sendall(
+                b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 2\r\nContent-Length: 40\r\n\r\n{}GET /healthz HTTP/1.1\r\n\r\n"
+            )
             _took, data = until_closed(sock, 5)
         assert data.startswith(b"HTTP/1.1 400 ") and data.count(b"HTTP/1.1 ") == 1
 
     def test_headers_over_max_header_bytes_are_431(self):
         """Request headers over --max-header-bytes → 431."""
         with Server("--max-header-bytes", "4096") as srv, connect(srv) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Big: " + b"a" * 8000 + b"\r\n\r\n")
+            sock.sendall(
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Big: " + b"a" * 8000 + b"\r\n\r\n"
+            )
             _took, data = until_closed(sock, 5)
         assert data.startswith(b"HTTP/1.1 431 ")
 
@@ -293,11 +314,16 @@ class TestAdminFromABrowser:
         """The issue's probe: a cross-origin text/plain POST → refused, the user stays."""
         with Client(admin) as victim:
             victim.login("victim")
-            status, _h, _b = admin.http("/admin/kick", "POST", b'{"nick": "victim"}', headers={
-                "Content-Type": "text/plain", "Origin": "http://evil.example"})
+            status, _h, _b = admin.http(
+                "/admin/kick",
+                "POST",
+                b'{"nick": "victim"}',
+                headers={"Content-Type": "text/plain", "Origin": "http://evil.example"},
+            )
             assert status == 403
-            status, _h, _b = admin.http("/admin/kick", "POST", b'{"nick": "victim"}', headers={
-                "Content-Type": "text/plain"})
+            status, _h, _b = admin.http(
+                "/admin/kick", "POST", b'{"nick": "victim"}', headers={"Content-Type": "text/plain"}
+            )
             assert status == 415
             victim.send({"type": "ping"})
             victim.expect("pong")
@@ -306,16 +332,24 @@ class TestAdminFromABrowser:
         """The same request as JSON from our own origin (or from curl) works."""
         with Client(admin) as victim:
             victim.login("victim2")
-            status, _h, body = admin.http("/admin/kick", "POST", {"nick": "victim2"}, headers={
-                "Origin": f"http://127.0.0.1:{admin.port}"})
+            status, _h, body = admin.http(
+                "/admin/kick",
+                "POST",
+                {"nick": "victim2"},
+                headers={"Origin": f"http://127.0.0.1:{admin.port}"},
+            )
             assert status == 200 and json.loads(body) == {"kicked": True}
 
     def test_token_guessing_is_throttled_and_logged_once(self):
         """Wrong tokens: 401 ten times, then 429 with Retry-After; one warning in the log."""
         with Server("--admin-token", "s3cret") as srv:
-            statuses = [srv.http("/debug/actors", headers={"Authorization": f"Bearer g{i}"})[0]
-                        for i in range(12)]
-            status, headers, _ = srv.http("/debug/actors", headers={"Authorization": "Bearer s3cret"})
+            statuses = [
+                srv.http("/debug/actors", headers={"Authorization": f"Bearer g{i}"})[0]
+                for i in range(12)
+            ]
+            status, headers, _ = srv.http(
+                "/debug/actors", headers={"Authorization": "Bearer s3cret"}
+            )
             log = srv.log()
         assert statuses == [401] * 10 + [429] * 2
         assert status == 429 and 1 <= int(headers["Retry-After"]) <= 60
@@ -340,25 +374,27 @@ class TestSecurityHeaders:
 
         sock, response = raw_upgrade(server, headers={"Origin": "https://evil.example"})
         sock.close()
-        assert response.startswith(b"HTTP/1.1 403") and b"X-Content-Type-Options: nosniff" in response
+        assert (
+            response.startswith(b"HTTP/1.1 403") and b"X-Content-Type-Options: nosniff" in response
+        )
 
 
 # Requests a client may send before the chat starts: each gets an HTTP answer or a close,
 # and none may print a traceback (item 6 outside the WebSocket framing).
 ODD_REQUESTS = {
     "negative length": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                       b"Content-Length: -5\r\n\r\n",
+    b"Content-Length: -5\r\n\r\n",
     "length not a number": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1e3\r\n\r\n",
     "chunked kick": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\n10\r\n{\"nick\": \"nobody\"}\r\n0\r\n\r\n",
+    b'Transfer-Encoding: chunked\r\n\r\n10\r\n{"nick": "nobody"}\r\n0\r\n\r\n',
     "bad chunk size": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
     "chunked then cut": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                        b"Transfer-Encoding: chunked\r\n\r\nffff\r\n{\"ni",
+    b'Transfer-Encoding: chunked\r\n\r\nffff\r\n{"ni',
     "expect 100-continue": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                           b"Expect: 100-continue\r\nContent-Length: 16\r\n\r\n",
+    b"Expect: 100-continue\r\nContent-Length: 16\r\n\r\n",
     "huge length": b"POST /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                   b"Content-Length: 99999999999999999999\r\n\r\n",
+    b"Content-Length: 99999999999999999999\r\n\r\n",
     "garbage line": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
     "http2 preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     "absolute uri": b"GET http://evil.example/debug/actors HTTP/1.1\r\nHost: evil.example\r\n\r\n",
@@ -366,7 +402,7 @@ ODD_REQUESTS = {
     "latin-1 header": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Name: \xe9\xff\r\n\r\n",
     "no host http/1.0": b"GET /debug/actors HTTP/1.0\r\n\r\n",
     "options": b"OPTIONS /admin/kick HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n"
-               b"Access-Control-Request-Method: POST\r\n\r\n",
+    b"Access-Control-Request-Method: POST\r\n\r\n",
     "head": b"HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     "folded header": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\r\n b\r\n\r\n",
     "bare lf": b"GET /healthz HTTP/1.1\nHost: 127.0.0.1\n\n",
@@ -389,7 +425,9 @@ class TestOddRequests:
         with connect(odd) as sock:
             sock.sendall(ODD_REQUESTS[name])
             if name.startswith("reset"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
                 return
             _took, data = until_closed(sock, 6)
         assert data == b"" or data.startswith(b"HTTP/1."), data[:200]

@@ -30,11 +30,29 @@ def make_certificate(directory: Path) -> tuple[str, str]:
     cert, key = directory / "cert.pem", directory / "key.pem"
     if shutil.which("openssl"):
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-             "-nodes", "-days", "2", "-subj", "/CN=localhost",
-             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-             "-keyout", str(key), "-out", str(cert)],
-            check=True, capture_output=True)
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            check=True,
+            capture_output=True,
+        )
         return str(cert), str(key)
     pytest.importorskip("cryptography", reason="needs the openssl command or `cryptography`")
     import datetime
@@ -49,20 +67,30 @@ def make_certificate(directory: Path) -> tuple[str, str]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(private.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(private, hashes.SHA256())
     )
     cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(private.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return str(cert), str(key)
 
 
@@ -98,8 +126,10 @@ class TestServingTLS:
         """Two clients chat over wss://, each verifying the certificate for the name it checks."""
         # Dialled at 127.0.0.1 (where the server listens); server_hostname is the name
         # the certificate must be valid for, as if the URL had been wss://localhost.
-        with Client(server, ssl=trust, server_hostname=host) as a, \
-                Client(server, ssl=trust, server_hostname=host) as b:
+        with (
+            Client(server, ssl=trust, server_hostname=host) as a,
+            Client(server, ssl=trust, server_hostname=host) as b,
+        ):
             tag = host.replace(".", "-")
             a.login(f"alice-{tag}", "tls")
             b.login(f"bob-{tag}", "tls")
@@ -137,7 +167,9 @@ class TestFailedHandshakes:
         server = Server("--certfile", certificate[0], "--keyfile", certificate[1])
         try:
             with pytest.raises(ssl.SSLCertVerificationError):
-                connect(server.ws_url, ssl=trust, server_hostname="chat.example.com", open_timeout=5)
+                connect(
+                    server.ws_url, ssl=trust, server_hostname="chat.example.com", open_timeout=5
+                )
             with Client(server, ssl=trust) as c:
                 c.hello()
         finally:
@@ -149,4 +181,6 @@ class TestFailedHandshakes:
             with pytest.raises((InvalidHandshake, OSError, EOFError)):
                 connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=5)
             with pytest.raises(ssl.SSLCertVerificationError):
-                connect(server.ws_url, ssl=trust, server_hostname="chat.example.com", open_timeout=5)
+                connect(
+                    server.ws_url, ssl=trust, server_hostname="chat.example.com", open_timeout=5
+                )

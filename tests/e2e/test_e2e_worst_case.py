@@ -38,8 +38,20 @@ def say(c: Client, room: str, text: str) -> None:
 
 def test_history_and_rooms_at_their_worst_stay_under_the_bound():
     """RSS growth ≤ the table's bound for this configuration; the pool never exceeds its total."""
-    flags = ("--history-total", str(TOTAL), "--history-bytes", str(PER_ROOM), "--max-rooms", str(MAX_ROOMS),
-             "--rate", "5000", "--burst", "5000", "--byte-budget", "0")  # the transport's budget is not measured here
+    flags = (
+        "--history-total",
+        str(TOTAL),
+        "--history-bytes",
+        str(PER_ROOM),
+        "--max-rooms",
+        str(MAX_ROOMS),
+        "--rate",
+        "5000",
+        "--burst",
+        "5000",
+        "--byte-budget",
+        "0",
+    )  # the transport's budget is not measured here
     with Server(*flags) as srv:
         writer = Client(srv).login("writer")
         idle = []
@@ -54,7 +66,13 @@ def test_history_and_rooms_at_their_worst_stay_under_the_bound():
             for i in range(IDLE):  # users at their worst: max info, in many rooms
                 c = Client(srv)
                 c.hello()
-                c.send({"type": "profile", "nick": f"idle{i}", "info": {"bio": "b" * 500, "k": ["x" * 300] * 4}})
+                c.send(
+                    {
+                        "type": "profile",
+                        "nick": f"idle{i}",
+                        "info": {"bio": "b" * 500, "k": ["x" * 300] * 4},
+                    }
+                )
                 c.expect("profile_ok")
                 for r in range(5):
                     c.join(f"stay{r}")

@@ -40,8 +40,9 @@ class TestBotAnswers:
         """`!WHO please` is !who."""
         assert answer("!WHO please", "r", ["a"], 0) == "In r: a (1)"
 
-    @pytest.mark.parametrize("seconds, text", [(0, "0s"), (59.9, "59s"), (60, "1m 0s"),
-                                               (86400 + 5, "1d 0h 0m 5s")])
+    @pytest.mark.parametrize(
+        "seconds, text", [(0, "0s"), (59.9, "59s"), (60, "1m 0s"), (86400 + 5, "1d 0h 0m 5s")]
+    )
     def test_format_duration(self, seconds, text):
         """Leading zero units are left out, later ones kept."""
         assert format_duration(seconds) == text
@@ -66,7 +67,9 @@ class TestModerationRules:
     def test_other_messages_in_between_do_not_reset_the_count(self):
         """hi, x, hi, y, hi within the window: 3 repeats of hi."""
         rules = Rules(repeat_limit=3, repeat_window=10.0)
-        verdicts = [rules.judge("a", text, i) for i, text in enumerate(["hi", "x", "hi", "y", "hi"])]
+        verdicts = [
+            rules.judge("a", text, i) for i, text in enumerate(["hi", "x", "hi", "y", "hi"])
+        ]
         assert verdicts[:4] == [None] * 4 and verdicts[4] is not None
 
     def test_repeats_are_counted_per_nick_and_ignore_case_and_spacing(self):
@@ -92,7 +95,9 @@ class TestModerationRules:
     def test_banned_words_match_whole_words_in_any_case(self):
         """`SPAM!` is the banned word; `spammer` is not."""
         rules = Rules(banned_words=["spam"])
-        assert rules.judge("a", "buy SPAM!", 0.0) == Verdict("warn", "the word 'spam' is not allowed here")
+        assert rules.judge("a", "buy SPAM!", 0.0) == Verdict(
+            "warn", "the word 'spam' is not allowed here"
+        )
         assert rules.judge("b", "a spammer", 0.0) is None
 
     def test_a_forgiven_warning_is_forgotten(self):

@@ -86,7 +86,10 @@ class NetworkCut:
         upstream.settimeout(None)
         pair = (client, upstream)
         self.pairs.add(pair)
-        pumps = [gevent.spawn(self._pump, client, upstream), gevent.spawn(self._pump, upstream, client)]
+        pumps = [
+            gevent.spawn(self._pump, client, upstream),
+            gevent.spawn(self._pump, upstream, client),
+        ]
         try:
             gevent.joinall(pumps, count=1)
         finally:

@@ -29,8 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Server:
-    def __init__(self, *flags: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
-                 script: str = "server.py") -> None:
+    def __init__(
+        self,
+        *flags: str,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+        script: str = "server.py",
+    ) -> None:
         self.flags = flags
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")}
         full_env.update(env or {})
@@ -39,7 +44,12 @@ class Server:
         self._log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
             [sys.executable, script, "--port", "0", *flags],
-            cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=self._log, text=True)
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]  # stdout=PIPE: never None
         match = re.match(r"hubbub listening on (https?)://([^:]+):(\d+)", line)
         if not match:
@@ -53,9 +63,16 @@ class Server:
 
     # --- HTTP --------------------------------------------------------------------
 
-    def http(self, path: str, method: str = "GET", body: Any = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
+    def http(
+        self,
+        path: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        data = (
+            json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
+        )
         headers = dict(headers or {})
         if data is not None and not any(k.lower() == "content-type" for k in headers):
             # What a script posting JSON sends (urllib's default is a form's type, which
@@ -135,12 +152,19 @@ def walk(node: dict[str, Any]):
 class Client:
     """A chat client: JSON in and out, answering the server's pings unless told not to."""
 
-    def __init__(self, server: Server, *, origin: str | None = None, answer_pings: bool = True,
-                 **kw: Any) -> None:
+    def __init__(
+        self, server: Server, *, origin: str | None = None, answer_pings: bool = True, **kw: Any
+    ) -> None:
         self.server = server
         self.answer_pings = answer_pings
-        self.ws: ClientConnection = connect(server.ws_url, origin=origin, open_timeout=5,  # type: ignore[arg-type]  # origin=None is accepted at run time (no Origin header)
-                                            close_timeout=2, max_size=None, **kw)
+        self.ws: ClientConnection = connect(
+            server.ws_url,
+            origin=origin,
+            open_timeout=5,  # type: ignore[arg-type]  # origin=None is accepted at run time (no Origin header)
+            close_timeout=2,
+            max_size=None,
+            **kw,
+        )
         self.session: str | None = None
 
     def send(self, frame: dict[str, Any] | str) -> None:
@@ -238,14 +262,22 @@ class Client:
         self.close()
 
 
-def raw_upgrade(server: Server, path: str = "/ws",
-                headers: dict[str, str] | None = None) -> tuple[socket.socket, bytes]:
+def raw_upgrade(
+    server: Server, path: str = "/ws", headers: dict[str, str] | None = None
+) -> tuple[socket.socket, bytes]:
     """A raw socket after a hand-written upgrade (for framing tests the library would refuse)."""
     sock = socket.create_connection((server.host, server.port), timeout=5)
-    hdrs = {"Host": f"{server.host}:{server.port}", "Upgrade": "websocket", "Connection": "Upgrade",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
+    hdrs = {
+        "Host": f"{server.host}:{server.port}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
     hdrs.update(headers or {})
-    request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+    request = (
+        f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+    )
     sock.sendall(request.encode())
     response = b""
     while b"\r\n\r\n" not in response:
@@ -256,8 +288,15 @@ def raw_upgrade(server: Server, path: str = "/ws",
     return sock, response
 
 
-def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0,
-          length: int | None = None) -> bytes:
+def frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    mask: bool = True,
+    rsv: int = 0,
+    length: int | None = None,
+) -> bytes:
     """One client frame built by hand (RFC 6455 §5.2)."""
     n = len(payload) if length is None else length
     head = bytes([(0x80 if fin else 0) | rsv | opcode])
@@ -290,7 +329,7 @@ def split_frame(buf: bytes) -> tuple[int, bytes, bytes] | None:
         n, off = int.from_bytes(buf[2:10], "big"), 10
     if len(buf) < off + n:
         return None
-    return buf[0] & 0x0F, buf[off:off + n], buf[off + n:]
+    return buf[0] & 0x0F, buf[off : off + n], buf[off + n :]
 
 
 def read_close(sock: socket.socket, timeout: float = 5.0) -> tuple[int, str]:

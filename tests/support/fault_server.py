@@ -6,7 +6,9 @@ wiring, with UserActor and RoomActor replaced by subclasses that raise when a
 come in through the system's ``user_class`` / ``room_class`` extension points.
 """
 
-from gevent import monkey; monkey.patch_all()  # noqa: E702, I001
+from gevent import monkey
+
+monkey.patch_all()  # noqa: E702, I001
 
 import os
 import sys

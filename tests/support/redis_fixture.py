@@ -32,8 +32,11 @@ class RedisServer:
     def __init__(self, port: int | None = None, unix: bool = False) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
-            pytest.fail("redis-server is not installed: the cluster tests need a real Redis "
-                        "(apt-get install redis-server; .ci/run installs it)", pytrace=False)
+            pytest.fail(
+                "redis-server is not installed: the cluster tests need a real Redis "
+                "(apt-get install redis-server; .ci/run installs it)",
+                pytrace=False,
+            )
         self.port = port or free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="hubbub-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -51,10 +54,26 @@ class RedisServer:
     def start(self) -> RedisServer:
         log = Path(self.dir.name, "redis.log")
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir.name, "--logfile", str(log),
-             *(["--unixsocket", self.socket] if self.socket else [])],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir.name,
+                "--logfile",
+                str(log),
+                *(["--unixsocket", self.socket] if self.socket else []),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 5
         while True:
             try:
@@ -94,7 +113,9 @@ class RedisServer:
         self.close()
 
 
-def _wait_ping(port: int, proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float = 5) -> None:
+def _wait_ping(
+    port: int, proc: subprocess.Popen[bytes], log: Path, what: str, timeout: float = 5
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -134,11 +155,16 @@ class SentinelServer:
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir.name}\nlogfile {log}\n"
             f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 1\n"
             f"sentinel down-after-milliseconds {self.service} 1000\n"
-            f"sentinel failover-timeout {self.service} 3000\n")
+            f"sentinel failover-timeout {self.service} 3000\n"
+        )
         binary = shutil.which("redis-server")
         assert binary is not None
-        self.proc = subprocess.Popen([binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [binary, str(conf), "--sentinel"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _wait_ping(self.port, self.proc, log, "redis sentinel")
         return self
 
@@ -171,28 +197,58 @@ class RedisClusterServers:
     def start(self) -> RedisClusterServers:
         binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if binary is None or cli is None:
-            pytest.fail("redis-server and redis-cli are needed for the Redis Cluster test", pytrace=False)
+            pytest.fail(
+                "redis-server and redis-cli are needed for the Redis Cluster test", pytrace=False
+            )
         for port in self.ports:
             d = Path(self.dir.name, str(port))
             d.mkdir()
             log = d / "redis.log"
             proc = subprocess.Popen(
                 # cluster-port: the bus is port + 10000 by default, too high for a free port.
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-port", str(free_port()),
-                 "--cluster-config-file", str(d / "nodes.conf"), "--save", "", "--appendonly", "no",
-                 "--dir", str(d), "--logfile", str(log)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    str(free_port()),
+                    "--cluster-config-file",
+                    str(d / "nodes.conf"),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(d),
+                    "--logfile",
+                    str(log),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             self.procs.append(proc)
             _wait_ping(port, proc, log, "redis cluster node")
-        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-yes"],
-                       check=True, capture_output=True, timeout=20)
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=20,
+        )
         deadline = time.monotonic() + 10
         while True:  # every node must agree the cluster is up before anyone uses it
             states = []
             for port in self.ports:
-                out = subprocess.run([cli, "-p", str(port), "cluster", "info"], capture_output=True,
-                                     text=True, timeout=5).stdout
+                out = subprocess.run(
+                    [cli, "-p", str(port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout
                 states.append("cluster_state:ok" in out)
             if all(states):
                 return self

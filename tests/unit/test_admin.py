@@ -24,14 +24,33 @@ pytestmark = pytest.mark.timeout(10)
 class TestHostAllowed:
     """DNS rebinding: without a token, only our own names in Host."""
 
-    @pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080",
-                                      "app.localhost:8080", "127.1.2.3"])
+    @pytest.mark.parametrize(
+        "host",
+        [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LOCALHOST",
+            "[::1]:8080",
+            "app.localhost:8080",
+            "127.1.2.3",
+        ],
+    )
     def test_loopback_names(self, host):
         """Loopback addresses, localhost and names under .localhost are ours."""
         assert AdminHosts("127.0.0.1").host_allowed(host)
 
-    @pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "localhost.evil.example",
-                                      "10.0.0.1:8080", "", "a b", "[::1"])
+    @pytest.mark.parametrize(
+        "host",
+        [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "",
+            "a b",
+            "[::1",
+        ],
+    )
     def test_other_names(self, host):
         """Any other name, or a malformed Host, is not."""
         assert not AdminHosts("127.0.0.1").host_allowed(host)
@@ -60,8 +79,17 @@ class TestSameOrigin:
         assert AdminHosts.same_origin("http://127.0.0.1:8080", "127.0.0.1:8080")
         assert AdminHosts.same_origin("http://localhost", "localhost")
 
-    @pytest.mark.parametrize("origin", ["http://127.0.0.1:9999", "http://evil.example", "null",
-                                        "https://localhost", "file://", "chrome-extension://abc"])
+    @pytest.mark.parametrize(
+        "origin",
+        [
+            "http://127.0.0.1:9999",
+            "http://evil.example",
+            "null",
+            "https://localhost",
+            "file://",
+            "chrome-extension://abc",
+        ],
+    )
     def test_anything_else(self, origin):
         """Another port, host or scheme's default port, an opaque origin: refused."""
         assert not AdminHosts.same_origin(origin, "localhost:8080")
@@ -90,7 +118,13 @@ class TestFailureThrottle:
     def test_logged_once_per_window(self):
         """failed() is True for the first failure of a window only."""
         t, clock = FailureThrottle(limit=3, window=60), FakeClock()
-        assert [t.failed("a", clock.monotonic()) for _ in range(5)] == [True, False, False, False, False]
+        assert [t.failed("a", clock.monotonic()) for _ in range(5)] == [
+            True,
+            False,
+            False,
+            False,
+            False,
+        ]
         clock.jump(60)
         assert t.failed("a", clock.monotonic())
 
@@ -98,7 +132,9 @@ class TestFailureThrottle:
         """One IP's failures do not block another; entries older than a window are forgotten."""
         t, clock = FailureThrottle(limit=1, window=10), FakeClock()
         t.failed("a", clock.monotonic())
-        assert t.retry_after("a", clock.monotonic()) and t.retry_after("b", clock.monotonic()) is None
+        assert (
+            t.retry_after("a", clock.monotonic()) and t.retry_after("b", clock.monotonic()) is None
+        )
         clock.jump(10)
         t.failed("b", clock.monotonic())
         assert set(t.failures) == {"b"}
@@ -118,10 +154,17 @@ class Kicker:
         return {"actors": {"kind": "NodeActor", "id": "n", "mailbox": 0, "children": []}}
 
 
-def call(app: App, path: str, method: str = "GET", body: bytes = b"", **headers: str) -> tuple[int, dict, bytes]:
+def call(
+    app: App, path: str, method: str = "GET", body: bytes = b"", **headers: str
+) -> tuple[int, dict, bytes]:
     """One request through the WSGI app: (status, headers, body)."""
-    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": method, "REMOTE_ADDR": "127.0.0.1",
-                               "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+    environ: dict[str, Any] = {
+        "PATH_INFO": path,
+        "REQUEST_METHOD": method,
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)),
+    }
     for name, value in headers.items():
         key = name.upper()
         environ[key if key in ("CONTENT_TYPE", "REMOTE_ADDR") else f"HTTP_{key}"] = value
@@ -142,39 +185,86 @@ class TestGuardedWithoutToken:
 
     def test_json_post_from_a_script_kicks(self, app):
         """curl-like: JSON, no Origin → 200 kicked."""
-        assert call(app, "/admin/kick", "POST", KICK, host="127.0.0.1:8080",
-                    content_type="application/json")[0] == 200
+        assert (
+            call(
+                app,
+                "/admin/kick",
+                "POST",
+                KICK,
+                host="127.0.0.1:8080",
+                content_type="application/json",
+            )[0]
+            == 200
+        )
         assert app.system.kicked == ["bob"]
 
     def test_text_plain_post_is_415(self, app):
         """A form or text/plain body (what a web page can send without preflight) → 415, no kick."""
-        for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
-            assert call(app, "/admin/kick", "POST", KICK, host="127.0.0.1:8080", content_type=ctype)[0] == 415
+        for ctype in (
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ):
+            assert (
+                call(app, "/admin/kick", "POST", KICK, host="127.0.0.1:8080", content_type=ctype)[0]
+                == 415
+            )
         assert app.system.kicked == []
 
     def test_cross_origin_post_is_403(self, app):
         """Origin of another site (or another port) → 403, even as JSON."""
         for origin in ("http://evil.example", "http://127.0.0.1:3000", "null"):
-            assert call(app, "/admin/kick", "POST", KICK, host="127.0.0.1:8080", origin=origin,
-                        content_type="application/json")[0] == 403
+            assert (
+                call(
+                    app,
+                    "/admin/kick",
+                    "POST",
+                    KICK,
+                    host="127.0.0.1:8080",
+                    origin=origin,
+                    content_type="application/json",
+                )[0]
+                == 403
+            )
         assert app.system.kicked == []
 
     def test_same_origin_post_is_allowed(self, app):
         """The debug page's own origin may post."""
-        assert call(app, "/admin/kick", "POST", KICK, host="127.0.0.1:8080", origin="http://127.0.0.1:8080",
-                    content_type="application/json")[0] == 200
+        assert (
+            call(
+                app,
+                "/admin/kick",
+                "POST",
+                KICK,
+                host="127.0.0.1:8080",
+                origin="http://127.0.0.1:8080",
+                content_type="application/json",
+            )[0]
+            == 200
+        )
 
     def test_rebound_host_is_403(self, app):
         """Host: evil.example (DNS rebinding) → 403 on every admin route, GET included."""
         for path in ("/debug/actors", "/debug", "/debug/stats"):
             status, _h, body = call(app, path, host="evil.example:8080")
             assert status == 403 and b"Host" in body
-        assert call(app, "/admin/kick", "POST", KICK, host="evil.example:8080",
-                    content_type="application/json")[0] == 403
+        assert (
+            call(
+                app,
+                "/admin/kick",
+                "POST",
+                KICK,
+                host="evil.example:8080",
+                content_type="application/json",
+            )[0]
+            == 403
+        )
 
     def test_open_routes_ignore_host(self, app):
         """/healthz answers whatever the Host (it is public)."""
-        app.system = type("S", (), {"stats": lambda self: {"users": 0, "rooms": 0, "pending_timers": 0}})()
+        app.system = type(
+            "S", (), {"stats": lambda self: {"users": 0, "rooms": 0, "pending_timers": 0}}
+        )()
         assert call(app, "/healthz", host="evil.example")[0] == 200
 
     def test_non_loopback_is_still_403(self, app):
@@ -193,20 +283,40 @@ class TestGuardedWithToken:
 
     def test_right_token_with_any_content_type(self, app):
         """With a token, the bearer is the check: a script's form-typed JSON still works."""
-        assert call(app, "/admin/kick", "POST", KICK, authorization="Bearer s3cret",
-                    content_type="application/x-www-form-urlencoded")[0] == 200
+        assert (
+            call(
+                app,
+                "/admin/kick",
+                "POST",
+                KICK,
+                authorization="Bearer s3cret",
+                content_type="application/x-www-form-urlencoded",
+            )[0]
+            == 200
+        )
 
     def test_guessing_is_throttled(self, app, caplog):
         """After 10 wrong tokens in a minute → 429 with Retry-After, even for the right one; one log line."""
         caplog.set_level("INFO", logger="hubbub.http")
-        statuses = [call(app, "/debug/actors", authorization=f"Bearer guess{i}")[0] for i in range(12)]
+        statuses = [
+            call(app, "/debug/actors", authorization=f"Bearer guess{i}")[0] for i in range(12)
+        ]
         assert statuses == [401] * 10 + [429] * 2
         status, headers, _ = call(app, "/debug/actors", authorization="Bearer s3cret")
         assert status == 429 and headers["Retry-After"] == "60"
         assert sum("wrong admin token" in r.message for r in caplog.records) == 1
         app.clock.jump(60)
-        assert call(app, "/admin/kick", "POST", KICK, authorization="Bearer s3cret",
-                    content_type="application/json")[0] == 200
+        assert (
+            call(
+                app,
+                "/admin/kick",
+                "POST",
+                KICK,
+                authorization="Bearer s3cret",
+                content_type="application/json",
+            )[0]
+            == 200
+        )
 
     def test_no_token_at_all_is_not_counted(self, app):
         """A visit without Authorization (the debug page before the token is typed) is 401, never 429."""
@@ -221,7 +331,10 @@ class TestSecurityHeaders:
         app = App(system=Kicker(), config=Config(), telemetry=None)
         for path in ("/", "/debug", "/nope", "/ws"):
             _s, headers, _b = call(app, path, host="127.0.0.1")
-            assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+            assert (
+                headers["X-Content-Type-Options"] == "nosniff"
+                and headers["X-Frame-Options"] == "DENY"
+            )
             assert headers["Referrer-Policy"] == "no-referrer"
             assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
 
@@ -230,5 +343,8 @@ class TestSecurityHeaders:
         app = App(system=Kicker(), config=Config(), telemetry=None)
         _s, headers, body = call(app, "/", host="127.0.0.1")
         policy = headers["Content-Security-Policy"]
-        assert "script-src 'sha256-" in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+        assert (
+            "script-src 'sha256-" in policy
+            and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+        )
         assert "connect-src 'self'" in policy and b"<script>" in body

@@ -62,7 +62,9 @@ class Supervisor(HubbubActor):
         super().__init__("sup")
         self.failed: list[tuple[str, str]] = []
 
-    def on_child_failed(self, child: HubbubActor, error: BaseException, report: object = None) -> None:
+    def on_child_failed(
+        self, child: HubbubActor, error: BaseException, report: object = None
+    ) -> None:
         self.failed.append((child.actor_id, str(error)))
 
 
@@ -230,7 +232,9 @@ class TestOrderAndFairness:
         a = Log.spawn("a", log)
         started.append(a)
         ticks: list[int] = []
-        ticker = gevent.spawn(lambda: [ticks.append(len(log)) or gevent.sleep(0) for _ in range(20)])
+        ticker = gevent.spawn(
+            lambda: [ticks.append(len(log)) or gevent.sleep(0) for _ in range(20)]
+        )
         for i in range(5000):
             a.actor_ref.tell(i)
         wait_for(lambda: len(log) == 5000)
@@ -299,8 +303,12 @@ class TestIdleCostsNothing:
         wait_for(lambda: all(a.actor_inbox.empty() for a in actors))
         gevent.sleep(0.01)
         grown = live_greenlets() - before
-        idle = all(isinstance(a.actor_inbox, Mailbox) and a.actor_inbox._items is None
-                   and not a.actor_inbox._scheduled for a in actors)
+        idle = all(
+            isinstance(a.actor_inbox, Mailbox)
+            and a.actor_inbox._items is None
+            and not a.actor_inbox._scheduled
+            for a in actors
+        )
         root.actor_ref.stop(block=True, timeout=1.0)
         for a in actors:
             a.actor_ref.stop(block=False)

@@ -14,8 +14,18 @@ def chatter(nick: str, *events: tuple) -> Chatter:
 
 
 def joined(epoch: str = "e", history: tuple = (), complete: bool = True) -> tuple:
-    return ("frame", 1, {"type": "joined", "room": "r", "members": [], "complete": complete, "epoch": epoch,
-                         "history": [msg(s, t) for s, t in history]})
+    return (
+        "frame",
+        1,
+        {
+            "type": "joined",
+            "room": "r",
+            "members": [],
+            "complete": complete,
+            "epoch": epoch,
+            "history": [msg(s, t) for s, t in history],
+        },
+    )
 
 
 def msg(seq: int, text: str) -> dict:
@@ -32,8 +42,12 @@ def ack(seq: int, text: str) -> tuple:
 
 class TestChecker:
     def test_a_clean_history_has_no_anomaly(self):
-        a = chatter("a", joined(), ("sent", 1, "a-1"), ack(1, "a-1"), m(1, "a-1"), m(2, "b-1"), ("end", 1))
-        b = chatter("b", joined(), ("sent", 1, "b-1"), m(1, "a-1"), ack(2, "b-1"), m(2, "b-1"), ("end", 1))
+        a = chatter(
+            "a", joined(), ("sent", 1, "a-1"), ack(1, "a-1"), m(1, "a-1"), m(2, "b-1"), ("end", 1)
+        )
+        b = chatter(
+            "b", joined(), ("sent", 1, "b-1"), m(1, "a-1"), ack(2, "b-1"), m(2, "b-1"), ("end", 1)
+        )
         report = check([a, b])
         assert report.anomalies == [] and report.acked == 2 and report.messages_checked == 4
 

@@ -30,7 +30,14 @@ from ..support.fakes import FakeClock
 
 
 def frame(seq: int, text: str = "") -> dict:
-    return {"type": "message", "room": "r", "from": "n", "text": text or f"m{seq}", "seq": seq, "ts": 0.0}
+    return {
+        "type": "message",
+        "room": "r",
+        "from": "n",
+        "text": text or f"m{seq}",
+        "seq": seq,
+        "ts": 0.0,
+    }
 
 
 def raw(seq: int, text: str = "") -> tuple[bytes, dict]:
@@ -47,7 +54,11 @@ class TestSettingsInTheUrl:
 
     def test_defaults_and_the_url_redis_py_sees(self):
         s = parse_url("redis://h:6379/0")
-        assert (s.url, s.node_ttl, s.room_ttl) == ("redis://h:6379/0", DEFAULT_NODE_TTL, DEFAULT_ROOM_TTL)
+        assert (s.url, s.node_ttl, s.room_ttl) == (
+            "redis://h:6379/0",
+            DEFAULT_NODE_TTL,
+            DEFAULT_ROOM_TTL,
+        )
         assert DEFAULT_NODE_TTL == 30.0
 
     def test_settings_are_taken_out_and_other_parameters_stay(self):
@@ -76,14 +87,25 @@ class TestKeys:
     @staticmethod
     def tag(key: str | bytes) -> str:
         key = key.decode() if isinstance(key, bytes) else key
-        return key[key.index("{") + 1:key.index("}")]
+        return key[key.index("{") + 1 : key.index("}")]
 
     def test_a_rooms_keys_and_channel_share_a_tag(self):
-        tags = {self.tag(k) for k in (*K.room_keys("hall"), K.room_channel("hall"), K.said_key("hall", b"t:1"))}
+        tags = {
+            self.tag(k)
+            for k in (*K.room_keys("hall"), K.room_channel("hall"), K.said_key("hall", b"t:1"))
+        }
         assert tags == {"r:hall"}
 
     def test_a_nodes_keys_share_a_tag(self):
-        tags = {self.tag(k) for k in (K.node_key("ab"), K.node_nicks("ab"), K.node_rooms("ab"), K.node_channel("ab"))}
+        tags = {
+            self.tag(k)
+            for k in (
+                K.node_key("ab"),
+                K.node_nicks("ab"),
+                K.node_rooms("ab"),
+                K.node_channel("ab"),
+            )
+        }
         assert tags == {"node:ab"}
 
     def test_every_script_is_a_lua_file_in_the_package(self):
@@ -91,8 +113,14 @@ class TestKeys:
         assert {"say.lua", "sync.lua", "presence.lua", "claim.lua"} <= names
 
 
-def synced(clock: FakeClock, history: RoomHistory | None = None, epoch: str = "e1", seq: int = 0,
-           frames: list | None = None, roster: dict | None = None) -> RoomMirror:
+def synced(
+    clock: FakeClock,
+    history: RoomHistory | None = None,
+    epoch: str = "e1",
+    seq: int = 0,
+    frames: list | None = None,
+    roster: dict | None = None,
+) -> RoomMirror:
     m = RoomMirror("me/", b"tag", history or RoomHistory(10), grace=1.5)
     m.snapshot(0, seq, roster or {}, frames or [], epoch, clock.monotonic())
     return m
@@ -129,7 +157,9 @@ class TestOneOrder:
         assert len(m.event(msg_event(1, 1), json.loads)) == 1
         assert m.event(msg_event(1, 1), json.loads) == [], "same event again"
         out = m.snapshot(1, 1, {}, [raw(1)], "e1", 0.0)
-        assert not [fx for fx in out if isinstance(fx, Deliver)], "in the snapshot and already delivered"
+        assert not [fx for fx in out if isinstance(fx, Deliver)], (
+            "in the snapshot and already delivered"
+        )
 
     def test_a_gap_in_the_events_asks_for_a_snapshot(self):
         m = synced(FakeClock())
@@ -178,7 +208,9 @@ class TestEpochs:
     def test_since_while_not_synchronised_is_not(self):
         m = synced(FakeClock(), seq=2, frames=[raw(1), raw(2)])
         m.link_down()
-        assert m.joined("me/s", "n", 2, "e1")[2] is False, "others may have said something meanwhile"
+        assert m.joined("me/s", "n", 2, "e1")[2] is False, (
+            "others may have said something meanwhile"
+        )
 
     def test_a_new_epoch_restarts_the_view_instead_of_mixing_orders(self):
         m = synced(FakeClock(), seq=5, frames=[raw(4), raw(5)])
@@ -200,7 +232,9 @@ class TestPresence:
         m = synced(clock, roster={"b/x": "bob"})
         m.link_down()
         m.link_up()
-        assert m.snapshot(0, 0, {}, [], "e1", clock.monotonic()) == [Recheck(clock.monotonic() + 1.5)]
+        assert m.snapshot(0, 0, {}, [], "e1", clock.monotonic()) == [
+            Recheck(clock.monotonic() + 1.5)
+        ]
         clock.jump(1.0)
         assert m.recheck(clock.monotonic()) == [Recheck(1001.5)]
         clock.jump(0.5)

@@ -28,16 +28,34 @@ class TestDecode:
         """Text that is not JSON → bad_json."""
         assert code_of(text) == "bad_json"
 
-    @pytest.mark.parametrize("obj", [
-        [], 1, "hello", None, {}, {"type": 1}, {"type": "nope"},
-        {"type": "join"}, {"type": "join", "room": 5}, {"type": "join", "room": "a b"},
-        {"type": "join", "room": "r", "since": -1}, {"type": "join", "room": "r", "since": True},
-        {"type": "join", "room": "r", "since": "3"}, {"type": "say", "room": "r"},
-        {"type": "say", "room": "r", "text": ""}, {"type": "say", "room": "r", "text": 5},
-        {"type": "say", "room": "r", "text": "x", "id": 5}, {"type": "dm", "text": "x"},
-        {"type": "profile"}, {"type": "profile", "nick": 3}, {"type": "profile", "nick": "a", "info": []},
-        {"type": "hello", "client": 7}, {"type": "leave", "room": "x" * 33},
-    ])
+    @pytest.mark.parametrize(
+        "obj",
+        [
+            [],
+            1,
+            "hello",
+            None,
+            {},
+            {"type": 1},
+            {"type": "nope"},
+            {"type": "join"},
+            {"type": "join", "room": 5},
+            {"type": "join", "room": "a b"},
+            {"type": "join", "room": "r", "since": -1},
+            {"type": "join", "room": "r", "since": True},
+            {"type": "join", "room": "r", "since": "3"},
+            {"type": "say", "room": "r"},
+            {"type": "say", "room": "r", "text": ""},
+            {"type": "say", "room": "r", "text": 5},
+            {"type": "say", "room": "r", "text": "x", "id": 5},
+            {"type": "dm", "text": "x"},
+            {"type": "profile"},
+            {"type": "profile", "nick": 3},
+            {"type": "profile", "nick": "a", "info": []},
+            {"type": "hello", "client": 7},
+            {"type": "leave", "room": "x" * 33},
+        ],
+    )
     def test_bad_message(self, obj):
         """Wrong shapes, missing or mistyped fields, unknown types → bad_message."""
         assert code_of(json.dumps(obj)) == "bad_message"
@@ -47,10 +65,15 @@ class TestDecode:
         """A string nick outside 1-32 [A-Za-z0-9_-] → bad_nick (look-alike Unicode included)."""
         assert code_of(json.dumps({"type": "profile", "nick": nick})) == "bad_nick"
 
-    @pytest.mark.parametrize("text", ['{"type":"say","room":"r","text":"\\ud800"}',
-                                      '{"type":"say","room":"r","text":"ok","id":"\\udc00"}',
-                                      '{"type":"dm","to":"b","text":"\\udfff"}',
-                                      '{"type":"hello","client":"\\ud83d"}'])
+    @pytest.mark.parametrize(
+        "text",
+        [
+            '{"type":"say","room":"r","text":"\\ud800"}',
+            '{"type":"say","room":"r","text":"ok","id":"\\udc00"}',
+            '{"type":"dm","to":"b","text":"\\udfff"}',
+            '{"type":"hello","client":"\\ud83d"}',
+        ],
+    )
     def test_lone_surrogates_are_bad_message(self, text):
         """A JSON-escaped lone surrogate in any echoed string → bad_message (it could not be re-encoded)."""
         assert code_of(text) == "bad_message"
@@ -67,7 +90,10 @@ class TestDecode:
 class TestEncode:
     def test_compact_utf8(self):
         """Frames are compact JSON, UTF-8, non-ASCII kept as is."""
-        assert codec.encode(codec.dm("a", "héllo", 1.5)) == '{"type":"dm","from":"a","text":"héllo","ts":1.5}'.encode()
+        assert (
+            codec.encode(codec.dm("a", "héllo", 1.5))
+            == '{"type":"dm","from":"a","text":"héllo","ts":1.5}'.encode()
+        )
 
     def test_bye_detail_only_when_given(self):
         """bye carries `message` only with a detail."""
@@ -79,20 +105,27 @@ class TestShapeBudget:
     """What a client may store (`profile.info`, `hello.client`) is checked before it is kept."""
 
     def profile(self, info, **shape):
-        return codec.decode(json.dumps({"type": "profile", "nick": "a", "info": info}), codec.Shape(**shape))
+        return codec.decode(
+            json.dumps({"type": "profile", "nick": "a", "info": info}), codec.Shape(**shape)
+        )
 
     def test_info_is_kept_as_compact_json_bytes(self):
         """Bytes, not a tree of Python objects: whatever its shape, it costs its length."""
-        assert self.profile({"lang": "fr", "tags": ["x", 1]}).info == b'{"lang":"fr","tags":["x",1]}'
+        assert (
+            self.profile({"lang": "fr", "tags": ["x", 1]}).info == b'{"lang":"fr","tags":["x",1]}'
+        )
         assert self.profile({"emoji": "\U0001f600"}).info == '{"emoji":"\U0001f600"}'.encode()
 
-    @pytest.mark.parametrize("info,why", [
-        ({"a": {"b": {"c": {"d": {}}}}}, "deeper than 4"),
-        ({"k": "x" * 3000}, "longer than 512"),
-        ({f"k{i}": i for i in range(65)}, "more than 64"),
-        ({"l": list(range(70))}, "more than 64"),
-        ({f"k{i}": "y" * 100 for i in range(30)}, "larger than 2048"),
-    ])
+    @pytest.mark.parametrize(
+        "info,why",
+        [
+            ({"a": {"b": {"c": {"d": {}}}}}, "deeper than 4"),
+            ({"k": "x" * 3000}, "longer than 512"),
+            ({f"k{i}": i for i in range(65)}, "more than 64"),
+            ({"l": list(range(70))}, "more than 64"),
+            ({f"k{i}": "y" * 100 for i in range(30)}, "larger than 2048"),
+        ],
+    )
     def test_over_budget_is_bad_message(self, info, why):
         """Too deep, too long a string, too many keys or items, too many bytes → bad_message."""
         with pytest.raises(DecodeError, match=why) as exc:
@@ -130,9 +163,14 @@ class TestShapeBudget:
 
 class TestExtensions:
     def test_history_request(self):
-        assert codec.decode('{"type":"history","room":"r","before":10,"limit":5}') == codec.History("r", 10, None, 5)
-        for bad in ('{"type":"history"}', '{"type":"history","room":"r","before":-1}',
-                    '{"type":"history","room":"r","limit":0}'):
+        assert codec.decode('{"type":"history","room":"r","before":10,"limit":5}') == codec.History(
+            "r", 10, None, 5
+        )
+        for bad in (
+            '{"type":"history"}',
+            '{"type":"history","room":"r","before":-1}',
+            '{"type":"history","room":"r","limit":0}',
+        ):
             assert code_of(bad) == "bad_message"
 
     def test_ignore(self):
@@ -143,9 +181,20 @@ class TestExtensions:
         """`joined` and `history` pages are spliced from kept bytes and stay valid JSON."""
         msgs = [codec.encode(codec.message("r", "a", "h\u00e9", i, 1.0)) for i in (1, 2)]
         j = json.loads(codec.encode_joined("r", ["a"], msgs, True, more=True))
-        assert j == {"type": "joined", "room": "r", "members": ["a"], "complete": True, "more": True,
-                     "history": [json.loads(m) for m in msgs]}
+        assert j == {
+            "type": "joined",
+            "room": "r",
+            "members": ["a"],
+            "complete": True,
+            "more": True,
+            "history": [json.loads(m) for m in msgs],
+        }
         assert "more" not in json.loads(codec.encode_joined("r", [], [], False))
         h = json.loads(codec.encode_history("r", msgs[:1], False, True))
-        assert h == {"type": "history", "room": "r", "messages": [json.loads(msgs[0])], "more": False,
-                     "complete": True}
+        assert h == {
+            "type": "history",
+            "room": "r",
+            "messages": [json.loads(msgs[0])],
+            "more": False,
+            "complete": True,
+        }

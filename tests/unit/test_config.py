@@ -63,7 +63,11 @@ class TestDefaults:
     def test_extension_defaults(self):
         """The options hubbub adds beyond the contract have nginx-like defaults."""
         cfg = load_config([], environ={})
-        assert (cfg.header_timeout, cfg.keepalive_timeout, cfg.max_header_bytes) == (60.0, 75.0, 32768)
+        assert (cfg.header_timeout, cfg.keepalive_timeout, cfg.max_header_bytes) == (
+            60.0,
+            75.0,
+            32768,
+        )
 
     def test_gate_and_admin_defaults(self):
         """The accept gate's and admin rules' options: nginx-like deadlines, caps under the fd limit."""
@@ -384,9 +388,13 @@ class TestDisablePlugin:
 
     def test_flag_env_and_file(self, tmp_path):
         """Like --plugin: flag repeatable, HUBBUB_DISABLE_PLUGIN comma-separated, `disable_plugin` in TOML."""
-        assert load_config(["--disable-plugin", "greeter", "--disable-plugin", "a.b:C"],
-                           environ={}).disable_plugins == ("greeter", "a.b:C")
-        assert load_config([], environ={"HUBBUB_DISABLE_PLUGIN": "x,y"}).disable_plugins == ("x", "y")
+        assert load_config(
+            ["--disable-plugin", "greeter", "--disable-plugin", "a.b:C"], environ={}
+        ).disable_plugins == ("greeter", "a.b:C")
+        assert load_config([], environ={"HUBBUB_DISABLE_PLUGIN": "x,y"}).disable_plugins == (
+            "x",
+            "y",
+        )
         path = toml(tmp_path, 'disable_plugin = ["greeter"]\n')
         assert load_config(["--config", path], environ={}).disable_plugins == ("greeter",)
 
@@ -399,18 +407,33 @@ class TestDisablePlugin:
         message = error_of(["--config", toml(tmp_path, '[plugins."nocolon"]\nx = 1\n')])
         assert "settings tables are keyed by module:Class" in message
         assert "no installed hubbub.actors entry point is named 'nocolon'" in message
+
+
 class TestBudgetAndAuthOptions:
     """The options of issue 15's budgets and identity (docs/operations.md)."""
 
     def test_defaults(self):
         c = load_config([], {})
         assert (c.info_bytes, c.info_depth, c.history_bytes, c.history_total, c.joined_bytes) == (
-            2048, 4, 1 << 20, 64 << 20, 256 << 10)
-        assert (c.max_rooms_per_user, c.max_rooms, c.dm_rate, c.dm_bytes, c.nick_grace) == (128, 10000, 10.0, 65536, 30.0)
+            2048,
+            4,
+            1 << 20,
+            64 << 20,
+            256 << 10,
+        )
+        assert (c.max_rooms_per_user, c.max_rooms, c.dm_rate, c.dm_bytes, c.nick_grace) == (
+            128,
+            10000,
+            10.0,
+            65536,
+            30.0,
+        )
         assert c.auth_secret is None and c.auth_public_key is None and c.auth_mode == "required"
 
     def test_env_and_flags(self):
-        c = load_config(["--nick-grace", "0", "--auth-mode", "optional"], {"HUBBUB_MAX_ROOMS_PER_USER": "5"})
+        c = load_config(
+            ["--nick-grace", "0", "--auth-mode", "optional"], {"HUBBUB_MAX_ROOMS_PER_USER": "5"}
+        )
         assert (c.nick_grace, c.auth_mode, c.max_rooms_per_user) == (0.0, "optional", 5)
 
     def test_short_secret_and_both_keys_are_refused(self, tmp_path):

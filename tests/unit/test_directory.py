@@ -69,7 +69,9 @@ class TestNicks:
         alice, other = fx.user("s1", "alice"), fx.user("s2", "alice")
         wait_for(lambda: alice.of(NickResult) and other.of(NickResult))
         assert [(r.nick, r.ok) for r in alice.of(NickResult)] == [("alice", True)]
-        assert [(r.nick, r.ok, r.code) for r in other.of(NickResult)] == [("alice", False, "nick_taken")]
+        assert [(r.nick, r.ok, r.code) for r in other.of(NickResult)] == [
+            ("alice", False, "nick_taken")
+        ]
         assert fx.directory.nicks == {"alice": "s1"}
 
     def test_a_rename_frees_the_old_nick(self, fx):

@@ -30,7 +30,9 @@ class TestArchitectureStateDiagram:
         """docs/architecture.md holds exactly what make_diagrams.py generates now (else run it)."""
         md = make_diagrams()
         text = md.DOC.read_text(encoding="utf-8")
-        assert md.update(text) == text, "docs/architecture.md is stale: run python docs/make_diagrams.py"
+        assert md.update(text) == text, (
+            "docs/architecture.md is stale: run python docs/make_diagrams.py"
+        )
 
     def test_block_has_the_mermaid_output_and_a_row_per_transition(self):
         """The generated block holds mermaid() verbatim in a fence and one table row per TRANSITIONS entry."""

@@ -33,8 +33,14 @@ def app(environ, start_response):
 @pytest.fixture
 def server() -> Iterator[GatedServer]:
     gate = AcceptGate(max_sockets=3, timeouts=TIMEOUTS)
-    srv = GatedServer(("127.0.0.1", 0), app, handler_class=handler_for(Config()), log=None,
-                      error_log=None, gate=gate)
+    srv = GatedServer(
+        ("127.0.0.1", 0),
+        app,
+        handler_class=handler_for(Config()),
+        log=None,
+        error_log=None,
+        gate=gate,
+    )
     srv.clock = FakeClock()
     srv.start()
     try:

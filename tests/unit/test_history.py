@@ -75,7 +75,9 @@ class TestBytes:
         seq, payload = h.add(msg("h\u00e9 \U0001f600"))
         assert seq == 1 and json.loads(payload)["seq"] == 1
         assert h.page() == ([payload], False, True)
-        assert h.bytes == len(payload) + ENTRY_OVERHEAD, "an emoji costs its 4 UTF-8 bytes, not 4 per character"
+        assert h.bytes == len(payload) + ENTRY_OVERHEAD, (
+            "an emoji costs its 4 UTF-8 bytes, not 4 per character"
+        )
 
     def test_per_room_byte_budget_drops_the_oldest(self):
         h = RoomHistory(100, max_bytes=1000)

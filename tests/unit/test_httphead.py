@@ -11,7 +11,9 @@ from hubbub.httphead import HttpError, cgi_headers, read_head
 
 def parse(head: bytes, max_bytes: int = 4096):
     line, _, rest = head.partition(b"\n")
-    return read_head((line + b"\n").decode("latin-1"), io.BufferedReader(io.BytesIO(rest)), max_bytes)
+    return read_head(
+        (line + b"\n").decode("latin-1"), io.BufferedReader(io.BytesIO(rest)), max_bytes
+    )
 
 
 class TestRequestHead:
@@ -19,7 +21,9 @@ class TestRequestHead:
 
     def test_upgrade_request(self):
         """A browser's upgrade request parses into lower-case fields."""
-        head = parse(b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        head = parse(
+            b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
         assert (head.method, head.target, head.version) == ("GET", "/ws?x=1", "HTTP/1.1")
         assert head.fields == {"host": "a", "upgrade": "websocket", "connection": "Upgrade"}
         assert head.content_length is None and not head.chunked and not head.close
@@ -59,7 +63,12 @@ class TestRequestHead:
 
     def test_same_content_length_twice_is_fine(self):
         """Identical repeated Content-Length values are one length (§6.3)."""
-        assert parse(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n").content_length == 3
+        assert (
+            parse(
+                b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n"
+            ).content_length
+            == 3
+        )
 
     def test_too_large_is_431(self):
         """A head over max_bytes is 431."""

@@ -21,11 +21,15 @@ class TestFold:
         """alice, Alice, ALICE, aIice and a1ice cannot coexist."""
         assert len({fold(n) for n in ("alice", "Alice", "ALICE", "aIice", "a1ice", "AL1CE")}) == 1
 
-    @pytest.mark.parametrize("a,b", [("bob0", "BOBO"), ("modern", "modem"), ("vvalter", "walter"), ("ii", "ll")])
+    @pytest.mark.parametrize(
+        "a,b", [("bob0", "BOBO"), ("modern", "modem"), ("vvalter", "walter"), ("ii", "ll")]
+    )
     def test_confusable_pairs(self, a, b):
         assert fold(a) == fold(b)
 
-    @pytest.mark.parametrize("a,b", [("alice", "alicia"), ("bob", "b0t"), ("a_b", "a-b"), ("x", "y")])
+    @pytest.mark.parametrize(
+        "a,b", [("alice", "alicia"), ("bob", "b0t"), ("a_b", "a-b"), ("x", "y")]
+    )
     def test_different_nicks_stay_different(self, a, b):
         assert fold(a) != fold(b)
 
@@ -37,8 +41,9 @@ def keys(kind: str):
         private = ec.generate_private_key(ec.SECP256R1())
     else:
         private = ed25519.Ed25519PrivateKey.generate()
-    public = private.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return private, public
 
 
@@ -76,9 +81,14 @@ class TestVerifier:
 
     def test_audience_and_issuer(self):
         v = Verifier(K, audience="chat", issuer="https://id.example")
-        good = jwt.encode({"nick": "a", "aud": "chat", "iss": "https://id.example"}, K, algorithm="HS256")
+        good = jwt.encode(
+            {"nick": "a", "aud": "chat", "iss": "https://id.example"}, K, algorithm="HS256"
+        )
         assert v.nick(good, NOW) == "a"
-        for bad in ({"nick": "a", "aud": "other", "iss": "https://id.example"}, {"nick": "a", "aud": "chat"}):
+        for bad in (
+            {"nick": "a", "aud": "other", "iss": "https://id.example"},
+            {"nick": "a", "aud": "chat"},
+        ):
             with pytest.raises(IdentityError):
                 v.nick(jwt.encode(bad, K, algorithm="HS256"), NOW)
 

@@ -36,8 +36,13 @@ class Node:
 
     def describe(self) -> dict[str, Any]:
         """The reference shape (actors/base.py HubbubActor.describe)."""
-        return {"kind": self.kind, "id": self.actor_id, "mailbox": self.actor_inbox.qsize(),
-                **self.describe_fields(), "children": [c.describe() for c in self.children.values()]}
+        return {
+            "kind": self.kind,
+            "id": self.actor_id,
+            "mailbox": self.actor_inbox.qsize(),
+            **self.describe_fields(),
+            "children": [c.describe() for c in self.children.values()],
+        }
 
 
 def sample_tree() -> Node:
@@ -47,8 +52,17 @@ def sample_tree() -> Node:
     for r in range(5):
         directory.add(Node(f"room:r{r}", "RoomActor", room=f"r{r}", members=2))
     for u in range(300):
-        root.add(Node(f"u{u}", "UserActor", depth=u % 7, state="InChat", nick=f"n{u}", rooms=["r1"],
-                      timers=[{"name": "ping", "due_in": 1.0}]))
+        root.add(
+            Node(
+                f"u{u}",
+                "UserActor",
+                depth=u % 7,
+                state="InChat",
+                nick=f"n{u}",
+                rooms=["r1"],
+                timers=[{"name": "ping", "due_in": 1.0}],
+            )
+        )
     return root
 
 
@@ -70,19 +84,27 @@ class TestStreamTree:
             seen.append(n["id"])
             for c in n["children"]:
                 walk(c)
+
         walk(json.loads(b"".join(stream_tree(sample_tree(), pause=lambda: None)))["actors"])
         assert len(seen) == len(set(seen)) == 1 + 2 + 5 + 300
 
     def test_depth_cuts_with_a_count(self):
         """?depth=1: the root's children without theirs, and how many each has."""
-        body = json.loads(b"".join(stream_tree(sample_tree(), depth=1, pause=lambda: None)))["actors"]
+        body = json.loads(b"".join(stream_tree(sample_tree(), depth=1, pause=lambda: None)))[
+            "actors"
+        ]
         directory = next(c for c in body["children"] if c["id"] == "directory")
         assert directory["children"] == [] and directory["more"] == 5
         assert len(body["children"]) == 302
 
     def test_leaf_root(self):
         """A tree of one actor is still a whole object."""
-        assert json.loads(b"".join(stream_tree(Node("node"), pause=lambda: None)))["actors"]["children"] == []
+        assert (
+            json.loads(b"".join(stream_tree(Node("node"), pause=lambda: None)))["actors"][
+                "children"
+            ]
+            == []
+        )
 
 
 class TestTopPage:
@@ -94,30 +116,51 @@ class TestTopPage:
             full = sorted(items, key=lambda t: (t[0], t[1]), reverse=desc)
             for offset, limit in ((0, 10), (37, 25), (990, 50)):
                 page, matched = top_page(items, lambda t: t[0], lambda t: t[1], offset, limit, desc)
-                assert page == full[offset:offset + limit] and matched == 1000
+                assert page == full[offset : offset + limit] and matched == 1000
 
     def test_filter_counts_matches(self):
         """`matched` counts what the filter kept, not what the page shows."""
-        page, matched = top_page(range(100), lambda x: x, str, 0, 5, False, keep=lambda x: x % 3 == 0)
+        page, matched = top_page(
+            range(100), lambda x: x, str, 0, 5, False, keep=lambda x: x % 3 == 0
+        )
         assert page == [0, 3, 6, 9, 12] and matched == 34
 
     def test_actor_gone_midway_is_skipped(self):
         """An item whose key cannot be read (an actor half-way through stopping) is left out."""
+
         def key(x: int) -> int:
             if x == 3:
                 raise AttributeError("stopped")
             return x
+
         assert top_page(range(6), key, str, 0, 10, False) == ([0, 1, 2, 4, 5], 5)
 
 
 class TestQuery:
     def test_defaults_and_filters(self):
         q = parse_list_query("nick=al&state=InChat", USER_COLUMNS, "age", ("nick", "state", "room"))
-        assert q == {"sort": "age", "order": "asc", "offset": 0, "limit": 50, "nick": "al", "state": "InChat",
-                     "room": ""}
+        assert q == {
+            "sort": "age",
+            "order": "asc",
+            "offset": 0,
+            "limit": 50,
+            "nick": "al",
+            "state": "InChat",
+            "room": "",
+        }
 
-    @pytest.mark.parametrize("qs", ["sort=password", "order=up", "limit=0", "limit=201", "offset=-1",
-                                    "offset=x", "offset=10001"])
+    @pytest.mark.parametrize(
+        "qs",
+        [
+            "sort=password",
+            "order=up",
+            "limit=0",
+            "limit=201",
+            "offset=-1",
+            "offset=x",
+            "offset=10001",
+        ],
+    )
     def test_bad_values_are_refused(self, qs):
         """Unknown columns and out-of-range pages are a 400, not a full scan."""
         with pytest.raises(QueryError):

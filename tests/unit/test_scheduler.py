@@ -84,7 +84,9 @@ def test_one_gevent_timer_for_many_deadlines(actors):
         sched.actor_ref.tell(Schedule(f"o{i}", owner.actor_ref, "session", now + 100 + i))
     sched.actor_ref.tell(Schedule("first", owner.actor_ref, "hello", now + 50))
     gevent.sleep(0.05)
-    assert len(sched.timers) == 10_001 and sched._armed_for == pytest.approx(math.ceil((now + 50) / TICK) * TICK)
+    assert len(sched.timers) == 10_001 and sched._armed_for == pytest.approx(
+        math.ceil((now + 50) / TICK) * TICK
+    )
     assert 0 <= sched._armed_for - (now + 50) < TICK
     assert sched.describe()["pending"] == 10_001
 

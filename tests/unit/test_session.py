@@ -69,8 +69,14 @@ class TestStates:
         d = SessionDriver(T)
         frames = d.sent(d.send({"type": "hello", "client": "t"}))
         assert d.session.state is UserState.CONNECTED
-        assert frames == [{"type": "welcome", "protocol": 1, "session": "s1",
-                           "timeouts": {"hello": 5, "ping": 30, "pong": 120, "profile": 300, "session": 43200}}]
+        assert frames == [
+            {
+                "type": "welcome",
+                "protocol": 1,
+                "session": "s1",
+                "timeouts": {"hello": 5, "ping": 30, "pong": 120, "profile": 300, "session": 43200},
+            }
+        ]
         assert "hello" not in d.session.timers and {"ping", "pong"} <= set(d.session.timers)
 
     def test_profile_asks_the_directory_then_enters_chat(self):
@@ -289,8 +295,9 @@ class TestKick:
         d.event(Kick())
         assert d.event(Kick()) == []
 
-    @pytest.mark.parametrize("event,code,reason", [(Shutdown(), 1001, "shutdown"),
-                                                   (Overflow(), 4007, "slow_consumer")])
+    @pytest.mark.parametrize(
+        "event,code,reason", [(Shutdown(), 1001, "shutdown"), (Overflow(), 4007, "slow_consumer")]
+    )
     def test_server_side_disconnects(self, event, code, reason):
         """Shutdown → 1001 shutdown; Overflow → 4007 slow_consumer."""
         d = in_chat()
@@ -312,9 +319,16 @@ class TestClientMessages:
             effects = d.send({"type": "bye"})
             assert d.closes(effects) == [Close(1000, "bye")] and d.sent(effects) == []
 
-    @pytest.mark.parametrize("frame", [{"type": "join", "room": "r"}, {"type": "leave", "room": "r"},
-                                       {"type": "say", "room": "r", "text": "x"},
-                                       {"type": "dm", "to": "x", "text": "x"}, {"type": "hello"}])
+    @pytest.mark.parametrize(
+        "frame",
+        [
+            {"type": "join", "room": "r"},
+            {"type": "leave", "room": "r"},
+            {"type": "say", "room": "r", "text": "x"},
+            {"type": "dm", "to": "x", "text": "x"},
+            {"type": "hello"},
+        ],
+    )
     def test_wrong_state_is_not_ready(self, frame):
         """Chat messages before profile, or a second hello → error not_ready, nothing else."""
         d = SessionDriver(T)
@@ -347,28 +361,39 @@ class TestClientMessages:
     def test_say_needs_membership(self):
         """say in a room not joined → not_in_room; in a joined room → SayFx to that room."""
         d = member_of("lobby")
-        assert d.sent(d.send({"type": "say", "room": "other", "text": "hi"}))[0]["code"] == "not_in_room"
-        assert d.send({"type": "say", "room": "lobby", "text": "hi", "id": "7"}) == [SayFx("room-ref", "hi", "7")]
+        assert (
+            d.sent(d.send({"type": "say", "room": "other", "text": "hi"}))[0]["code"]
+            == "not_in_room"
+        )
+        assert d.send({"type": "say", "room": "lobby", "text": "hi", "id": "7"}) == [
+            SayFx("room-ref", "hi", "7")
+        ]
         assert d.sent(d.event(Acked("7", 12))) == [{"type": "ack", "id": "7", "seq": 12}]
 
     def test_leave(self):
         """leave → left (+ LeaveRoom to the directory); leaving again → not_in_room."""
         d = member_of("lobby")
         effects = d.send({"type": "leave", "room": "lobby"})
-        assert LeaveRoomFx("lobby") in effects and d.sent(effects) == [{"type": "left", "room": "lobby"}]
+        assert LeaveRoomFx("lobby") in effects and d.sent(effects) == [
+            {"type": "left", "room": "lobby"}
+        ]
         assert d.sent(d.send({"type": "leave", "room": "lobby"}))[0]["code"] == "not_in_room"
 
     def test_dm_ack_and_no_such_user(self):
         """dm → DmFx; the directory's answer becomes ack (id echoed) or no_such_user."""
         d = in_chat()
-        assert d.send({"type": "dm", "to": "bob", "text": "yo", "id": "1"}) == [DmFx("bob", "yo", "1")]
+        assert d.send({"type": "dm", "to": "bob", "text": "yo", "id": "1"}) == [
+            DmFx("bob", "yo", "1")
+        ]
         assert d.sent(d.event(DmResult("1", True))) == [{"type": "ack", "id": "1", "seq": None}]
         assert d.sent(d.event(DmResult(None, False)))[0]["code"] == "no_such_user"
 
     def test_deliveries_are_written_as_is(self):
         """A Deliver's bytes go out untouched (encoded once by the room)."""
         d = in_chat()
-        assert d.sent(d.event(Deliver(b'{"type":"message","seq":1}'))) == [{"type": "message", "seq": 1}]
+        assert d.sent(d.event(Deliver(b'{"type":"message","seq":1}'))) == [
+            {"type": "message", "seq": 1}
+        ]
 
     def test_rename_in_chat(self):
         """profile with a new nick in InChat → ClaimNick; the answer renames."""
@@ -380,13 +405,17 @@ class TestClientMessages:
     def test_same_nick_again_is_ok_at_once(self):
         """profile with the current nick → profile_ok, no directory round trip."""
         d = in_chat("alice")
-        assert d.sent(d.send({"type": "profile", "nick": "alice"})) == [{"type": "profile_ok", "nick": "alice"}]
+        assert d.sent(d.send({"type": "profile", "nick": "alice"})) == [
+            {"type": "profile_ok", "nick": "alice"}
+        ]
 
     def test_room_moved_rebinds_says(self):
         """After a room restart, says go to the new ref."""
         d = member_of("lobby")
         d.event(RoomMoved("lobby", "new-ref"))
-        assert d.send({"type": "say", "room": "lobby", "text": "x"}) == [SayFx("new-ref", "x", None)]
+        assert d.send({"type": "say", "room": "lobby", "text": "x"}) == [
+            SayFx("new-ref", "x", None)
+        ]
 
     def test_nothing_said_after_disconnect_decision_matters(self):
         """While ToBeDisconnected, client frames are ignored."""
@@ -412,8 +441,9 @@ class TestFloodControl:
         d = self.flooder(rate=2, burst=3)
         for _ in range(3):
             assert d.sent(d.send({"type": "ping"}))[0]["type"] == "pong"
-        assert d.sent(d.send({"type": "ping"})) == [{"type": "error", "code": "rate_limited",
-                                                     "message": "slow down: too many messages"}]
+        assert d.sent(d.send({"type": "ping"})) == [
+            {"type": "error", "code": "rate_limited", "message": "slow down: too many messages"}
+        ]
 
     def test_bucket_refills_at_rate(self):
         """After 0.5 s at 2/s one more frame passes."""
@@ -464,9 +494,17 @@ class TestProfileRaces:
         d.event(NickResult("a", True))
         assert d.session.state is UserState.IN_CHAT and "profile" not in d.session.timers
 
-    @pytest.mark.parametrize("code,reason", [(1002, "protocol_error"), (1007, "invalid_utf8"),
-                                             (1009, "too_big"), (1006, "connection_lost"),
-                                             (1000, "client_closed"), (None, "client_closed")])
+    @pytest.mark.parametrize(
+        "code,reason",
+        [
+            (1002, "protocol_error"),
+            (1007, "invalid_utf8"),
+            (1009, "too_big"),
+            (1006, "connection_lost"),
+            (1000, "client_closed"),
+            (None, "client_closed"),
+        ],
+    )
     def test_transport_close_codes_name_the_reason(self, code, reason):
         """A socket ended by the transport is logged with a reason named after its close code."""
         d = in_chat()
@@ -510,7 +548,8 @@ class TestPongNotedWhereRead:
         now = d.clock.monotonic()
         assert [d.session.note_pong(now) for _ in range(4)] == [True, True, True, False]
         assert d.sent(d.send({"type": "pong"})) == [
-            {"type": "error", "code": "rate_limited", "message": "slow down: too many messages"}]
+            {"type": "error", "code": "rate_limited", "message": "slow down: too many messages"}
+        ]
         d.clock.jump(1.0)
         assert d.session.note_pong(d.clock.monotonic()) is True  # refilled
 
@@ -534,19 +573,24 @@ class TestPongNotedWhereRead:
         before = d.session.last_pong
         d.clock.jump(5)
         assert d.session.note_pong(d.clock.monotonic()) is False and d.session.last_pong == before
+
+
 class TestBudgetsAndIdentity:
     """Extensions of issue 15: history pages, ignore, tokens, resume secrets."""
 
     def test_history_request_goes_to_the_room(self):
         from actors.core.session import PageFx
+
         d = member_of("lobby")
         assert d.send({"type": "history", "room": "lobby", "before": 9, "limit": 5}) == [
-            PageFx("room-ref", 9, None, 5)]
+            PageFx("room-ref", 9, None, 5)
+        ]
         assert d.sent(d.send({"type": "history", "room": "elsewhere"}))[0]["code"] == "not_in_room"
 
     def test_ignore_filters_dms_and_tells_the_rooms(self):
         """ignore → `ignoring` with the folded list, rooms told; dms from that nick (any spelling) dropped."""
         from actors.core.session import IgnoresFx, SendRaw
+
         d = member_of("lobby")
         effects = d.send({"type": "ignore", "nick": "Bob"})
         assert d.sent(effects) == [{"type": "ignoring", "nicks": ["bob"]}]
@@ -559,11 +603,14 @@ class TestBudgetsAndIdentity:
 
     def test_ignore_list_is_bounded(self):
         from actors.core.budgets import Budgets
+
         d = in_chat()
         d.session.budgets = Budgets(max_ignores=3)
         for i in range(3):
             d.send({"type": "ignore", "nick": f"n{i}"})
-        assert d.sent(d.send({"type": "ignore", "nick": "one-more"}))[0]["code"] == "too_many_ignores"
+        assert (
+            d.sent(d.send({"type": "ignore", "nick": "one-more"}))[0]["code"] == "too_many_ignores"
+        )
 
     def test_info_is_kept_compact(self):
         d = in_chat()
@@ -574,9 +621,12 @@ class TestBudgetsAndIdentity:
         """profile_ok carries the resume secret the directory chose; profile.resume is passed on."""
         d = SessionDriver(T)
         d.send({"type": "hello"})
-        assert d.send({"type": "profile", "nick": "bob", "resume": "r1"}) == [ClaimNickFx("bob", False, "r1")]
+        assert d.send({"type": "profile", "nick": "bob", "resume": "r1"}) == [
+            ClaimNickFx("bob", False, "r1")
+        ]
         assert d.sent(d.event(NickResult("bob", True, resume="r2"))) == [
-            {"type": "profile_ok", "nick": "bob", "resume": "r2"}]
+            {"type": "profile_ok", "nick": "bob", "resume": "r2"}
+        ]
 
     def test_refusals_carry_the_directory_code(self):
         d = SessionDriver(T)
@@ -590,17 +640,26 @@ class TestBudgetsAndIdentity:
         import jwt
 
         from actors.core.identity import Verifier
+
         key = "k" * 32
         d = SessionDriver(T)
         d.session.verifier = Verifier(key)
         d.send({"type": "hello"})
         now = d.session.wall()
         good = jwt.encode({"nick": "Alice", "exp": now + 60}, key, algorithm="HS256")
-        assert d.send({"type": "profile", "nick": "alice", "token": good}) == [ClaimNickFx("alice", True, None)]
+        assert d.send({"type": "profile", "nick": "alice", "token": good}) == [
+            ClaimNickFx("alice", True, None)
+        ]
         other = jwt.encode({"nick": "mallory"}, key, algorithm="HS256")
-        assert d.sent(d.send({"type": "profile", "nick": "alice", "token": other}))[0]["code"] == "unauthorized"
+        assert (
+            d.sent(d.send({"type": "profile", "nick": "alice", "token": other}))[0]["code"]
+            == "unauthorized"
+        )
         d.clock.jump(3600)
-        assert d.sent(d.send({"type": "profile", "nick": "alice", "token": good}))[0]["code"] == "unauthorized"
+        assert (
+            d.sent(d.send({"type": "profile", "nick": "alice", "token": good}))[0]["code"]
+            == "unauthorized"
+        )
 
     def test_only_dropped_connections_hold_their_nick(self):
         d = in_chat()

@@ -44,7 +44,13 @@ class TestTimeline:
         d.advance(26)  # pings at 10 and 20; no pong: the pong rule fires at 25
         d.event(ConnectionLost(4002))
         events = d.events()
-        assert events[:5] == ["Opened", "hello", "profile alice", "NickResult(alice, ok)", "join lobby"]
+        assert events[:5] == [
+            "Opened",
+            "hello",
+            "profile alice",
+            "NickResult(alice, ok)",
+            "join lobby",
+        ]
         # Pings are written by the scheduler straight to the socket (no session event), so
         # they are not in the timeline; the pong rule's firing is.
         assert "TimerFired(ping)" not in events
@@ -74,8 +80,13 @@ class TestTimeline:
         for _ in range(200):  # a ping every 10 s, answered; the pong rule re-arms every 25 s
             d.advance(10)
             d.send({"type": "pong"})
-        assert d.events() == ["Opened", "hello", "profile idle", "NickResult(idle, ok)",
-                              "TimerFired(pong)"]
+        assert d.events() == [
+            "Opened",
+            "hello",
+            "profile idle",
+            "NickResult(idle, ok)",
+            "TimerFired(pong)",
+        ]
         assert d.timeline.entries[-1][5] > 50
         for i in range(20):
             d.send({"type": "join", "room": f"r{i}"})
@@ -88,11 +99,17 @@ class TestTimeline:
         assert tl.by_state["Undefined"] == 2
         a.login("a")
         b.send({"type": "hello"})
-        assert (tl.by_state["InChat"], tl.by_state["Connected"], tl.by_state["Undefined"]) == (1, 1, 0)
+        assert (tl.by_state["InChat"], tl.by_state["Connected"], tl.by_state["Undefined"]) == (
+            1,
+            1,
+            0,
+        )
         a.event(ConnectionLost(1006))
         assert tl.by_state["Disconnected"] == 1
         a.timeline.close(a.clock.monotonic(), "s1", "a", "connection_lost", 0.0)
-        a.timeline.close(a.clock.monotonic(), "s1", "a", "connection_lost", 0.0)  # twice: counted once
+        a.timeline.close(
+            a.clock.monotonic(), "s1", "a", "connection_lost", 0.0
+        )  # twice: counted once
         assert tl.by_state["Disconnected"] == 0 and sum(tl.by_state.values()) == 1
 
 
@@ -142,8 +159,13 @@ class TestGone:
 def test_entry_as_json():
     """Monotonic times become Unix seconds with the offset given."""
     assert entry_dict((10.0, "hello", "Undefined", "Connected", "sent welcome", 1), 1000.0) == {
-        "at": 1010.0, "event": "hello", "from": "Undefined", "to": "Connected", "outcome": "sent welcome",
-        "count": 1}
+        "at": 1010.0,
+        "event": "hello",
+        "from": "Undefined",
+        "to": "Connected",
+        "outcome": "sent welcome",
+        "count": 1,
+    }
 
 
 def test_timer_fired_names_the_timer():

@@ -822,7 +822,11 @@ class TestRequestHead:
             while chunk := sock.recv(65536):
                 data += chunk
             assert data.startswith(b"HTTP/1.1 200")
-            assert Handler.keepalive_timeout * 0.8 <= time.monotonic() - start < Handler.keepalive_timeout + 1
+            assert (
+                Handler.keepalive_timeout * 0.8
+                <= time.monotonic() - start
+                < Handler.keepalive_timeout + 1
+            )
 
     def test_body_that_ends_early_is_400_without_traceback(self, server):
         """A POST whose body stops short (the client shuts its side): 400, no traceback
@@ -838,7 +842,8 @@ class TestRequestHead:
     def test_post_body_is_read(self, server):
         """A complete body reaches the app."""
         status, _, body = http_exchange(
-            server.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+            server.port,
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
         )
         assert (status, body) == (200, b"hello")
 
@@ -860,14 +865,24 @@ class TestTLS:
         app = EchoApp()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # as server.py builds it
         context.load_cert_chain(cert, key)
-        srv = WSGIServer(("127.0.0.1", 0), app, handler_class=Handler, log=None,
-                         error_log=io.StringIO(), ssl_context=context,
-                         do_handshake_on_connect=False)
+        srv = WSGIServer(
+            ("127.0.0.1", 0),
+            app,
+            handler_class=Handler,
+            log=None,
+            error_log=io.StringIO(),
+            ssl_context=context,
+            do_handshake_on_connect=False,
+        )
         srv.start()
         try:
             client_ctx = ssl.create_default_context(cafile=cert)
-            with connect(f"wss://127.0.0.1:{srv.server_port}/ws", ssl=client_ctx,
-                         server_hostname="localhost", max_size=None) as ws:
+            with connect(
+                f"wss://127.0.0.1:{srv.server_port}/ws",
+                ssl=client_ctx,
+                server_hostname="localhost",
+                max_size=None,
+            ) as ws:
                 ws.send("x" * 900)
                 assert ws.recv(timeout=3) == "x" * 900
                 ws.send("again")

@@ -152,7 +152,9 @@ class TestPingSkipsTheMailbox:
         try:
             due = clock.monotonic() + 0.05
             for i, (o, c) in enumerate(zip(owners, conns, strict=True)):
-                sched.actor_ref.tell(Schedule(f"o{i}", o.actor_ref, "ping", due, token=1, every=60, conn=c))
+                sched.actor_ref.tell(
+                    Schedule(f"o{i}", o.actor_ref, "ping", due, token=1, every=60, conn=c)
+                )
             wait_for(lambda: all(c.payloads for c in conns))
             assert conns[0].payloads[0] is conns[1].payloads[0] is conns[2].payloads[0]
             assert json.loads(conns[0].payloads[0])["type"] == "ping"
@@ -170,7 +172,10 @@ class TestPingSkipsTheMailbox:
         wait_for(lambda: conn.frames("ping"))
         assert "ping" in dict(system.scheduler.timers.pending_for(sid))
         conn.closed = True  # closed on the transport's side, on_close not yet delivered
-        wait_for(lambda: "ping" not in dict(system.scheduler.timers.pending_for(sid)), what="ping dropped")
+        wait_for(
+            lambda: "ping" not in dict(system.scheduler.timers.pending_for(sid)),
+            what="ping dropped",
+        )
 
 
 class TestPongIsNotedWhereRead:

@@ -32,7 +32,12 @@ MASK = b"\x37\xfa\x21\x3d"
 
 
 def client_frame(
-    opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, masked: bool = True,
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    masked: bool = True,
     length_form: int | None = None,
 ) -> bytes:
     """A client frame (masked with MASK); ``length_form`` 126/127 forces that length escape."""
@@ -97,14 +102,18 @@ class TestDataFrames:
     def test_extended_lengths(self):
         """16- and 64-bit lengths in their shortest form are accepted (§5.2)."""
         big = Protocol(max_message=100_000)
-        assert big.receive_data(client_frame(Opcode.BINARY, b"a" * 200)) == [BinaryMessage(b"a" * 200)]
+        assert big.receive_data(client_frame(Opcode.BINARY, b"a" * 200)) == [
+            BinaryMessage(b"a" * 200)
+        ]
         assert big.receive_data(client_frame(Opcode.BINARY, b"b" * 70_000)) == [
             BinaryMessage(b"b" * 70_000)
         ]
 
     def test_message_at_the_limit(self, proto):
         """A message of exactly max_message bytes is accepted."""
-        assert proto.receive_data(client_frame(Opcode.BINARY, b"z" * 1000)) == [BinaryMessage(b"z" * 1000)]
+        assert proto.receive_data(client_frame(Opcode.BINARY, b"z" * 1000)) == [
+            BinaryMessage(b"z" * 1000)
+        ]
 
 
 class TestFraming:
@@ -122,8 +131,16 @@ class TestFraming:
             (client_frame(Opcode.PING, b"x", fin=False), 1002, "fragmented control frame"),
             (client_frame(Opcode.PING, b"x" * 126), 1002, "control frame too long"),
             (client_frame(Opcode.CONT, b"x"), 1002, "continuation without a start"),
-            (client_frame(Opcode.TEXT, b"x" * 10, length_form=126), 1002, "length not in its shortest form"),
-            (client_frame(Opcode.TEXT, b"x" * 300, length_form=127), 1002, "length not in its shortest form"),
+            (
+                client_frame(Opcode.TEXT, b"x" * 10, length_form=126),
+                1002,
+                "length not in its shortest form",
+            ),
+            (
+                client_frame(Opcode.TEXT, b"x" * 300, length_form=127),
+                1002,
+                "length not in its shortest form",
+            ),
         ],
     )
     def test_violations(self, proto, wire, code, reason):
@@ -145,7 +162,9 @@ class TestFraming:
         """A header announcing more than max_message: 1009 with no payload buffered."""
         wire = b"\x82\xff" + struct.pack("!Q", 1 << 40)
         assert proto.receive_data(wire) == [Violation(1009, "message too big")]
-        assert proto.data_to_send() == server_frame(Opcode.CLOSE, close_body(1009, "message too big"))
+        assert proto.data_to_send() == server_frame(
+            Opcode.CLOSE, close_body(1009, "message too big")
+        )
 
     def test_reassembled_message_over_the_limit(self, proto):
         """Fragments that add up to more than max_message: 1009 at the fragment that
@@ -241,7 +260,9 @@ class TestControlFrames:
         """10 pings in one read: 10 pongs, in order (Autobahn 2.10)."""
         wire = b"".join(client_frame(Opcode.PING, b"%d" % i) for i in range(10))
         assert len(proto.receive_data(wire)) == 10
-        assert proto.data_to_send() == b"".join(server_frame(Opcode.PONG, b"%d" % i) for i in range(10))
+        assert proto.data_to_send() == b"".join(
+            server_frame(Opcode.PONG, b"%d" % i) for i in range(10)
+        )
 
     def test_only_the_newest_pong_is_pending_while_the_peer_does_not_read(self, proto):
         """With coalesce_pongs (the transport's writes are blocked), 100 pings leave one
@@ -257,7 +278,9 @@ class TestControlFrames:
         proto.send_text(b"data")
         proto.coalesce_pongs = True
         proto.receive_data(client_frame(Opcode.PING, b"p"))
-        assert proto.data_to_send() == server_frame(Opcode.PONG, b"p") + server_frame(Opcode.TEXT, b"data")
+        assert proto.data_to_send() == server_frame(Opcode.PONG, b"p") + server_frame(
+            Opcode.TEXT, b"data"
+        )
 
     def test_unsolicited_pong_is_reported(self, proto):
         """A pong nobody asked for is an event and nothing is sent."""
@@ -280,7 +303,10 @@ class TestClosingHandshake:
         events = proto.receive_data(client_frame(Opcode.CLOSE, close_body(4321, "done")))
         assert events == [CloseReceived(4321, "done")]
         assert proto.data_to_send() == server_frame(Opcode.CLOSE, close_body(4321, "done"))
-        assert proto.state is State.CLOSED and (proto.close_code, proto.close_reason) == (4321, "done")
+        assert proto.state is State.CLOSED and (proto.close_code, proto.close_reason) == (
+            4321,
+            "done",
+        )
 
     def test_empty_close_is_answered_with_1000_and_reported_1005(self, proto):
         """A close frame without a code: echo 1000, report 1005 (§7.1.5)."""
@@ -313,7 +339,9 @@ class TestClosingHandshake:
         proto.send_text(b"late")  # nothing may follow a close frame (§5.5.1)
         assert proto.data_to_send() == b""
         assert proto.receive_data(client_frame(Opcode.TEXT, b"dropped")) == []
-        assert proto.receive_data(client_frame(Opcode.CLOSE, close_body(4005))) == [CloseReceived(4005, "")]
+        assert proto.receive_data(client_frame(Opcode.CLOSE, close_body(4005))) == [
+            CloseReceived(4005, "")
+        ]
         assert proto.state is State.CLOSED and proto.close_code == 4005
         assert proto.data_to_send() == b""  # no echo of an answer
 
@@ -321,7 +349,9 @@ class TestClosingHandshake:
         """A pending pong goes out before our close frame."""
         proto.receive_data(client_frame(Opcode.PING, b"p"))
         proto.send_close(1000)
-        assert proto.data_to_send() == server_frame(Opcode.PONG, b"p") + server_frame(Opcode.CLOSE, close_body(1000))
+        assert proto.data_to_send() == server_frame(Opcode.PONG, b"p") + server_frame(
+            Opcode.CLOSE, close_body(1000)
+        )
 
     def test_send_close_refuses_local_codes(self, proto):
         """1005 and 1006 may never be sent (§7.4.1)."""
@@ -358,12 +388,16 @@ class TestBudget:
         proto.coalesce_pongs = True  # a flooder that does not read
         events = proto.receive_data(frame * 11, now=5.0)
         assert events[-1] == Violation(4006, "rate_limited") and len(events) == 11
-        assert proto.data_to_send().endswith(server_frame(Opcode.CLOSE, close_body(4006, "rate_limited")))
+        assert proto.data_to_send().endswith(
+            server_frame(Opcode.CLOSE, close_body(4006, "rate_limited"))
+        )
 
     def test_empty_continuation_frames_count(self):
         """Empty continuation frames are frames too."""
         proto = Protocol(budget=Budget(frames=10, nbytes=0))
-        wire = client_frame(Opcode.TEXT, b"a", fin=False) + client_frame(Opcode.CONT, fin=False) * 20
+        wire = (
+            client_frame(Opcode.TEXT, b"a", fin=False) + client_frame(Opcode.CONT, fin=False) * 20
+        )
         assert proto.receive_data(wire, now=0.0) == [Violation(4006, "rate_limited")]
 
     def test_bytes_count(self):
@@ -402,7 +436,9 @@ class TestSending:
         """Everything queued leaves as one buffer, in order."""
         proto.send_text(b"1")
         proto.send_binary(b"2")
-        assert proto.data_to_send() == server_frame(Opcode.TEXT, b"1") + server_frame(Opcode.BINARY, b"2")
+        assert proto.data_to_send() == server_frame(Opcode.TEXT, b"1") + server_frame(
+            Opcode.BINARY, b"2"
+        )
 
 
 @given(
@@ -413,7 +449,9 @@ def test_any_split_gives_the_same_messages(messages, cut):
     """However the byte stream is cut, the same messages come out (hypothesis)."""
     proto = Protocol(max_message=100_000)
     wire = b"".join(
-        client_frame(Opcode.TEXT, m.encode()) if isinstance(m, str) else client_frame(Opcode.BINARY, m)
+        client_frame(Opcode.TEXT, m.encode())
+        if isinstance(m, str)
+        else client_frame(Opcode.BINARY, m)
         for m in messages
     )
     events = []
@@ -428,7 +466,7 @@ class TestFailFastInsideAFrame:
     def test_invalid_bytes_fail_before_the_frame_is_complete(self, proto):
         """The first 20 bytes of a 100-byte text frame hold invalid UTF-8: 1007 now."""
         wire = client_frame(Opcode.TEXT, b"ok" + b"\xff" + b"a" * 97)
-        assert proto.receive_data(wire[:2 + 4 + 20]) == [Violation(1007, "invalid UTF-8")]
+        assert proto.receive_data(wire[: 2 + 4 + 20]) == [Violation(1007, "invalid UTF-8")]
 
     def test_valid_prefix_waits(self, proto):
         """A valid prefix, in pieces of any size, waits for the rest; the message is whole."""
