@@ -167,7 +167,7 @@ class TestStoreByMessage:
 
 
 class TestDmAndKick:
-    """docs/protocol.md `dm`; CONTRACT's kick: found by nick."""
+    """docs/protocol.md `dm`; docs/operations.md's kick: found by nick."""
 
     def test_dm_reaches_the_holder_of_the_nick(self, fx):
         """The target gets Deliver(dm frame); the sender DmResult(ok)."""
