@@ -42,21 +42,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.scenarios import HUBBUB_LIFTED  # noqa: E402 - after the path
 from tests.support.redis_fixture import RedisServer  # noqa: E402 - after the path
 
 # Flood control and per-IP limits would throttle the senders; a backlog limit that
 # cannot trip during a run; pings that never come during one.
 LIFTED = [
-    "--rate",
-    "1000000",
-    "--burst",
-    "1000000",
-    "--max-connections",
-    "0",
-    "--frame-budget",
-    "0",
-    "--byte-budget",
-    "0",
+    *HUBBUB_LIFTED,
     "--max-backlog",
     str(256 * 1024 * 1024),
     "--ping-interval",

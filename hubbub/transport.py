@@ -21,6 +21,10 @@ its environ, headers and buffered reader are gone once the socket is upgraded.
 
 Callbacks run in the hub: they must not block and must not raise (an exception is
 logged and the connection dropped).
+
+Over 500 lines on purpose: this is the one module that touches a client's socket (the
+upgrade, reads, writes, TLS, the close handshake); splitting it would spread the socket
+rules over files that must change together.
 """
 
 from __future__ import annotations

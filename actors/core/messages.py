@@ -3,6 +3,9 @@
 Actors only ``tell``.  The one place that ``ask``s is the HTTP edge (kick, debug),
 always with a timeout.  References to other actors travel as pykka ``ActorRef``s
 (typed ``Any`` here to keep this module free of pykka).
+
+Over 500 lines on purpose: one file lists every message of the node (each a few lines
+of fields and their docstrings), so a reader finds what any actor may receive here.
 """
 
 from __future__ import annotations

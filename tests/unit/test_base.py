@@ -20,15 +20,7 @@ from greenlet import greenlet
 from actors import base
 from actors.base import DRAIN_BATCH, HubbubActor, Mailbox
 from actors.core.messages import ChildFailed
-
-
-def wait_for(predicate: Any, timeout: float = 3.0, what: str = "condition") -> Any:
-    deadline = gevent.get_hub().loop.now() + timeout
-    while not (value := predicate()):
-        if gevent.get_hub().loop.now() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.002)
-    return value
+from hubbub.testing import wait_for
 
 
 def live_greenlets() -> int:

@@ -20,15 +20,7 @@ from actors.core.messages import ClientFrame, PongFrame, Schedule, TimerFired
 from actors.core.session import Limits
 from actors.scheduler import SchedulerActor
 from actors.user import UserActor
-
-
-def wait_for(predicate: Any, timeout: float = 3.0, what: str = "condition") -> Any:
-    deadline = gevent.get_hub().loop.now() + timeout
-    while not (value := predicate()):
-        if gevent.get_hub().loop.now() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.002)
-    return value
+from hubbub.testing import wait_for
 
 
 class Conn:
