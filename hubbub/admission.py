@@ -361,7 +361,14 @@ class AcceptGate:
             self._unpend(ticket.ip)
             return
         ticket.deadline = now + self.timeouts[phase]
-        heapq.heappush(self._heap, (ticket.deadline, next(self._seq), ticket))
+        heap = self._heap
+        if len(heap) > 2 * len(self._waiting) + 64:
+            # Lazy deletion leaves an entry behind for every phase a socket moved past, and
+            # each would live until its deadline (60 s): at hundreds of connections a second
+            # that is tens of MB.  Rebuilt from the live deadlines: amortised O(1).
+            heap[:] = [(t.deadline, next(self._seq), t) for t in self._waiting if t.deadline is not None]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (ticket.deadline, next(self._seq), ticket))
         self._waiting[ticket] = None
         self._waiting_by_ip.setdefault(ticket.ip, OrderedDict())[ticket] = None
 
