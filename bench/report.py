@@ -245,7 +245,7 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("gevent", "gevent-websocket", "pykka", "websockets"):
+    for name in ("gevent", "pykka", "websockets"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -511,8 +511,8 @@ def document(
         f"* date: {m['date']}; the whole comparison took {info['minutes']:.1f} minutes",
         f"* machine: `nproc` = {m['nproc']}, {m['cpu']}, {m['memory']} RAM, Linux {m['kernel']}",
         *_code_lines(info),
-        f"* Python {m['python']} ({m['implementation']}); gevent {v['gevent']}, gevent-websocket "
-        f"{v['gevent-websocket']}, pykka {v['pykka']}, websockets {v['websockets']}",
+        f"* Python {m['python']} ({m['implementation']}); gevent {v['gevent']}, "
+        f"pykka {v['pykka']}, websockets {v['websockets']}",
         f"* load average (1 min) at the start {info['load_before']:.2f}, at the end "
         f"{info['load_after']:.2f}"
         + (
@@ -613,11 +613,12 @@ def document(
         "generator, set the pace.",
         "",
     ]
-    parts += ["## Where the time goes", ""]
     if findings.exists():
         parts += [findings.read_text().strip(), ""]
     else:
         parts += [
+            "## Where the time goes",
+            "",
             "(no analysis yet: `python -m bench profile SCENARIO` records a py-spy profile of "
             "hubbub during one scenario)",
             "",

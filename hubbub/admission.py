@@ -366,7 +366,9 @@ class AcceptGate:
             # Lazy deletion leaves an entry behind for every phase a socket moved past, and
             # each would live until its deadline (60 s): at hundreds of connections a second
             # that is tens of MB.  Rebuilt from the live deadlines: amortised O(1).
-            heap[:] = [(t.deadline, next(self._seq), t) for t in self._waiting if t.deadline is not None]
+            heap[:] = [
+                (t.deadline, next(self._seq), t) for t in self._waiting if t.deadline is not None
+            ]
             heapq.heapify(heap)
         heapq.heappush(heap, (ticket.deadline, next(self._seq), ticket))
         self._waiting[ticket] = None
