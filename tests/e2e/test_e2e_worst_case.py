@@ -51,6 +51,8 @@ def test_history_and_rooms_at_their_worst_stay_under_the_bound():
         "5000",
         "--byte-budget",
         "0",
+        "--frame-budget",
+        "0",
     )  # the transport's budget is not measured here
     with Server(*flags) as srv:
         writer = Client(srv).login("writer")
