@@ -176,6 +176,11 @@ def call(
 KICK = json.dumps({"nick": "bob"}).encode()
 
 
+def kick(app: App, **headers: str) -> int:
+    """POST /admin/kick as a same-origin JSON request would: the status."""
+    return call(app, "/admin/kick", "POST", KICK, content_type="application/json", **headers)[0]
+
+
 class TestGuardedWithoutToken:
     """No --admin-token: loopback, our Host, and for POST a same-origin JSON request."""
 
@@ -185,17 +190,7 @@ class TestGuardedWithoutToken:
 
     def test_json_post_from_a_script_kicks(self, app):
         """curl-like: JSON, no Origin → 200 kicked."""
-        assert (
-            call(
-                app,
-                "/admin/kick",
-                "POST",
-                KICK,
-                host="127.0.0.1:8080",
-                content_type="application/json",
-            )[0]
-            == 200
-        )
+        assert kick(app, host="127.0.0.1:8080") == 200
         assert app.system.kicked == ["bob"]
 
     def test_text_plain_post_is_415(self, app):
@@ -230,35 +225,14 @@ class TestGuardedWithoutToken:
 
     def test_same_origin_post_is_allowed(self, app):
         """The debug page's own origin may post."""
-        assert (
-            call(
-                app,
-                "/admin/kick",
-                "POST",
-                KICK,
-                host="127.0.0.1:8080",
-                origin="http://127.0.0.1:8080",
-                content_type="application/json",
-            )[0]
-            == 200
-        )
+        assert kick(app, host="127.0.0.1:8080", origin="http://127.0.0.1:8080") == 200
 
     def test_rebound_host_is_403(self, app):
         """Host: evil.example (DNS rebinding) → 403 on every admin route, GET included."""
         for path in ("/debug/actors", "/debug", "/debug/stats"):
             status, _h, body = call(app, path, host="evil.example:8080")
             assert status == 403 and b"Host" in body
-        assert (
-            call(
-                app,
-                "/admin/kick",
-                "POST",
-                KICK,
-                host="evil.example:8080",
-                content_type="application/json",
-            )[0]
-            == 403
-        )
+        assert kick(app, host="evil.example:8080") == 403
 
     def test_open_routes_ignore_host(self, app):
         """/healthz answers whatever the Host (it is public)."""
@@ -308,17 +282,7 @@ class TestGuardedWithToken:
         assert status == 429 and headers["Retry-After"] == "60"
         assert sum("wrong admin token" in r.message for r in caplog.records) == 1
         app.clock.jump(60)
-        assert (
-            call(
-                app,
-                "/admin/kick",
-                "POST",
-                KICK,
-                authorization="Bearer s3cret",
-                content_type="application/json",
-            )[0]
-            == 200
-        )
+        assert kick(app, authorization="Bearer s3cret") == 200
 
     def test_no_token_at_all_is_not_counted(self, app):
         """A visit without Authorization (the debug page before the token is typed) is 401, never 429."""
