@@ -305,17 +305,11 @@ class RoomActor(HubbubActor):
             since=msg.since, before=msg.before, limit=limit, max_bytes=self.page_bytes
         )
         payload = codec.encode_history(self.name, page, more, complete)
-        outbox = self.outboxes.get(msg.session)
-        if outbox is not None:
-            outbox.send_text(payload)
-            self.counters.frames_out += 1
-        else:
-            tell(msg.user, Deliver(payload))
+        self.reply(msg.session, msg.user, payload, Deliver(payload))
 
     def _retire(self) -> None:
         if self.port is not None:
             self.port.detach()
-        self.history.set_dormant(True)
         # The directory routes every join and leave, so it knows we are empty and
         # holds new joins for this name until RoomRetired reaches it.
         tell(self.directory, RoomRetired(self.name, self.history))

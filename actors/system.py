@@ -216,14 +216,21 @@ class ActorSystem:
             "users": sum(states.values()),
             "users_by_state": {s.value: states.get(s.value, 0) for s in UserState},
             "rooms": len(self.directory.rooms),
-            "dormant_rooms": len(self.directory.dormant),
-            "history_bytes": self.directory.pool.bytes,
-            "history_evicted": self.directory.pool.evicted,
-            "held_nicks": len(self.directory.nick_table.held),
+            **self.budget_counts(),
             "pending_timers": len(self.scheduler.timers),
             "actors": len(actors),
             "mailbox_max": max(depths, default=0),
             "mailbox_total": sum(depths),
+        }
+
+    def budget_counts(self) -> dict[str, int]:
+        """The history and nick budgets' counts, kept by the directory as it goes (O(1))."""
+        d = self.directory
+        return {
+            "dormant_rooms": len(d.dormant),
+            "history_bytes": d.pool.bytes,
+            "history_evicted": d.pool.evicted,
+            "held_nicks": len(d.nick_table.held),
         }
 
     def _walk(self, actor: HubbubActor) -> list[HubbubActor]:

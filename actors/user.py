@@ -315,13 +315,14 @@ class UserActor(HubbubActor):
         conn = self.conn
         if getattr(conn, "on_message", None) == self.on_message:
             conn.on_message = conn.on_pong = conn.on_overflow = conn.on_close = _nothing
-        self.counters.disconnects[self.session.close_reason or "client_closed"] += 1
         s = self.session
+        reason = s.close_reason or "client_closed"
+        self.counters.disconnects[reason] += 1
         self.timeline.close(
             self.clock.monotonic(),
             s.session_id,
             s.nick,
-            s.close_reason or "client_closed",
+            reason,
             s.opened_at,
             {
                 "remote": getattr(self.conn, "remote_addr", None),
@@ -330,11 +331,7 @@ class UserActor(HubbubActor):
             },
         )
         if self.watchers:
-            s = self.session
-            publish(
-                self.watchers,
-                UserDisconnected(s.session_id, s.nick, s.close_reason or "client_closed"),
-            )
+            publish(self.watchers, UserDisconnected(s.session_id, s.nick, reason))
         if self.events is not None:
             self.events.disconnected(self)
 
@@ -346,7 +343,7 @@ class UserActor(HubbubActor):
         # The node frees the timers and the nick of a failed user from this (system.py).
         s = self.session
         # Out of /debug's users-per-state count even when it failed before it could say
-        # goodbye itself (in on_start); once only, so a no-op after on_failure's.
+        # goodbye itself (in on_start); after on_failure's goodbye, close is a no-op.
         self.timeline.close(
             self.clock.monotonic(), s.session_id, s.nick, "internal_error", s.opened_at
         )

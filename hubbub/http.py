@@ -222,10 +222,9 @@ class App:
         # O(1): counts kept as they change (a probe every second must not walk 20,000
         # actors, which is what ActorSystem.stats() does for /debug/stats).
         system = self.system
-        users = sum(max(0, n) for n in system.counters.timelines.by_state.values())
         body = {
             "status": "ok",
-            "users": users,
+            "users": system.counters.timelines.live(),
             "rooms": len(system.directory.rooms),
             "pending_timers": len(system.scheduler.timers),
             "protocol": 1,

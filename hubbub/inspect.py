@@ -411,7 +411,7 @@ class Inspector:
 
     def stats(self) -> dict[str, Any]:
         """ActorSystem.stats()'s keys, from the incremental counts and the last sweep (/metrics)."""
-        s, directory = self.summary(), self.system.directory
+        s = self.summary()
         return {
             "users": s["users"],
             "users_by_state": s["users_by_state"],
@@ -420,11 +420,7 @@ class Inspector:
             "actors": s["actors"],
             "mailbox_max": s["mailbox"]["max"],
             "mailbox_total": s["mailbox"]["total"],
-            # the history and nick budgets: plain counts the directory keeps as it goes
-            "dormant_rooms": len(directory.dormant),
-            "history_bytes": directory.pool.bytes,
-            "history_evicted": directory.pool.evicted,
-            "held_nicks": len(directory.nick_table.held),
+            **self.system.budget_counts(),
         }
 
     def sweep(self, now: float) -> dict[str, Any]:
@@ -533,8 +529,11 @@ class Inspector:
                     page.append(actor)
                 if seen >= need:
                     break
-        users = sum(max(0, n) for n in self.system.counters.timelines.by_state.values())
-        return {**q, "matched": users, "items": [user_row(u, now) for u in page]}
+        return {
+            **q,
+            "matched": self.system.counters.timelines.live(),
+            "items": [user_row(u, now) for u in page],
+        }
 
     def rooms_route(self, environ: dict[str, Any]) -> Result:
         try:

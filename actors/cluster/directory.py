@@ -199,7 +199,9 @@ class ClusterDirectoryActor(DirectoryActor):
         # No dormant histories on a cluster node: Redis keeps them (issue 12.4: a node's
         # memory for emptied rooms is zero bytes, not 10,000 histories).
         super()._retired(msg)
-        self.dormant.pop(msg.room, None)
+        history = self.dormant.pop(msg.room, None)
+        if history is not None:
+            history.release()  # its bytes leave the node's history pool with it
 
     # --- dm and kick ----------------------------------------------------------------
 

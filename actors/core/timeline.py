@@ -104,7 +104,7 @@ class Timeline:
     hours still shows how it logged in, and memory stays ~1 KB per user (strings are
     interned: most labels are the same few words)."""
 
-    __slots__ = ("entries", "state", "_owner", "_size")
+    __slots__ = ("entries", "state", "_closed", "_owner", "_size")
 
     def __init__(self, owner: Timelines | None = None, size: int = 16) -> None:
         # A list, not a deque(maxlen=...): a deque allocates a 64-slot block (~530 bytes)
@@ -114,6 +114,7 @@ class Timeline:
         self.state = UNDEFINED
         """The state after the last recorded event (the tally moves with it)."""
         self._owner = owner
+        self._closed = False
         if owner is not None:
             owner.by_state[UNDEFINED] += 1
 
@@ -160,7 +161,11 @@ class Timeline:
         opened_at: float,
         info: dict[str, Any] | None = None,
     ) -> None:
-        """The user is gone: leave the tally, file the timeline with the recently gone."""
+        """The user is gone: leave the tally, file the timeline with the recently gone.
+        Once only: closing again (a failure reported after the goodbye) changes nothing."""
+        if self._closed:
+            return
+        self._closed = True
         if len(self.entries) >= self._size:
             del self.entries[0]
         self.entries.append((now, f"gone: {reason}", self.state, "Disconnected", "", 1))
@@ -169,7 +174,7 @@ class Timeline:
             self._owner.gone(
                 GoneUser(session_id, nick, reason, opened_at, now, tuple(self.entries), info or {})
             )
-            self._owner = None  # closing twice (a failure during stop) counts once
+            self._owner = None
         self.state = "Disconnected"
 
 
@@ -256,6 +261,10 @@ class Timelines:
 
     def open(self) -> Timeline:
         return Timeline(self, self.size)
+
+    def live(self) -> int:
+        """Users with an open timeline: every connection not yet gone."""
+        return sum(max(0, n) for n in self.by_state.values())
 
     def gone(self, user: GoneUser) -> None:
         self.recent[user.session_id] = user

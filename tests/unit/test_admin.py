@@ -239,7 +239,9 @@ class TestGuardedWithoutToken:
         from types import SimpleNamespace as NS
 
         app.system = NS(  # what /healthz reads: counts kept as they change
-            counters=NS(timelines=NS(by_state={})), directory=NS(rooms={}), scheduler=NS(timers=[])
+            counters=NS(timelines=NS(live=lambda: 0)),
+            directory=NS(rooms={}),
+            scheduler=NS(timers=[]),
         )
         assert call(app, "/healthz", host="evil.example")[0] == 200
 
