@@ -1,6 +1,4 @@
-from gevent import monkey
-
-monkey.patch_all()  # noqa: E702, I001 - must run before anything imports socket/threading
+from gevent import monkey; monkey.patch_all()  # noqa: E702, I001 - must run before anything imports socket/threading  # fmt: skip
 
 """hubbub: run one chat node.  Wiring only: config → actor system → WSGI server → routes."""
 

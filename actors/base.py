@@ -380,7 +380,7 @@ class HubbubActor(pykka.ThreadingActor):
         node: dict[str, Any] = {
             "kind": self.kind,
             "id": self.actor_id,
-            # pykka types actor_inbox as its bare inbox protocol; ours is an Inbox, with qsize.
+            # pykka types actor_inbox as its bare inbox protocol; ours is a Mailbox, with qsize.
             "mailbox": self.actor_inbox.qsize(),  # type: ignore[attr-defined]
         }
         node.update(self.describe_fields())

@@ -210,7 +210,7 @@ class ActorSystem:
     def stats(self) -> dict[str, Any]:
         states = Counter(u.session.state.value for u in self.users())
         actors = self._walk(self.node)
-        # pykka types actor_inbox as its bare inbox protocol; ours is an Inbox, with qsize.
+        # pykka types actor_inbox as its bare inbox protocol; ours is a Mailbox, with qsize.
         depths = [a.actor_inbox.qsize() for a in actors]  # type: ignore[attr-defined]
         return {
             "users": sum(states.values()),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .admission import _DEFAULT_PORTS, _parse_host_header, parse_origin
+from .admission import _DEFAULT_PORTS, _host_key, _is_loopback, _parse_host_header, parse_origin
 
 __all__ = ["AdminHosts", "FailureThrottle", "is_json"]
 
@@ -31,12 +31,7 @@ __all__ = ["AdminHosts", "FailureThrottle", "is_json"]
 def _loopback_name(name: str) -> bool:
     # RFC 6761 §6.3: "localhost" and every name under it are loopback, and browsers
     # resolve them so without asking DNS, which a rebinding attacker cannot change.
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return _is_loopback(name) or name.endswith(".localhost")
 
 
 class AdminHosts:
@@ -54,7 +49,7 @@ class AdminHosts:
                 wildcard = False
             if not wildcard:
                 names.add(bare)
-        self.names = frozenset(_normal(n) for n in names)
+        self.names = frozenset(_host_key(n) for n in names)
 
     def host_allowed(self, host: str | None) -> bool:
         """Whether a request with this ``Host`` header (None: absent) may be answered.
@@ -82,13 +77,6 @@ class AdminHosts:
             return False
         own_name, own_port = own
         return name == own_name and port == (own_port or _DEFAULT_PORTS[scheme])
-
-
-def _normal(name: str) -> str:
-    try:
-        return str(ipaddress.ip_address(name))
-    except ValueError:
-        return name
 
 
 def is_json(content_type: str | None) -> bool:

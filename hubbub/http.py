@@ -178,32 +178,22 @@ class App:
         body: Any,
         headers: list[tuple[str, str]] | None = None,
     ) -> Iterable[bytes]:
-        if not isinstance(body, bytes):
+        stream = not isinstance(body, bytes)
+        html = not stream and ctype.startswith("text/html")
+        head = [
+            ("Content-Type", ctype),
+            ("Cache-Control", "no-store"),
+            *SECURITY_HEADERS,
+            ("Content-Security-Policy", self.policies.get(body, _NOTHING) if html else _NOTHING),
+            *(headers or []),
+        ]
+        if stream:
             # A stream of chunks (the full /debug/actors tree): written as it is made,
             # chunked, so the walk can yield to the chat between slices.
-            start_response(
-                _STATUS[status],
-                [
-                    ("Content-Type", ctype),
-                    ("Cache-Control", "no-store"),
-                    *SECURITY_HEADERS,
-                    ("Content-Security-Policy", _NOTHING),
-                    *(headers or []),
-                ],
-            )
+            start_response(_STATUS[status], head)
             return body
-        policy = self.policies.get(body, _NOTHING) if ctype.startswith("text/html") else _NOTHING
-        start_response(
-            _STATUS[status],
-            [
-                ("Content-Type", ctype),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-                *SECURITY_HEADERS,
-                ("Content-Security-Policy", policy),
-                *(headers or []),
-            ],
-        )
+        head.insert(1, ("Content-Length", str(len(body))))
+        start_response(_STATUS[status], head)
         return [body]
 
     # --- the chat socket ------------------------------------------------------------

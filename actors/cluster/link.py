@@ -16,7 +16,7 @@ idempotency key, so a repeat answers the first seq instead of running twice.
 The link also beats the node's heartbeat and buries dead nodes in bounded slices (one
 small script per room, one per nick: never one long script that blocks Redis).
 
-Why one module of ~580 lines: it is the one place that talks to Redis, and its parts
+Over 500 lines on purpose (~680): it is the one place that talks to Redis, and its parts
 (calls, subscriptions, the up/down generations, heartbeat and burials) all read and
 change the same connection state; the URL and the command stream live beside it
 (settings.py, stream.py).
