@@ -42,6 +42,7 @@ import sys
 import uuid
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -60,6 +61,7 @@ __all__ = [
     "Mailbox",
     "publish",
     "tell",
+    "walk",
     "DRAIN_BATCH",
     "MAX_IDLE_RUNNERS",
 ]
@@ -438,3 +440,19 @@ def publish(subscribers: Any, message: Any) -> None:
     ``if subscribers:`` first, so that nobody subscribed costs nothing."""
     for ref in subscribers:
         tell(ref, message)
+
+
+def walk(root: HubbubActor) -> Iterator[HubbubActor]:
+    """Every actor under ``root`` and itself, each once, parents before their children
+    (children listed when reached; one iterator per level, so a caller may pause between
+    actors: the inspector streams the tree this way)."""
+    yield root
+    stack = [iter(list(root.children.values()))]
+    while stack:
+        actor = next(stack[-1], None)
+        if actor is None:
+            stack.pop()
+            continue
+        yield actor
+        if actor.children:
+            stack.append(iter(list(actor.children.values())))

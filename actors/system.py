@@ -24,7 +24,7 @@ import gevent
 import gevent.event
 import pykka
 
-from .base import HubbubActor, tell
+from .base import HubbubActor, tell, walk
 from .clock import Clock, MonotonicClock
 from .core.budgets import Budgets
 from .core.counters import Counters
@@ -209,7 +209,7 @@ class ActorSystem:
 
     def stats(self) -> dict[str, Any]:
         states = Counter(u.session.state.value for u in self.users())
-        actors = self._walk(self.node)
+        actors = list(walk(self.node))
         # pykka types actor_inbox as its bare inbox protocol; ours is a Mailbox, with qsize.
         depths = [a.actor_inbox.qsize() for a in actors]  # type: ignore[attr-defined]
         return {
@@ -233,12 +233,6 @@ class ActorSystem:
             "held_nicks": len(d.nick_table.held),
         }
 
-    def _walk(self, actor: HubbubActor) -> list[HubbubActor]:
-        out = [actor]
-        for child in list(actor.children.values()):
-            out.extend(self._walk(child))
-        return out
-
     # --- shutdown -------------------------------------------------------------------
 
     def shutdown(self, grace: float = 3.0) -> None:
@@ -253,5 +247,5 @@ class ActorSystem:
             self.store.actor_ref.stop(block=True, timeout=2.0)
         if self.cluster is not None:
             self.cluster.leave()  # the other nodes see its users go now, not after the TTL
-        for actor in reversed(self._walk(self.node)):  # children before their parents
+        for actor in reversed(list(walk(self.node))):  # children before their parents
             actor.actor_ref.stop(block=False)

@@ -37,6 +37,7 @@ from urllib.parse import parse_qs
 import gevent
 import gevent.lock
 
+from actors.base import walk
 from actors.core.session import UserState
 from actors.core.timeline import entry_dict
 from actors.room import RoomActor
@@ -438,7 +439,7 @@ class Inspector:
         try:
             zeros, total, actors = 0, 0, 0
             nonzero: list[tuple[int, Any]] = []
-            for actor in sliced(_walk(self.system.node)):
+            for actor in sliced(walk(self.system.node)):
                 actors += 1
                 depth = actor.actor_inbox.qsize()
                 if depth:
@@ -759,21 +760,6 @@ class Inspector:
             ).encode()
             self._room_names = cached = (now, body, len(rooms))
         return 200, JSON, cached[1]
-
-
-def _walk(root: Any) -> Iterator[Any]:
-    """Every actor under ``root`` and itself, each once (children listed when reached; one
-    iterator per level, see stream_tree)."""
-    yield root
-    stack = [iter(list(root.children.values()))]
-    while stack:
-        actor = next(stack[-1], None)
-        if actor is None:
-            stack.pop()
-            continue
-        yield actor
-        if actor.children:
-            stack.append(iter(list(actor.children.values())))
 
 
 def _brief(actor: Any) -> dict[str, Any]:
