@@ -135,8 +135,7 @@ class StoreActor(HubbubActor):
             if self.history.add(message.room, message.frame):
                 self._flush()
             elif self._timer is None:
-                self._timer = gevent.get_hub().loop.timer(FLUSH_AFTER)
-                self._timer.start(gevent.spawn, tell, self.actor_ref, _Flush())
+                self._flush_in(FLUSH_AFTER)
             return None
         if isinstance(message, _Flush):
             self._flush()
@@ -147,6 +146,12 @@ class StoreActor(HubbubActor):
             tell(message.reply_to, HistoryLoaded(message.room, last_seq, messages))
             return None
         return super().on_receive(message)
+
+    def _flush_in(self, seconds: float) -> None:
+        self._timer = gevent.get_hub().loop.timer(seconds)
+        # The callback runs in the hub; a tell never blocks (it queues the message and
+        # schedules our drain, actors/base.py), so no greenlet is needed to carry it.
+        self._timer.start(tell, self.actor_ref, _Flush())
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -160,8 +165,7 @@ class StoreActor(HubbubActor):
             log.exception(
                 "writing %d messages to %s failed; retrying", len(self.history.pending), self.path
             )
-            self._timer = gevent.get_hub().loop.timer(1.0)
-            self._timer.start(gevent.spawn, tell, self.actor_ref, _Flush())
+            self._flush_in(1.0)
 
     def on_stop(self) -> None:
         if self._timer is not None:
