@@ -13,6 +13,7 @@ from actors.base import HubbubActor
 from actors.clock import MonotonicClock
 from actors.core.messages import Cancel, CancelOwner, Schedule, TimerFired
 from actors.scheduler import TICK, SchedulerActor
+from hubbub.testing import wait_for
 
 
 class Owner(HubbubActor):
@@ -83,7 +84,9 @@ def test_one_gevent_timer_for_many_deadlines(actors):
     for i in range(10_000):
         sched.actor_ref.tell(Schedule(f"o{i}", owner.actor_ref, "session", now + 100 + i))
     sched.actor_ref.tell(Schedule("first", owner.actor_ref, "hello", now + 50))
-    gevent.sleep(0.05)
+    # Until all 10,001 are handled (drains of 16 each, in turn with the other actors),
+    # not a fixed sleep: on a busy machine that was not always enough.
+    wait_for(lambda: sched.actor_inbox.empty(), timeout=10.0, what="the schedules handled")
     assert len(sched.timers) == 10_001 and sched._armed_for == pytest.approx(
         math.ceil((now + 50) / TICK) * TICK
     )
