@@ -1,6 +1,6 @@
 """SchedulerActor: the one shared timer service.
 
-Actors tell it Schedule/Cancel; it keeps every deadline in one TimerQueue and
+Actors tell it Schedule/Cancel (or several at once in a TimerBatch); it keeps every deadline in one TimerQueue and
 waits on ONE gevent timer for the earliest.  When that fires it posts
 ``TimerFired`` into each owner's mailbox.  No loop visits users and no greenlet
 sleeps per user: the cost is per event, not per user.
@@ -23,7 +23,7 @@ from .base import HubbubActor, tell
 from .clock import Clock
 from .core import codec
 from .core.counters import Counters
-from .core.messages import Cancel, CancelOwner, Schedule, TimerFired
+from .core.messages import Cancel, CancelOwner, Schedule, TimerBatch, TimerFired
 from .core.timers import TimerQueue
 
 __all__ = ["SchedulerActor", "TICK"]
@@ -60,15 +60,12 @@ class SchedulerActor(HubbubActor):
         return {"pending": len(self.timers), "fired": self.fired, "pinged": self.pinged}
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Schedule):
-            self.timers.schedule(
-                message.owner_id,
-                message.name,
-                message.due,
-                (message.owner, message.token, message.every, message.conn),
-            )
-        elif isinstance(message, Cancel):
-            self.timers.cancel(message.owner_id, message.name)
+        kind = type(message)
+        if kind is TimerBatch:
+            for op in message.ops:
+                self._change(op)
+        elif kind is Schedule or kind is Cancel:
+            self._change(message)
         elif isinstance(message, CancelOwner):
             self.timers.cancel_owner(message.owner_id, message.names)
         elif isinstance(message, _Wake):
@@ -79,6 +76,14 @@ class SchedulerActor(HubbubActor):
         self._fire_due()
         self._rearm()
         return None
+
+    def _change(self, op: Schedule | Cancel) -> None:
+        if type(op) is Schedule:
+            self.timers.schedule(
+                op.owner_id, op.name, op.due, (op.owner, op.token, op.every, op.conn)
+            )
+        else:
+            self.timers.cancel(op.owner_id, op.name)
 
     def _fire_due(self) -> None:
         ping: bytes | None = None

@@ -39,6 +39,7 @@ from .core.messages import (
     RoomSay,
     Schedule,
     SendDm,
+    TimerBatch,
     UserConnected,
     UserDisconnected,
     UserGone,
@@ -212,6 +213,7 @@ class UserActor(HubbubActor):
 
     def _apply(self, effects: list[Any]) -> None:
         s, counters = self.session, self.counters
+        timers: list[Schedule | Cancel] = []  # to the scheduler in one message, in order
         for fx in effects:
             kind = type(fx)
             if kind is SendRaw:
@@ -225,8 +227,7 @@ class UserActor(HubbubActor):
                     publish(self.watchers, UserProfiled(s.session_id, fx.frame["nick"]))
                 self.conn.send_text(codec.encode(fx.frame))
             elif kind is Arm:
-                tell(
-                    self.scheduler,
+                timers.append(
                     Schedule(
                         s.session_id,
                         self.actor_ref,
@@ -235,10 +236,10 @@ class UserActor(HubbubActor):
                         fx.token,
                         fx.every,
                         self.conn if fx.direct else None,
-                    ),
+                    )
                 )
             elif kind is Disarm:
-                tell(self.scheduler, Cancel(s.session_id, fx.name))
+                timers.append(Cancel(s.session_id, fx.name))
             elif kind is SayFx:
                 if not tell(
                     fx.handle,
@@ -298,9 +299,18 @@ class UserActor(HubbubActor):
             elif kind is Close:
                 self.conn.close(fx.code, fx.reason)
             elif kind is Finish:
+                self._flush_timers(timers)
                 self._finish(fx.timers)
             else:  # pragma: no cover - the effect list is closed
                 raise TypeError(f"unknown effect {fx!r}")
+        self._flush_timers(timers)
+
+    def _flush_timers(self, timers: list[Schedule | Cancel]) -> None:
+        if len(timers) == 1:
+            tell(self.scheduler, timers[0])
+        elif timers:
+            tell(self.scheduler, TimerBatch(tuple(timers)))
+        timers.clear()
 
     def _finish(self, timers: tuple[str, ...]) -> None:
         sid = self.session.session_id

@@ -7,6 +7,7 @@ transport's callbacks; the handler greenlet then returns (hubbub/transport.py).
 from __future__ import annotations
 
 import base64
+import functools
 import gc
 import hashlib
 import hmac
@@ -81,7 +82,11 @@ def _static(name: str) -> bytes:
     return resources.files("hubbub").joinpath("static", name).read_bytes()
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(addr: str | None) -> bool:
+    # Asked of every accepted socket (the gate, the admin reserve, the connection rate):
+    # ``ipaddress`` parses the text each time, and a node sees few distinct addresses
+    # that matter (a proxy's, the machine's own), so the answers are kept.
     try:
         return ipaddress.ip_address((addr or "").split("%")[0]).is_loopback
     except ValueError:

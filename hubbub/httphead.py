@@ -13,6 +13,11 @@ that is all this does, with the checks that keep requests unambiguous:
   nginx answers 400 too); ``Transfer-Encoding`` other than ``chunked``, or together with
   ``Content-Length``, is 400 (§6.1).
 
+``read_head`` reads a head line by line from a buffered reader (pywsgi's path);
+``parse_head`` takes a whole head already in hand (the upgrade's fast path in
+hubbub/transport.py, which peeks it off the socket in one ``recv``): the same rules,
+checked by one regex over the block instead of one per line.
+
 Pure apart from ``rfile.readline``; tested in tests/unit/test_httphead.py.
 """
 
@@ -22,12 +27,27 @@ import re
 from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["Head", "HttpError", "REASONS", "cgi_headers", "read_head", "response", "unquote_path"]
+__all__ = [
+    "Head",
+    "HttpError",
+    "REASONS",
+    "cgi_headers",
+    "parse_head",
+    "read_head",
+    "response",
+    "unquote_path",
+]
 
 MAX_FIELDS = 100
 
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\s]+) (HTTP/\d\.\d)\r?\n")
-_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*\r?\n")
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(.*?)[ \t]*\r?\n")
+# A whole block of field lines and the empty line after them: what _FIELD accepts line by
+# line (a token, a colon, a value without CR or LF), with no room for obsolete folding (a
+# line starting with whitespace is not a token) or a stray CR inside a value.
+_FIELD_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[^\r\n]*\r?\n)*\r?\n")
+_FIELD_ALL = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r\n]*?)[ \t]*\r?\n")
 _DIGITS = re.compile(r"\d{1,18}")
 
 REASONS = {
@@ -60,12 +80,8 @@ class Head(NamedTuple):
     close: bool  #: the connection ends after this request
 
 
-def read_head(request_line: str, rfile: Any, max_bytes: int) -> Head:
-    """Parse ``request_line`` (as read, with its line end) and the fields that follow in
-    ``rfile`` (a buffered reader), up to the empty line. Raises HttpError."""
-    line = request_line.encode("latin-1")
-    size = len(line)
-    if size > max_bytes:
+def _request_line(line: bytes, max_bytes: int) -> tuple[str, str, str]:
+    if len(line) > max_bytes:
         raise HttpError(431, "request line too long")
     match = _REQUEST_LINE.fullmatch(line)
     if match is None:
@@ -73,10 +89,16 @@ def read_head(request_line: str, rfile: Any, max_bytes: int) -> Head:
     method, target, version = (g.decode("latin-1") for g in match.groups())
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise HttpError(400, f"unsupported version {version}")  # nginx: 400 too
+    return method, target, version
 
-    fields: dict[str, str] = {}
-    lengths: set[str] = set()
-    count = 0
+
+def read_head(request_line: str, rfile: Any, max_bytes: int) -> Head:
+    """Parse ``request_line`` (as read, with its line end) and the fields that follow in
+    ``rfile`` (a buffered reader), up to the empty line. Raises HttpError."""
+    line = request_line.encode("latin-1")
+    size = len(line)
+    method, target, version = _request_line(line, max_bytes)
+    pairs: list[tuple[bytes, bytes]] = []
     while True:
         raw = rfile.readline(max_bytes - size + 1)
         size += len(raw)
@@ -91,11 +113,40 @@ def read_head(request_line: str, rfile: Any, max_bytes: int) -> Head:
         field = _FIELD.fullmatch(raw)
         if field is None or b"\r" in field.group(2):
             raise HttpError(400, "malformed header field")
-        count += 1
-        if count > MAX_FIELDS:
+        if len(pairs) >= MAX_FIELDS:
             raise HttpError(431, "too many header fields")
-        name = field.group(1).decode("latin-1").lower()
-        value = field.group(2).decode("latin-1")
+        pairs.append((field.group(1), field.group(2)))
+    return _head(method, target, version, pairs)
+
+
+def parse_head(data: bytes, max_bytes: int) -> Head:
+    """Parse a complete head: the request line, the fields and the empty line that ends
+    them (``data`` ends there: nothing of a body). The same answers as ``read_head``
+    for the same bytes, except that which error a head with several wins may differ."""
+    if len(data) > max_bytes:
+        raise HttpError(431, "request head too large")
+    cut = data.find(b"\n") + 1
+    if cut == 0:
+        raise HttpError(400, "incomplete request head")
+    method, target, version = _request_line(data[:cut], max_bytes)
+    block = data[cut:]
+    if _FIELD_BLOCK.fullmatch(block) is None:
+        if block[:1] in (b" ", b"\t"):
+            raise HttpError(400, "obsolete line folding")  # RFC 9112 §5.2
+        raise HttpError(400, "malformed header field")
+    pairs = _FIELD_ALL.findall(block)
+    if len(pairs) > MAX_FIELDS:
+        raise HttpError(431, "too many header fields")
+    return _head(method, target, version, pairs)
+
+
+def _head(method: str, target: str, version: str, pairs: list[tuple[bytes, bytes]]) -> Head:
+    """The checks that need every field: lengths, transfer coding, connection."""
+    fields: dict[str, str] = {}
+    lengths: set[str] = set()
+    for raw_name, raw_value in pairs:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
         if name == "content-length":
             lengths.update(v.strip() for v in value.split(","))
         if name in fields:

@@ -538,10 +538,17 @@ class Handler(WSGIHandler):
     _deadline: Any = None
     _requests = 0
 
+    #: The most of a first request head the fast path looks at (one peek at the socket):
+    #: an upgrade with a few cookies fits; anything longer is read by pywsgi's path.
+    peek_bytes: int = 4096
+
     def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
-        if rfile is None:
-            rfile = sock.makefile("rb", self.read_buffer)
-        super().__init__(sock, address, server, rfile)
+        # Not WSGIHandler.__init__: it makes the buffered reader at once, and the first
+        # request usually needs none (``_serve_peeked``); ``handle`` makes it when needed.
+        self.socket = sock
+        self.client_address = address
+        self.server = server
+        self.rfile = rfile
 
     @property
     def logger(self) -> logging.Logger:
@@ -569,6 +576,12 @@ class Handler(WSGIHandler):
         except (OSError, AttributeError):
             pass  # not TCP (a Unix socket)
         try:
+            if self.rfile is None:
+                if self._serve_peeked() and self.close_connection:
+                    return  # one request, answered or upgraded: the finally closes or not
+                if self.socket is None:
+                    return
+                self.rfile = self.socket.makefile("rb", self.read_buffer)
             while self.socket is not None:
                 self.time_start = time.time()
                 self.time_finish = 0
@@ -626,7 +639,8 @@ class Handler(WSGIHandler):
                 first = True  # got a byte in time
             if not first:
                 return ""  # idle too long: closed quietly, like nginx
-        self._deadline = gevent.Timeout(self.header_timeout, _HeadTimeout())
+        self._deadline = gevent.Timeout(self._head_left or self.header_timeout, _HeadTimeout())
+        self._head_left = 0.0
         self._deadline.start()
         try:
             line = self.rfile.readline(self.max_header_bytes + 1)
@@ -640,6 +654,77 @@ class Handler(WSGIHandler):
             self._stop_deadline()
             raise
         return line.decode("latin-1")
+
+    # --- the first request, from one peek (no buffered reader, no line reads) --------
+
+    _head_left = 0.0  #: what is left of header_timeout after waiting in _serve_peeked
+
+    def _serve_peeked(self) -> bool:
+        """Serve the first request from a peek at the socket, if its head is complete in
+        one ``recv`` and it has no body (every WebSocket upgrade from a client that is
+        not pathologically slow): parsed at once by ``httphead.parse_head``, consumed
+        from the socket, and answered by ``handle_one_response`` as pywsgi's path would.
+        This is the login's HTTP cost: no ``makefile`` reader, no line-by-line reads, no
+        ``Timeout`` (docs/benchmarks.md).
+
+        False: nothing consumed, pywsgi's path reads the request as always (TLS, a head
+        that is incomplete, too long or malformed, a body: its answers and its 408 are
+        that path's). True: one request was served (or the socket failed quietly)."""
+        sock = self.socket
+        if hasattr(sock, "do_handshake"):
+            return False  # TLS: its records are not the request's bytes
+        raw = getattr(sock, "_sock", sock)
+        try:
+            try:
+                data = raw.recv(self.peek_bytes, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                # Nothing yet: wait, as long as the head may take (the accept gate may
+                # shut the socket down sooner: that reads as EOF here).
+                started = time.monotonic()
+                try:
+                    gevent.socket.wait_read(raw.fileno(), self.header_timeout, _HeadTimeout())
+                except _HeadTimeout:
+                    log.info("request line from %s timed out", self.client_address)
+                    self.close_connection = True
+                    return True
+                self._head_left = max(0.001, self.header_timeout - (time.monotonic() - started))
+                data = raw.recv(self.peek_bytes, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self.close_connection = True  # reset before a request: nothing to answer
+            return True
+        end = data.find(b"\r\n\r\n") + 4
+        if end < 4:
+            return False
+        try:
+            head = httphead.parse_head(data[:end], self.max_header_bytes)
+        except httphead.HttpError:
+            return False  # the slow path answers it, with its log line
+        if head.content_length or head.chunked:
+            return False  # the body is read through the buffered reader
+        try:
+            taken = raw.recv(end)
+        except OSError:
+            taken = b""
+        if len(taken) != end:  # cannot happen: the bytes were in the kernel's buffer
+            self.close_connection = True
+            return True
+        self._head_left = 0.0
+        self._requests = 1
+        self.requestline = data[: data.find(b"\n")].rstrip(b"\r").decode("latin-1")
+        self.command, self.path, self.request_version = head.method, head.target, head.version
+        self.headers = head.fields
+        self.content_length = None if head.content_length is None else 0  # no body here
+        self._chunked = False
+        self.close_connection = head.close
+        self.time_start = time.time()
+        self.time_finish = 0
+        self.response_length = 0
+        self.environ = self.get_environ()
+        self.application = self.server.application
+        self.handle_one_response()
+        return True
 
     def _stop_deadline(self) -> None:
         deadline = self._deadline
@@ -786,13 +871,16 @@ class Handler(WSGIHandler):
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + self._accept + b"\r\n\r\n"
             )
-            # Frames sent right behind the request may sit in the reader's buffer.
+            # Frames sent right behind the request may sit in the reader's buffer (none
+            # when the head was peeked: they are still in the kernel's).
             sock.settimeout(0.0)
-            try:
-                initial = rfile.read1(self.read_buffer)
-            except OSError:
-                initial = b""
-            rfile.close()
+            initial = b""
+            if rfile is not None:
+                try:
+                    initial = rfile.read1(self.read_buffer)
+                except OSError:
+                    pass
+                rfile.close()
         except OSError as exc:
             log.info("upgrade from %s failed: %s", self.client_address, exc)
             conn.abort()

@@ -205,6 +205,16 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class TimerBatch:
+    """Several Schedule/Cancel in one message, applied in order: what one handled event
+    changed of its owner's timers (a login's hello arms two and disarms one). One
+    message instead of one per timer: a third of the scheduler's mail at login."""
+
+    ops: tuple[Any, ...]
+    """Schedule and Cancel messages, in the order they were decided."""
+
+
+@dataclass(frozen=True, slots=True)
 class Cancel:
     """Disarm one timer."""
 

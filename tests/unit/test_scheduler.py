@@ -11,7 +11,7 @@ import pytest
 
 from actors.base import HubbubActor
 from actors.clock import MonotonicClock
-from actors.core.messages import Cancel, CancelOwner, Schedule, TimerFired
+from actors.core.messages import Cancel, CancelOwner, Schedule, TimerBatch, TimerFired
 from actors.scheduler import TICK, SchedulerActor
 from hubbub.testing import wait_for
 
@@ -61,6 +61,26 @@ def test_cancel_and_cancel_owner(actors):
     sched.actor_ref.tell(CancelOwner("o", ("profile", "session")))
     gevent.sleep(0.1)
     assert owner.fired == [] and len(sched.timers) == 0
+
+
+def test_a_batch_applies_its_changes_in_order(actors):
+    """TimerBatch: Schedule and Cancel applied one after another, as if told singly."""
+    sched, owner = actors
+    now = time.monotonic()
+    sched.actor_ref.tell(
+        TimerBatch(
+            (
+                Schedule("o", owner.actor_ref, "a", now + 0.03, token=1),
+                Cancel("o", "a"),  # cancelled after it was armed: never fires
+                Cancel("o", "b"),  # nothing to cancel yet: a no-op
+                Schedule("o", owner.actor_ref, "b", now + 0.03, token=2),
+            )
+        )
+    )
+    wait_for(lambda: owner.fired, what="b fired")
+    gevent.sleep(0.05)
+    assert [(n, t) for n, t, _at in owner.fired] == [("b", 2)]
+    assert len(sched.timers) == 0
 
 
 def test_periodic_timer_rearms_itself(actors):

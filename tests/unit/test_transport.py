@@ -789,6 +789,51 @@ class TestFairness:
         assert server.app.pongs <= Handler.frame_budget
 
 
+class TestPeekedFirstRequest:
+    """The first request's head read from one peek at the socket (Handler._serve_peeked),
+    and pywsgi's reader for everything else: the client cannot tell which served it."""
+
+    def test_pipelined_requests_after_a_peeked_one(self, server):
+        """Two requests in one segment: the peek takes only the first head, the
+        buffered reader serves the second on the same connection."""
+        status, _, body = http_exchange(
+            server.port,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        assert status == 200 and body.count(b"plain http") == 2
+
+    def test_head_in_two_segments_upgrades(self, server):
+        """A head whose end arrives later goes the reader's way and still gets its 101."""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+            request = _upgrade_request(_good_headers(_key()))
+            sock.sendall(request[:20])
+            time.sleep(0.05)
+            sock.sendall(request[20:])
+            assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+        server.accepted()
+
+    def test_head_longer_than_the_peek_upgrades(self, server, raw, monkeypatch):
+        """A head over ``peek_bytes`` (many cookies) is read by the reader: 101 all the same."""
+        monkeypatch.setattr(Handler, "peek_bytes", 64)
+        client = raw()
+        client.send_frame(TEXT, b"still here")
+        assert client.recv_frame().payload == b"still here"
+
+    def test_silent_client_is_closed_after_header_timeout(self, server):
+        """A client that sends nothing is closed quietly (no response) after header_timeout."""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=3) as sock:
+            start = time.monotonic()
+            assert sock.recv(4096) == b""
+            took = time.monotonic() - start
+        assert Handler.header_timeout * 0.8 <= took < Handler.header_timeout + 1
+
+    def test_malformed_peeked_head_gets_the_readers_answer(self, server):
+        """A complete but malformed head is answered as the reader answers it (400)."""
+        status, _, _ = http_exchange(server.port, b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n")
+        assert status == 400
+
+
 class TestRequestHead:
     """RFC 9112 request heads: the limits and the strict parser, from the socket."""
 

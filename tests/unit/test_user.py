@@ -16,7 +16,7 @@ import pytest
 from actors import ActorSystem, Timeouts
 from actors.base import HubbubActor
 from actors.clock import MonotonicClock
-from actors.core.messages import ClientFrame, PongFrame, Schedule, TimerFired
+from actors.core.messages import Cancel, ClientFrame, PongFrame, Schedule, TimerBatch, TimerFired
 from actors.core.session import Limits
 from actors.scheduler import SchedulerActor
 from actors.user import UserActor
@@ -122,6 +122,34 @@ class TestWiring:
         conn.on_message('{"type":"ping"}')  # harmless after the end
         conn.on_pong()
         conn.on_close(1000)
+
+
+class TestTimersInOneMessage:
+    """What one handled event changes of a user's timers reaches the scheduler as one message."""
+
+    def test_hello_disarms_and_arms_in_one_batch(self, system):
+        """`hello`: the hello timer cancelled, ping and pong armed: one TimerBatch, in order."""
+        seen: list[Any] = []
+        scheduler = system.scheduler
+        receive = scheduler.on_receive
+
+        def record(message: Any) -> Any:
+            seen.append(message)
+            return receive(message)
+
+        scheduler.on_receive = record  # the real scheduler, watched
+        conn, user = connect(system)
+        sid = user.session.session_id
+        mine = [m for m in seen if type(m) is TimerBatch and m.ops[0].owner_id == sid]
+        assert len(mine) == 2  # opened (hello, profile, session), then hello
+        opened, hello = mine
+        assert [type(op) for op in opened.ops] == [Schedule] * 3
+        assert [(type(op), op.name) for op in hello.ops] == [
+            (Cancel, "hello"),
+            (Schedule, "ping"),
+            (Schedule, "pong"),
+        ]
+        assert not [m for m in seen if type(m) in (Schedule, Cancel)]
 
 
 class TestPingSkipsTheMailbox:
