@@ -8,6 +8,7 @@ import resource
 import signal
 import ssl
 import sys
+from typing import Any
 
 import gevent
 import gevent.event
@@ -53,7 +54,7 @@ def build(config, listener=None, **system_options):
     )
     telemetry.system = system
     handler = handler_for(config)
-    tls = {}
+    tls: dict[str, Any] = {}
     if config.certfile:
         # One context per node (gevent's default re-reads the PEM files per connection),
         # and the handshake done by the gate under --tls-handshake-timeout, where a failed
@@ -63,7 +64,9 @@ def build(config, listener=None, **system_options):
         tls = {"ssl_context": context, "do_handshake_on_connect": False}
     # Every socket passes the accept-level gate (caps and pre-chat deadlines) before any
     # HTTP is read; the caps stay under the open-file limit (raised by raise_open_file_limit).
-    gate = gate_for(config, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    # An automatic --max-sockets is sized again from the files open once the node listens.
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    gate = gate_for(config, fd_limit)
     app = App(system, config, telemetry)
     app.gate = gate
     server = GatedServer(
@@ -73,6 +76,7 @@ def build(config, listener=None, **system_options):
         log=None,
         error_log=logging.getLogger("hubbub.http"),
         gate=gate,
+        fd_limit=None if config.max_sockets else fd_limit,
         **tls,
     )
     return system, server

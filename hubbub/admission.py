@@ -245,8 +245,13 @@ class ConnectionLimits:
 PHASES = ("handshake", "headers", "body", "closing", "idle", "chat")
 CLOSING_GRACE = 5.0  #: seconds; at most the body timeout
 #: Shed sockets still hold their fd until their handler has run and closed it; at most
-#: this many may be on their way out before a new socket is refused instead.
-SHED_SLACK = 64
+#: this many may be on their way out at once (``AcceptGate.must_wait``).  A shed socket is
+#: shut down both ways, so its handler's next read or write fails and it closes the fd on
+#: the next turn of the loop: the slack only has to cover the sheds between two turns.
+#: 8 lets one accept batch shed 8 slow sockets before accepting pauses for a turn; every
+#: one of them is a file descriptor the automatic ``--max-sockets`` keeps spare
+#: (hubbub/gate.py ``auto_max_sockets``), so it stays small.
+SHED_SLACK = 8
 
 
 class GateTicket:
@@ -289,8 +294,14 @@ class AcceptGate:
     - ``timeouts``: seconds allowed in each phase but ``chat``.
 
     ``open`` counts file descriptors: a shed socket counts until ``release`` (its handler
-    closed it), and at most ``SHED_SLACK`` may be closing at once, so ``open`` never
-    exceeds ``max_sockets`` + ``admin_reserve`` + ``SHED_SLACK``.
+    closed it).  Sockets not shed never exceed the cap (``max_sockets``, + ``admin_reserve``
+    for loopback): a newcomer over it comes in only in exchange for one shed socket, and
+    only while fewer than ``SHED_SLACK`` are closing.  So ``open`` never exceeds
+    ``max_sockets`` + ``admin_reserve`` + ``SHED_SLACK``: the budget hubbub/gate.py sizes the
+    automatic cap from.  When a newcomer would need a shed socket but ``SHED_SLACK`` are
+    still closing, ``must_wait`` says so: the shell stops accepting for a moment (the
+    kernel's backlog holds the newcomers) instead of refusing a client a moment's wait
+    would let in.  ``admit`` itself refuses it, so the bound holds whatever the caller does.
 
     Pure: the caller passes ``now`` (monotonic seconds) and does the closing.  ``due(now)``
     returns the sockets whose deadline passed, each once per deadline.
@@ -331,22 +342,39 @@ class AcceptGate:
         it.  ``shed``: sockets to close to make room."""
         shed: list[GateTicket] = []
         cap = self.max_pending_per_ip
+        # Over its per-IP cap, the IP's own oldest makes room, so one address cannot push
+        # the others' sockets out; it is gone from the IP's count at once (the fd still
+        # counts in ``open`` until it is closed).
+        own = None
         if cap and self.pending.get(ip, 0) >= cap:
-            # The IP's own oldest makes room; it is gone from the IP's count at once (the
-            # fd still counts in ``open`` until it is closed).
-            shed.append(self._shed(next(iter(self._waiting_by_ip[ip]))))
-        limit = self.max_sockets + (self.admin_reserve if loopback else 0)
-        if self.open >= limit:
+            own = next(iter(self._waiting_by_ip[ip]))
+        if self.open >= self._limit(loopback):
+            # Full: one socket out for this one in, the IP's own oldest if it is over its
+            # cap (one victim is enough), else the oldest of all.
             if not self._waiting or self.shedding >= SHED_SLACK:
                 self.counts["refused"] += 1
                 return None, shed
-            shed.append(self._shed(next(iter(self._waiting))))
+            shed.append(self._shed(own if own is not None else next(iter(self._waiting))))
+        elif own is not None:
+            shed.append(self._shed(own))
         ticket = GateTicket(ip, loopback, conn)
         self.open += 1
         self.pending[ip] = self.pending.get(ip, 0) + 1
         self.enter(ticket, "handshake" if tls else "headers", now)
         self.counts["accepted"] += 1
         return ticket, shed
+
+    def must_wait(self, *, loopback: bool = False) -> bool:
+        """Whether a socket accepted now would be refused only because ``SHED_SLACK`` shed
+        sockets still hold their fds: wait for one to close, then ``admit`` it."""
+        return (
+            self.open >= self._limit(loopback)
+            and bool(self._waiting)
+            and (self.shedding >= SHED_SLACK)
+        )
+
+    def _limit(self, loopback: bool) -> int:
+        return self.max_sockets + (self.admin_reserve if loopback else 0)
 
     def enter(self, ticket: GateTicket, phase: str, now: float) -> None:
         """``ticket``'s socket starts ``phase`` (one of PHASES) now."""

@@ -229,7 +229,7 @@ frame-budget     int>=0        N             WebSocket frames of any kind (pings
 byte-budget      int>=0        BYTES         WebSocket bytes one connection may send per second; over it -> close 4006; 0 = no limit
 tls-handshake-timeout float>0  SECONDS       with --certfile: the TLS handshake must finish within this, else the socket is closed
 body-timeout     float>0       SECONDS       a request body must arrive within this, else HTTP 408 and the socket is closed
-max-sockets      int>=0        N             accepted sockets in total; over it the one longest before the chat is closed (503 if all are in chat); 0 = the open-file limit minus --admin-reserve minus 228 (or a 16th of the limit if less)
+max-sockets      int>=0        N             accepted sockets in total; over it the one longest before the chat is closed (503 if all are in chat); 0 = the open-file limit minus --admin-reserve minus the files open at start minus 17
 admin-reserve    int>=0        N             sockets over --max-sockets that only loopback clients may use (/healthz, /metrics, /debug, /admin while the node is full)
 max-pending-per-ip int>=0      N             sockets from one IP not yet upgraded; over it that IP's oldest one is closed; 0 = no limit (also off with --max-connections 0)
 admin-hosts      hosts         NAMES         comma-separated Host names /admin and /debug answer without --admin-token, besides loopback names and --host (DNS rebinding)

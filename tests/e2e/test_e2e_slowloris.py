@@ -247,9 +247,9 @@ class TestAcceptCaps:
             for n in range(300):
                 socks.append(connect(srv, "127.0.0.2"))
                 if n % 25 == 24:
-                    # A shed socket counts until its handler has closed it (at most 64 at
-                    # once, then newcomers get 503): pace the flood so that the policy
-                    # under test, oldest shed first, is what decides which ones stay.
+                    # A shed socket counts until its handler has closed it (at most
+                    # SHED_SLACK at once, then accepting pauses): pace the flood so that
+                    # the policy under test, oldest shed first, decides which ones stay.
                     time.sleep(0.05)
             try:
                 time.sleep(0.5)

@@ -550,15 +550,84 @@ class TestAcceptGate:
         assert g.counts["refused"] == 1 and g.open == 4
 
     def test_shedding_is_bounded_while_fds_are_still_closing(self):
-        """At most SHED_SLACK shed sockets may be on their way out; then new ones are refused."""
+        """At most SHED_SLACK shed sockets may be on their way out; then a newcomer must
+        wait (and admit refuses it if asked anyway)."""
         from hubbub.admission import SHED_SLACK
 
         g, clock = self.gate(max_sockets=1), FakeClock()
         g.admit("198.51.100.1", clock.monotonic())
         for _ in range(SHED_SLACK):
+            assert not g.must_wait()
             assert g.admit("198.51.100.1", clock.monotonic())[0] is not None
+        assert g.must_wait() and g.must_wait(loopback=False)
         assert g.admit("198.51.100.1", clock.monotonic())[0] is None
         assert g.open == 1 + SHED_SLACK and g.shedding == SHED_SLACK
+
+    def test_a_closed_shed_socket_ends_the_wait(self):
+        """Once one shed socket is released, the waiting newcomer gets in (shedding another)."""
+        from hubbub.admission import SHED_SLACK
+
+        g, clock = self.gate(max_sockets=1), FakeClock()
+        shed = [g.admit("198.51.100.1", clock.monotonic())[1] for _ in range(SHED_SLACK + 1)]
+        assert g.must_wait()
+        g.release(shed[1][0])
+        assert not g.must_wait()
+        ticket, more = g.admit("198.51.100.2", clock.monotonic())
+        assert ticket is not None and len(more) == 1 and g.shedding == SHED_SLACK
+
+    def test_nobody_waits_under_the_cap_or_when_all_are_in_chat(self):
+        """must_wait only when shedding is what would make room: under the cap a socket
+        is admitted, with every socket in chat it is refused (no shed socket to wait for)."""
+        g, clock = self.gate(max_sockets=2, admin_reserve=1), FakeClock()
+        a = g.admit("198.51.100.1", clock.monotonic())[0]
+        assert not g.must_wait()
+        b = g.admit("198.51.100.2", clock.monotonic())[0]
+        for t in (a, b):
+            g.enter(t, "chat", clock.monotonic())
+        assert not g.must_wait() and g.admit("203.0.113.5", clock.monotonic()) == (None, [])
+
+    def test_open_never_exceeds_the_cap_plus_the_shed_slack(self):
+        """The fd budget gate.py sizes from: whatever arrives and whenever sockets close,
+        open <= max_sockets + admin_reserve + SHED_SLACK (5,000 random steps, seeded).
+        Per-IP sheds under the cap may exceed the slack: they never take open over the cap."""
+        import random
+
+        from hubbub.admission import SHED_SLACK
+
+        rnd, clock = random.Random(15), FakeClock()
+        g = self.gate(max_sockets=20, admin_reserve=4, max_pending_per_ip=6)
+        live: list = []
+        shed: list = []
+        for _ in range(5000):
+            step = rnd.random()
+            if step < 0.7:
+                loopback = rnd.random() < 0.5
+                ip = "127.0.0.1" if loopback else f"198.51.100.{rnd.randrange(5)}"
+                if g.must_wait(loopback=loopback) and rnd.random() < 0.5:
+                    continue  # the shell holds it back (and sometimes admits it anyway)
+                ticket, out = g.admit(ip, clock.monotonic(), loopback=loopback)
+                shed += out
+                live = [t for t in live if t not in out]
+                if ticket is not None:
+                    live.append(ticket)
+            elif step < 0.8 and live:
+                g.enter(rnd.choice(live), "chat", clock.monotonic())
+            elif step < 0.85 and shed:
+                g.release(shed.pop(rnd.randrange(len(shed))))
+            elif live:
+                g.release(live.pop(rnd.randrange(len(live))))
+            assert g.open == len(live) + len(shed) and g.shedding == len(shed)
+            assert len(live) <= 20 + 4 and g.open <= 20 + 4 + SHED_SLACK
+
+    def test_over_both_caps_one_socket_is_shed(self):
+        """Full and over its per-IP cap: the newcomer's own IP's oldest makes room, alone."""
+        g, clock = self.gate(max_sockets=3, max_pending_per_ip=2), FakeClock()
+        other = g.admit("198.51.100.9", clock.monotonic())[0]
+        a = g.admit("203.0.113.5", clock.monotonic())[0]
+        g.admit("203.0.113.5", clock.monotonic())
+        ticket, shed = g.admit("203.0.113.5", clock.monotonic())
+        assert ticket is not None and shed == [a] and other.phase == "headers"
+        assert g.open == 4 and g.shedding == 1
 
     def test_loopback_has_a_reserve(self):
         """Over max_sockets, loopback still gets admin_reserve sockets without shedding."""
@@ -670,22 +739,65 @@ class TestAcceptGate:
 
 
 class TestGateFor:
-    """gate_for(config, fd_limit): the caps stay under the open-file limit."""
+    """gate_for(config, fd_limit, in_use): the caps stay under the open-file limit, with
+    only what is needed spare (issues "hostile clients" and "lightweight users")."""
 
-    def test_auto_max_sockets_leaves_the_reserve_and_spare_fds(self):
-        """--max-sockets 0: the fd limit minus --admin-reserve minus the spare fds."""
-        from hubbub.gate import SPARE_FDS, gate_for
+    def test_auto_max_sockets_leaves_what_is_open_and_a_small_margin(self):
+        """--max-sockets 0: the fd limit minus the files open at start, LATER_FDS, the shed
+        slack, the socket being accepted and --admin-reserve."""
+        from hubbub.admission import SHED_SLACK
+        from hubbub.gate import LATER_FDS, gate_for
 
-        g = gate_for(Config(), 20_000)
-        assert g.max_sockets + g.admin_reserve + SPARE_FDS == 20_000 and SPARE_FDS >= 100
+        g = gate_for(Config(), 20_000, in_use=9)
+        assert g.max_sockets == 20_000 - 9 - LATER_FDS - SHED_SLACK - 1 - 32 == 19_942
         assert g.max_pending_per_ip == 1000 and g.timeouts["headers"] == 60.0
 
-    def test_a_small_fd_limit_keeps_a_sixteenth(self):
-        """With 256 files (the bench smoke test) the caps still hold ~240 users from loopback."""
+    def test_loopback_users_fill_what_the_maxconn_bench_asks(self):
+        """The bench's maxconn target (fd limit - files open at start - 24) all fit from
+        loopback, at 20,000 files and at the smoke test's 256."""
         from hubbub.gate import gate_for
 
-        g = gate_for(Config(), 256)
-        assert g.max_sockets == 256 - 32 - 16
+        for limit in (20_000, 256):
+            g = gate_for(Config(), limit, in_use=9)
+            assert g.max_sockets + g.admin_reserve >= limit - 9 - 24
+
+    def test_every_socket_the_gate_may_hold_fits_under_the_limit(self):
+        """max_sockets + admin_reserve + SHED_SLACK + the one being accepted + the files
+        open + LATER_FDS == the fd limit: the budget is used, not exceeded."""
+        from hubbub.admission import SHED_SLACK
+        from hubbub.gate import LATER_FDS, gate_for
+
+        for limit, in_use in ((20_000, 9), (20_000, 300), (256, 12), (2_000, 40)):
+            g = gate_for(Config(), limit, in_use=in_use)
+            assert g.max_sockets + g.admin_reserve + SHED_SLACK + 1 + in_use + LATER_FDS == limit
+
+    def test_unmeasured_files_fall_back_to_a_guess(self):
+        """Where /proc/self/fd cannot be read, 64 files are assumed open."""
+        from hubbub.gate import FALLBACK_FDS, gate_for
+
+        assert FALLBACK_FDS == 64
+        assert gate_for(Config(), 20_000).max_sockets == gate_for(Config(), 20_000, 64).max_sockets
+
+    def test_a_tiny_limit_still_admits_one(self):
+        """Below what the reserve needs, max_sockets is 1 (the gate refuses less)."""
+        from hubbub.gate import gate_for
+
+        assert gate_for(Config(), 40, in_use=9).max_sockets == 1
+
+    @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux /proc only")
+    def test_open_fds_counts_this_process_files(self, tmp_path):
+        """open_fds() sees a file opened and closed (not counting its own listing)."""
+        from hubbub.gate import open_fds
+
+        # A regular file: gevent's os.close closes it at once (a device or socket only
+        # on the hub's next turn).
+        before = open_fds()
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        try:
+            assert open_fds() == before + 1
+        finally:
+            os.close(fd)
+        assert open_fds() == before
 
     def test_max_connections_zero_turns_off_the_per_ip_cap(self):
         """Behind a proxy (--max-connections 0) every client shares an IP: no per-IP cap."""

@@ -8,15 +8,19 @@ Real sockets, no mocks: what the test sees is what a client sees.
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import resource
 import socket
 from collections.abc import Iterator
 
 import gevent
 import pytest
 
-from hubbub.admission import AcceptGate, handler_for
+from hubbub.admission import SHED_SLACK, AcceptGate, handler_for
 from hubbub.config import Config
-from hubbub.gate import GatedServer
+from hubbub.gate import GatedServer, auto_max_sockets, open_fds
 
 from ..support.fakes import FakeClock
 
@@ -30,9 +34,7 @@ def app(environ, start_response):
     return [b"ok"]
 
 
-@pytest.fixture
-def server() -> Iterator[GatedServer]:
-    gate = AcceptGate(max_sockets=3, timeouts=TIMEOUTS)
+def gated(gate: AcceptGate, **kw) -> GatedServer:
     srv = GatedServer(
         ("127.0.0.1", 0),
         app,
@@ -40,8 +42,15 @@ def server() -> Iterator[GatedServer]:
         log=None,
         error_log=None,
         gate=gate,
+        **kw,
     )
     srv.clock = FakeClock()
+    return srv
+
+
+@pytest.fixture
+def server() -> Iterator[GatedServer]:
+    srv = gated(AcceptGate(max_sockets=3, timeouts=TIMEOUTS))
     srv.start()
     try:
         yield srv
@@ -138,3 +147,131 @@ class TestCaps:
         assert response(fourth).startswith(b"HTTP/1.1 200")
         for s in (*socks, fourth):
             s.close()
+
+
+def fill(gate: AcceptGate, phase: str, n: int) -> list:
+    """``n`` sockets the gate counts, held by the test: one end of a socket pair each
+    (what the shell shuts down when it sheds one), in ``phase``."""
+    tickets = []
+    for _ in range(n):
+        mine, theirs = socket.socketpair()
+        ticket, _shed = gate.admit("198.51.100.7", 0.0, theirs)
+        assert ticket is not None
+        gate.enter(ticket, phase, 0.0)
+        tickets.append((ticket, mine, theirs))
+    return tickets
+
+
+def still_waiting(sock: socket.socket) -> bool:
+    """Connected, nothing received and not closed: the server has not answered."""
+    sock.settimeout(0.2)
+    try:
+        return sock.recv(64, socket.MSG_PEEK) == b"unreachable"
+    except TimeoutError:
+        return True
+
+
+class TestAcceptLoop:
+    """The gate decides in gevent's accept loop, before a greenlet exists (gate.py's docstring)."""
+
+    def test_a_refused_socket_gets_503_and_is_closed(self, server):
+        """Every socket in chat: a newcomer gets the 503 and EOF, and nothing stays counted."""
+        held = fill(server.gate, "chat", 3)
+        sock = socket.create_connection(("127.0.0.1", server.server_port), timeout=2)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in data
+        assert server.gate.open == 3 and server.gate.counts["refused"] == 1
+        sock.close()
+        for _t, mine, theirs in held:
+            mine.close()
+            theirs.close()
+
+    def test_at_the_shed_bound_a_newcomer_waits_instead_of_503(self, server):
+        """Full, and SHED_SLACK shed sockets not closed yet: the newcomer is held back, not
+        refused; once one shed socket is closed it gets in and is served."""
+        waiting = fill(server.gate, "headers", 3)
+        shed_ones = []
+        for _ in range(SHED_SLACK):
+            shed_ones += fill(server.gate, "headers", 1)
+        assert server.gate.shedding == SHED_SLACK and server.gate.must_wait()
+        sock = socket.create_connection(("127.0.0.1", server.server_port), timeout=2)
+        assert still_waiting(sock) and server.gate.counts["refused"] == 0
+        ticket, mine, theirs = next((t, m, o) for t, m, o in waiting if t.phase == "shed")
+        theirs.close()
+        server.gate.release(ticket)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert response(sock).startswith(b"HTTP/1.1 200")
+        assert server.gate.counts["refused"] == 0
+        sock.close()
+        for _t, mine, theirs in waiting + shed_ones:
+            mine.close()
+            theirs.close()
+
+    def test_a_newcomer_held_back_too_long_is_refused(self, server):
+        """If no shed socket closes within park_limit, the held-back socket gets the 503
+        after all (a shed socket's app may still be answering) and accepting resumes."""
+        held = fill(server.gate, "headers", 3 + SHED_SLACK)
+        sock = socket.create_connection(("127.0.0.1", server.server_port), timeout=2)
+        assert still_waiting(sock)
+        server.clock.jump(server.park_limit)
+        sock.settimeout(2)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 503 ")
+        assert server.gate.counts["refused"] == 1 and server._parked is None
+        sock.close()
+        for _t, mine, theirs in held:
+            mine.close()
+            theirs.close()
+
+
+class TestAutomaticCap:
+    """--max-sockets 0: sized from the files open when the node listens, lowered on EMFILE."""
+
+    @pytest.mark.skipif(open_fds() is None, reason="needs /proc/self/fd")
+    def test_listening_sizes_the_cap_from_the_files_open(self):
+        """fd_limit 20,000: max_sockets = auto_max_sockets(20,000, files open at start, reserve)."""
+        srv = gated(AcceptGate(max_sockets=1, admin_reserve=32, timeouts=TIMEOUTS), fd_limit=20_000)
+        srv.start()
+        try:
+            assert srv.fds_at_start == open_fds()
+            assert srv.gate.max_sockets == auto_max_sockets(20_000, srv.fds_at_start, 32)
+        finally:
+            srv.stop(timeout=1)
+
+    @pytest.mark.skipif(open_fds() is None, reason="needs /proc/self/fd")
+    def test_running_out_of_files_lowers_the_cap_and_says_so_once(self, tmp_path, caplog):
+        """Files opened after start beyond LATER_FDS: accept fails with EMFILE, the cap is
+        lowered to what the process can still hold, one warning, and service resumes."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limit = open_fds() + 64
+        srv = gated(AcceptGate(max_sockets=1, timeouts=TIMEOUTS), fd_limit=limit)
+        files: list[int] = []
+        sock = socket.socket()  # made before the files run out: only accept fails
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        try:
+            srv.start()
+            first_cap = srv.gate.max_sockets
+            try:
+                while True:
+                    files.append(os.open(tmp_path / f"f{len(files)}", os.O_RDWR | os.O_CREAT))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+            with caplog.at_level(logging.WARNING, logger="hubbub.gate"):
+                sock.connect(("127.0.0.1", srv.server_port))
+                wait_for(lambda: srv.gate.max_sockets < first_cap)
+                gevent.sleep(0.1)  # accept is retried (and fails) every 10 ms meanwhile
+                while files:
+                    os.close(files.pop())
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert response(sock).startswith(b"HTTP/1.1 200")
+            # Every file was taken by something other than a client socket: just one left.
+            assert srv.gate.max_sockets == auto_max_sockets(limit, limit, 0) == 1
+            warnings = [r for r in caplog.records if "out of file descriptors" in r.message]
+            assert len(warnings) == 1 and "automatic --max-sockets is now 1" in warnings[0].message
+        finally:
+            while files:
+                os.close(files.pop())
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            sock.close()
+            srv.stop(timeout=1)
