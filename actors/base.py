@@ -21,6 +21,12 @@ nothing.  This module keeps pykka's API and replaces what runs underneath
   and I/O callback.  A flooded actor delays another by at most one batch.
 * **Order.**  An actor is scheduled at most once at a time (``Mailbox._scheduled``), so
   its messages are handled one after another in arrival order.
+* **At once, when idle.**  :meth:`HubbubActor.run_now` handles a message in the caller's
+  greenlet when the actor is idle (nothing waiting, no drain queued or running): the
+  same order and one-at-a-time rule, without the runner's two switches.  The transport's
+  read path uses it for a user's frames (actors/user.py); at most ``INLINE_PER_TURN``
+  messages a loop turn go this way, the rest queue as usual, so a burst of frames
+  cannot hold the hub.
 
 And the tree that pykka does not have:
 
@@ -51,7 +57,7 @@ import gevent.event
 import pykka
 from greenlet import getcurrent, greenlet
 from pykka._envelope import Envelope  # what ActorRef.tell puts in an inbox
-from pykka.messages import _ActorStop
+from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
 from .core.messages import ChildFailed
 
@@ -63,6 +69,7 @@ __all__ = [
     "tell",
     "walk",
     "DRAIN_BATCH",
+    "INLINE_PER_TURN",
     "MAX_IDLE_RUNNERS",
 ]
 
@@ -72,6 +79,9 @@ _pykka_log = logging.getLogger("pykka")  # what pykka's own loop logs to (the se
 DRAIN_BATCH = 16
 """Messages one drain handles before the actor goes to the back of the queue.  16 is
 what UserActor yielded after before this runtime (fairness measured there, STYLE.md)."""
+
+INLINE_PER_TURN = 64
+"""Messages handled by ``run_now`` in one turn of the event loop, over all actors."""
 
 MAX_IDLE_RUNNERS = 32
 """Parked runner greenlets kept for reuse; beyond that a runner just ends.  The number
@@ -117,6 +127,25 @@ def _run(mb: Any) -> None:
             _idle_runners.append(getcurrent())
         # Parked: only _dispatch switches here, with the next mailbox.
         mb = hub.switch()
+
+
+_inline_used = 0
+
+
+def _reset_inline() -> None:
+    global _inline_used
+    _inline_used = 0
+
+
+def _take_inline() -> bool:
+    """One of this loop turn's ``run_now`` slots; the count starts again next turn."""
+    global _inline_used
+    if _inline_used >= INLINE_PER_TURN:
+        return False
+    if _inline_used == 0:
+        gevent.get_hub().loop.run_callback(_reset_inline)
+    _inline_used += 1
+    return True
 
 
 def idle_runners() -> int:
@@ -239,6 +268,7 @@ class HubbubRef(pykka.ActorRef[Any]):
 # --- the actor base --------------------------------------------------------------------
 
 _NO_CHILDREN: Any = MappingProxyType({})
+_PYKKA_MESSAGES = frozenset({_ActorStop, ProxyCall, ProxyGetAttr, ProxySetAttr})
 
 
 class HubbubActor(pykka.ThreadingActor):
@@ -335,6 +365,37 @@ class HubbubActor(pykka.ThreadingActor):
             _schedule(mb)  # more waiting: to the back of the queue, behind the others
         else:
             mb._scheduled = False  # idle: no greenlet, no stack, until the next put
+
+    def run_now(self, message: Any) -> bool:
+        """Handle ``message`` now, in the calling greenlet, if this actor is idle: started,
+        not stopped, nothing waiting, no drain queued or running (so it comes after
+        everything told before, as a tell would).  False: not idle, or this loop turn's
+        ``INLINE_PER_TURN`` is used up: ``tell`` it instead.
+
+        The handler runs in the caller's greenlet: from a hub callback (the transport's
+        read path) it must not block.  Failures go where a drain's would."""
+        mb: Mailbox = self.actor_inbox  # type: ignore[assignment]
+        if mb._scheduled or mb._stopped or not mb._started or not _take_inline():
+            return False
+        mb._scheduled = True  # a tell meanwhile queues behind this message
+        try:
+            self._handle_envelope(Envelope(message))
+        finally:
+            if mb._stopped:
+                self._actor_loop_teardown()
+                _roots.discard(self)
+            elif mb._items:
+                _schedule(mb)
+            else:
+                mb._scheduled = False
+        return True
+
+    def _handle_receive(self, message: Any) -> Any:
+        # pykka's, minus its four isinstance tests for every message: only its own
+        # messages (stop, proxy calls) need them, and those are never subclassed.
+        if type(message) in _PYKKA_MESSAGES:
+            return super()._handle_receive(message)
+        return self.on_receive(message)
 
     def _handle_envelope(self, envelope: Any) -> None:
         # pykka's _actor_loop_running, one message of it.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import HubbubActor, publish, tell
 from .clock import Clock
@@ -165,6 +165,16 @@ class UserActor(HubbubActor):
 
     # --- the connection's callbacks (outside the actor: never block, never raise) ----
 
+    #: Frames are handled in the read path when the actor is idle (``run_now``: no trip
+    #: through a runner). A subclass that overrides ``on_receive`` gets the mailbox, since
+    #: its handler might block, unless it sets this True itself.
+    frames_inline: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "on_receive" in cls.__dict__ and "frames_inline" not in cls.__dict__:
+            cls.frames_inline = False
+
     def on_message(self, data: str | bytes) -> None:
         """One complete data message from the socket."""
         if (
@@ -174,7 +184,10 @@ class UserActor(HubbubActor):
             and self._pong_message(data)
         ):
             return
-        tell(self.actor_ref, ClientFrame(data))
+        message = ClientFrame(data)
+        if self.frames_inline and self.run_now(message):
+            return
+        tell(self.actor_ref, message)
 
     def _pong_message(self, data: str) -> bool:
         # Only with an empty mailbox: every earlier frame has been handled, so noting

@@ -47,7 +47,6 @@ _FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(.*?)[ \t]*\r?\n")
 # line (a token, a colon, a value without CR or LF), with no room for obsolete folding (a
 # line starting with whitespace is not a token) or a stray CR inside a value.
 _FIELD_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[^\r\n]*\r?\n)*\r?\n")
-_FIELD_ALL = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r\n]*?)[ \t]*\r?\n")
 _DIGITS = re.compile(r"\d{1,18}")
 
 REASONS = {
@@ -86,7 +85,12 @@ def _request_line(line: bytes, max_bytes: int) -> tuple[str, str, str]:
     match = _REQUEST_LINE.fullmatch(line)
     if match is None:
         raise HttpError(400, "malformed request line")
-    method, target, version = (g.decode("latin-1") for g in match.groups())
+    method, target, version = match.group(1, 2, 3)
+    method, target, version = (
+        method.decode("latin-1"),
+        target.decode("latin-1"),
+        version.decode("latin-1"),
+    )
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise HttpError(400, f"unsupported version {version}")  # nginx: 400 too
     return method, target, version
@@ -98,7 +102,7 @@ def read_head(request_line: str, rfile: Any, max_bytes: int) -> Head:
     line = request_line.encode("latin-1")
     size = len(line)
     method, target, version = _request_line(line, max_bytes)
-    pairs: list[tuple[bytes, bytes]] = []
+    pairs: list[tuple[str, str]] = []
     while True:
         raw = rfile.readline(max_bytes - size + 1)
         size += len(raw)
@@ -115,7 +119,7 @@ def read_head(request_line: str, rfile: Any, max_bytes: int) -> Head:
             raise HttpError(400, "malformed header field")
         if len(pairs) >= MAX_FIELDS:
             raise HttpError(431, "too many header fields")
-        pairs.append((field.group(1), field.group(2)))
+        pairs.append((field.group(1).decode("latin-1"), field.group(2).decode("latin-1")))
     return _head(method, target, version, pairs)
 
 
@@ -134,19 +138,24 @@ def parse_head(data: bytes, max_bytes: int) -> Head:
         if block[:1] in (b" ", b"\t"):
             raise HttpError(400, "obsolete line folding")  # RFC 9112 §5.2
         raise HttpError(400, "malformed header field")
-    pairs = _FIELD_ALL.findall(block)
-    if len(pairs) > MAX_FIELDS:
+    # The block is known to be well formed: every line but the last (the empty one) is
+    # `token:value` with no CR but one before its LF, so plain splits find the fields.
+    lines = block.decode("latin-1").split("\n")[:-2]
+    if len(lines) > MAX_FIELDS:
         raise HttpError(431, "too many header fields")
+    pairs = []
+    for line in lines:
+        name, _, value = line.partition(":")
+        pairs.append((name, value.rstrip("\r").strip(" \t")))
     return _head(method, target, version, pairs)
 
 
-def _head(method: str, target: str, version: str, pairs: list[tuple[bytes, bytes]]) -> Head:
+def _head(method: str, target: str, version: str, pairs: list[tuple[str, str]]) -> Head:
     """The checks that need every field: lengths, transfer coding, connection."""
     fields: dict[str, str] = {}
     lengths: set[str] = set()
-    for raw_name, raw_value in pairs:
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
+    for raw_name, value in pairs:
+        name = raw_name.lower()
         if name == "content-length":
             lengths.update(v.strip() for v in value.split(","))
         if name in fields:

@@ -18,7 +18,7 @@ import pytest
 from greenlet import greenlet
 
 from actors import base
-from actors.base import DRAIN_BATCH, HubbubActor, Mailbox
+from actors.base import DRAIN_BATCH, INLINE_PER_TURN, HubbubActor, Mailbox
 from actors.core.messages import ChildFailed
 from hubbub.testing import wait_for
 
@@ -232,6 +232,72 @@ class TestOrderAndFairness:
         wait_for(lambda: len(log) == 5000)
         ticker.join(1.0)
         assert any(0 < t < 5000 for t in ticks), ticks
+
+
+class TestRunNow:
+    """run_now: an idle actor handles a message in the caller's greenlet; otherwise a tell."""
+
+    def test_an_idle_actor_handles_it_before_run_now_returns(self, started):
+        """Idle (started, nothing waiting): handled at once, True."""
+        log: list[Any] = []
+        a = Log.spawn("a", log)
+        started.append(a)
+        gevent.sleep(0.01)  # on_start has run
+        assert a.run_now("now") is True
+        assert log == [("a", "now")]
+
+    def test_not_idle_means_false_and_order_is_kept(self, started):
+        """With messages waiting (or before on_start), False: the caller tells instead,
+        and everything is handled in the order it was sent."""
+        log: list[Any] = []
+        a = Log.spawn("a", log)
+        started.append(a)
+        assert a.run_now("before start") is False
+        gevent.sleep(0.01)
+        a.actor_ref.tell(1)
+        assert a.run_now(2) is False  # 1 is waiting: 2 must come after it
+        a.actor_ref.tell(2)
+        wait_for(lambda: len(log) == 2)
+        assert [m for _id, m in log] == [1, 2]
+
+    def test_a_tell_from_the_handler_queues_behind_it(self, started):
+        """Told to itself while handling at once: handled next, by a runner."""
+        log: list[Any] = []
+
+        class Echo(Log):
+            def on_receive(self, message: Any) -> Any:
+                if message == "first":
+                    self.actor_ref.tell("second")
+                return super().on_receive(message)
+
+        a = Echo.spawn("a", log)
+        started.append(a)
+        gevent.sleep(0.01)
+        assert a.run_now("first") is True
+        assert [m for _id, m in log] == ["first"]
+        wait_for(lambda: len(log) == 2)
+        assert [m for _id, m in log] == ["first", "second"]
+
+    def test_at_most_a_turns_worth(self, started):
+        """In one turn of the loop at most INLINE_PER_TURN; after the turn, again."""
+        log: list[Any] = []
+        a = Log.spawn("a", log)
+        started.append(a)
+        gevent.sleep(0.01)
+        taken = [a.run_now(i) for i in range(INLINE_PER_TURN + 5)]
+        assert taken == [True] * INLINE_PER_TURN + [False] * 5
+        gevent.sleep(0)
+        assert a.run_now("next turn") is True
+
+    def test_a_failure_is_supervised_as_in_a_drain(self, started, caplog):
+        """A handler that raises: the actor stops and its parent hears ChildFailed."""
+        sup = Supervisor.spawn()
+        child = Fails.spawn("on_receive", sup)
+        started += [sup, child]
+        gevent.sleep(0.01)
+        assert child.run_now("boom") is True
+        assert child.actor_stopped.is_set()
+        wait_for(lambda: sup.failed == [("fails-in-on_receive", "receive")])
 
 
 class TestBlockingHandlers:

@@ -124,6 +124,37 @@ class TestWiring:
         conn.on_close(1000)
 
 
+class TestFramesInline:
+    """Frames are handled in the read path when the user is idle; a subclass that
+    overrides on_receive keeps the mailbox unless it opts in."""
+
+    def test_a_frame_to_an_idle_user_is_answered_before_on_message_returns(self):
+        """`hello` to an idle UserActor: the `welcome` is queued when on_message returns."""
+        system = ActorSystem(Timeouts(hello=5, ping=30, pong=60, profile=30, session=60))
+        try:
+            conn = Conn()
+            ref = system.spawn_user(conn)
+            wait_for(lambda: ref._actor_weakref().actor_inbox._started, what="on_start")
+            conn.on_message('{"type":"hello"}')
+            assert conn.frames("welcome")
+        finally:
+            system.shutdown(grace=1.0)
+
+    def test_overriding_on_receive_keeps_the_mailbox(self):
+        """frames_inline: True for UserActor, False for a subclass with its own on_receive,
+        True again if that subclass says so."""
+
+        class Own(UserActor):
+            def on_receive(self, message: Any) -> Any:
+                return super().on_receive(message)
+
+        class OwnInline(Own):
+            frames_inline = True
+
+        assert UserActor.frames_inline and not Recording.frames_inline
+        assert not Own.frames_inline and OwnInline.frames_inline
+
+
 class TestTimersInOneMessage:
     """What one handled event changes of a user's timers reaches the scheduler as one message."""
 
