@@ -539,6 +539,19 @@ class AdmissionHandler(HardenedHandler):
                 else:
                     self.limits.release(ip)
 
+    def on_upgraded(self, conn: Any) -> None:
+        # upgrade_at_once's handover (pywsgi's path does this in run_application): the
+        # slot taken in check_upgrade is held until the connection ends.
+        ip, self._admitted = self._admitted, None
+        self.handed_over = conn
+        if ip is not None:
+            conn.add_done_callback(partial(self.limits.release, ip))
+
+    def upgrade_aborted(self) -> None:
+        ip, self._admitted = self._admitted, None
+        if ip is not None:
+            self.limits.release(ip)
+
     def _refuse(
         self, status: str, message: str, headers: Iterable[tuple[str, str]] = ()
     ) -> list[bytes]:

@@ -305,6 +305,8 @@ class GatedServer(WSGIServer):
                     pass
             sock.close()
             return
+        if not self.ssl_enabled and self._upgrade_at_once(sock, address, ticket):
+            return
         try:
             if self._spawn is None:
                 self._serve(sock, address, ticket)
@@ -314,6 +316,28 @@ class GatedServer(WSGIServer):
             sock.close()
             self.gate.release(ticket)
             raise
+
+    def _upgrade_at_once(self, sock: Any, address: Any, ticket: GateTicket) -> bool:
+        """A WebSocket upgrade whose request is already here, done in the accept loop
+        (``Handler.upgrade_at_once``): no greenlet. False: serve it the usual way."""
+        upgrade = getattr(self.handler_class, "upgrade_at_once", None)
+        if upgrade is None:
+            return False
+        handler = self.handler_class(sock, address, self)
+        handler.gate_ticket = ticket
+        try:
+            conn = handler.upgrade_at_once()
+        except Exception:  # never let one socket stop the accept loop: drop this one
+            log.exception("upgrade of a connection from %s failed", _ip(address))
+            sock.close()
+            self.gate.release(ticket)
+            return True
+        if conn is None:
+            return False
+        # As _serve's end: the connection keeps the fd open until it is released.
+        sock.close()
+        conn.add_done_callback(partial(self.gate.release, ticket))
+        return True
 
     def _serve(self, sock: Any, address: Any, ticket: GateTicket) -> None:
         """The socket's greenlet: TLS handshake, then the handler; close, then release."""

@@ -806,28 +806,28 @@ class Handler(WSGIHandler):
         )
         return [message.encode("utf-8")]
 
-    def upgrade_websocket(self) -> list[bytes] | None:
-        """Validate the upgrade (RFC 6455 §4.2.1). Returns the body of a refusal, or
-        None (upgraded, or not an upgrade request: then ``self.status`` is unset)."""
+    def _upgrade_problem(self) -> tuple[str, str, list[tuple[str, str]]] | None | bool:
+        """The RFC 6455 §4.2.1 checks of a request: False if it is not an upgrade request
+        at all, ``(status, message, headers)`` for a refusal, None if it is a valid one."""
         environ = self.environ
         if environ.get("REQUEST_METHOD", "") != "GET":
-            return None
+            return False
         if environ.get("HTTP_UPGRADE", "").strip().lower() != "websocket":
-            return None
+            return False
         tokens = {t.strip() for t in environ.get("HTTP_CONNECTION", "").lower().split(",")}
         if "upgrade" not in tokens:
-            return None
+            return False
         if self.ws_paths is not None and environ.get("PATH_INFO") not in self.ws_paths:
             # An upgrade anywhere else would hand a socket to a route that cannot speak it.
-            return self._refuse("404 Not Found", "no WebSocket endpoint at this path")
+            return "404 Not Found", "no WebSocket endpoint at this path", []
         if self.request_version != "HTTP/1.1":
-            return self._refuse("400 Bad Request", "WebSocket upgrade needs HTTP/1.1")
+            return "400 Bad Request", "WebSocket upgrade needs HTTP/1.1", []
         if self.content_length or self._chunked:
             # A body would be read as frames.
-            return self._refuse("400 Bad Request", "WebSocket upgrade must not have a body")
+            return "400 Bad Request", "WebSocket upgrade must not have a body", []
         if environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip() != "13":
             # §4.4: answer with the versions we speak.
-            return self._refuse(
+            return (
                 "426 Upgrade Required",
                 "unsupported Sec-WebSocket-Version",
                 [("Sec-WebSocket-Version", "13")],
@@ -838,12 +838,29 @@ class Handler(WSGIHandler):
         except (ValueError, binascii.Error):  # a non-ASCII key: UnicodeEncodeError
             decoded = b""
         if len(decoded) != 16:
-            return self._refuse("400 Bad Request", "missing or invalid Sec-WebSocket-Key")
-        refusal = self.check_upgrade(environ)
+            return "400 Bad Request", "missing or invalid Sec-WebSocket-Key", []
+        return None
+
+    def upgrade_websocket(self) -> list[bytes] | None:
+        """Validate the upgrade (RFC 6455 §4.2.1). Returns the body of a refusal, or
+        None (upgraded, or not an upgrade request: then ``self.status`` is unset)."""
+        problem = self._upgrade_problem()
+        if problem is False:
+            return None
+        if problem:
+            assert isinstance(problem, tuple)
+            return self._refuse(*problem)
+        refusal = self.check_upgrade(self.environ)
         if refusal:
             return self._refuse(refusal, "upgrade refused")
+        self.ws_connection = self._new_connection()
+        return None
+
+    def _new_connection(self) -> Connection:
         address = self.client_address
-        self.ws_connection = Connection(
+        key = self.environ.get("HTTP_SEC_WEBSOCKET_KEY", "").strip()
+        self._accept = base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest())
+        return Connection(
             self.socket,
             address[0] if isinstance(address, tuple) else str(address or ""),
             max_message=self.max_message,
@@ -853,8 +870,87 @@ class Handler(WSGIHandler):
             if (self.frame_budget or self.byte_budget)
             else None,
         )
-        self._accept = base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest())
-        return None
+
+    def on_upgraded(self, conn: Connection) -> None:
+        """Hook: the connection is live and handed to the app (e.g. hold an admission slot
+        until it ends: ``conn.add_done_callback``). Called by ``upgrade_at_once`` only; on
+        pywsgi's path ``run_application`` ends after the handover and does it there."""
+
+    def upgrade_aborted(self) -> None:
+        """Hook: ``upgrade_at_once`` failed after ``check_upgrade`` let the request in."""
+
+    def upgrade_at_once(self) -> Connection | None:
+        """The whole upgrade in the caller (the accept loop), with no greenlet of its own,
+        when it can be done without waiting: a plain socket whose complete request head
+        is already in the kernel's buffer, a valid upgrade that ``check_upgrade`` lets
+        in, and a ``101`` the fresh socket takes in one ``send``. Returns the live
+        connection; None when any of that does not hold, with nothing read from the
+        socket and nothing reserved: serve it with ``handle()`` as always (its answers,
+        refusals and deadlines are that path's).
+
+        This is most of a login's HTTP cost saved (docs/benchmarks.md): no greenlet, no
+        pywsgi request cycle. Nothing here may block: it runs in the hub."""
+        sock = self.socket
+        if hasattr(sock, "do_handshake"):
+            return None
+        raw = getattr(sock, "_sock", sock)
+        try:
+            data = raw.recv(self.peek_bytes, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:  # not there yet (or reset: the greenlet's path sees it)
+            return None
+        end = data.find(b"\r\n\r\n") + 4
+        if end < 4 or not data.startswith(b"GET "):
+            return None
+        try:
+            head = httphead.parse_head(data[:end], self.max_header_bytes)
+        except httphead.HttpError:
+            return None
+        if head.content_length or head.chunked:
+            return None
+        self.requestline = data[: data.find(b"\n")].rstrip(b"\r").decode("latin-1")
+        self.command, self.path, self.request_version = head.method, head.target, head.version
+        self.headers = head.fields
+        self.content_length = None if head.content_length is None else 0  # no body here
+        self._chunked = False
+        self.environ = environ = self.get_environ()
+        if self._upgrade_problem() is not None or self.check_upgrade(environ):
+            return None  # not an upgrade, or one that gets an answer: the greenlet's job
+        self.application = self.server.application
+        try:
+            conn = self._new_connection()
+        except BaseException:
+            self.upgrade_aborted()  # check_upgrade let it in: give back what that took
+            raise
+        response = (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + self._accept + b"\r\n\r\n"
+        )
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as handle() does
+            taken = raw.recv(end)  # the head; frames behind it stay for the reader
+            sent = raw.send(response) if len(taken) == end else 0
+        except OSError as exc:
+            log.info("upgrade from %s failed: %s", self.client_address, exc)
+            sent = 0
+        self.socket = self.rfile = None
+        self.on_upgraded(conn)
+        if sent != len(response):  # a fresh socket's buffer takes 130 bytes: not reached
+            conn.abort()
+            return conn
+        environ["hubbub.connection"] = conn
+        try:
+            result = self.application(environ, _ignore_start_response)
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        except Exception:
+            log.exception("the app failed on a new WebSocket connection")
+            conn.abort()
+            return conn
+        finally:
+            self.environ = None
+        conn.start()
+        return conn
 
     def run_websocket(self) -> None:
         """Send the 101, call the app once to set the callbacks, start the connection and
