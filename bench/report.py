@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .harness import ROOT, Fleet, cores
-from .scenarios import RetryBudget, Scale, run
+from .scenarios import GROUPS, RetryBudget, Scale, run
 
 __all__ = ["compare", "describe_run", "FIGURES", "machine"]
 
@@ -523,7 +523,9 @@ def document(
         ),
         _interference(runs),
         f"* {info['runs']} runs; each figure is the median of the runs (counts that must be 0: the "
-        "worst run). Runs alternate which server goes first.",
+        "worst run). In each run the two servers measure each group (connect, fan-out, storm, "
+        "max connections) back to back, which one first alternating: the machine's speed "
+        "drifts over minutes, so the two figures of a ratio are taken close together.",
         f"* scale `{scale.name}`: {scale.workers} load generator processes",
         "",
         "Server pinned to core "
@@ -689,20 +691,29 @@ def compare(
         budget = RetryBudget(240.0)
         with Fleet(scale.workers, info["cores"][1]) as fleet:
             for i in range(n_runs):
-                order = ("hubbub", "peer") if i % 2 == 0 else ("peer", "hubbub")
-                for kind in order:
-                    log(f"run {i + 1}/{n_runs}: {kind}")
-                    runs[kind].append(
-                        run(
+                # Group by group, the two servers back to back (which one first
+                # alternates): a shared machine's speed drifts over minutes, and a
+                # ratio is only fair between measurements taken close together.
+                merged: dict[str, dict[str, Any]] = {}
+                for g, (names, _fn) in enumerate(GROUPS.values()):
+                    want = tuple(n for n in names if n in scenarios)
+                    if not want:
+                        continue
+                    order = ("hubbub", "peer") if (i + g) % 2 == 0 else ("peer", "hubbub")
+                    for kind in order:
+                        log(f"run {i + 1}/{n_runs}: {kind}")
+                        out = run(
                             kind,
                             scale,
-                            scenarios,
+                            want,
                             fleet=fleet,
                             cores=info["cores"],
                             log=log,
                             budget=budget,
                         )
-                    )
+                        merged.setdefault(kind, {}).update(out)
+                for kind, out in merged.items():
+                    runs[kind].append(out)
         info["load_after"] = loadavg()
         info["minutes"] = (time.monotonic() - t0) / 60
         info["code_after"] = code_version()

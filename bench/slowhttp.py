@@ -163,10 +163,12 @@ def run_mode(
 
 
 def table(results: list[dict[str, Any]], nofile: int, connections: int) -> str:
+    from hubbub.admission import SHED_SLACK
     from hubbub.config import Config
-    from hubbub.gate import gate_for
+    from hubbub.gate import LATER_FDS
 
-    cap = gate_for(Config(), nofile)
+    spare = LATER_FDS + SHED_SLACK + 1  # besides the files open at start (auto_max_sockets)
+    reserve = Config().admin_reserve
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.node()} ({platform.machine()}, "
         f"{platform.python_implementation()} {platform.python_version()}, shared 2-core machine), "
@@ -176,8 +178,9 @@ def table(results: list[dict[str, Any]], nofile: int, connections: int) -> str:
         "user logs in (upgrade, hello, profile) and the operator asks /healthz from loopback. "
         "With the defaults one attacking IP is held to 1,000 waiting sockets "
         "(`--max-pending-per-ip`); `--max-pending-per-ip 0` stands for an attack from many "
-        f"addresses, where the total cap (`--max-sockets`, automatic: {cap.max_sockets} here, "
-        f"+ {cap.admin_reserve} for loopback) and shedding the socket longest before the chat "
+        f"addresses, where the total cap (`--max-sockets`, automatic: {nofile} − the files open "
+        f"at start − {spare} − {reserve}, + {reserve} for loopback) and shedding the socket "
+        "longest before the chat "
         "do the work.",
         "",
         '| attack | node FLAGS | slowhttptest "service available" | polite logins | slowest login | /healthz answered | node\'s fds (max) | RSS after | traceback |',

@@ -8,6 +8,8 @@ spawns their handlers before any of them runs.  Asked there (``do_handle``), the
 knows every open socket but the one being accepted, so the file descriptors kept spare
 below the open-file limit are what the process really holds, not a batch's worst case
 (``auto_max_sockets``; issue "lightweight users" wants 19,970 users from 20,000 files).
+A plain socket whose WebSocket upgrade request is already in its buffer is upgraded
+right there too (``Handler.upgrade_at_once``): most logins never get a greenlet.
 
 Why a socket-level deadline and not a timeout on each read: a slowloris client sends a
 byte just before every read timeout would fire, so only a deadline for the whole phase

@@ -242,6 +242,8 @@ class App:
             body["gate"] = dict(
                 self.gate.counts,
                 open=self.gate.open,
+                max_sockets=self.gate.max_sockets,
+                admin_reserve=self.gate.admin_reserve,
                 before_chat=self.gate.waiting(),
                 shedding=self.gate.shedding,
             )

@@ -5,6 +5,9 @@
 limits, validates an upgrade (RFC 6455 §4.2.1), writes the 101 itself, hands the app a
 ``Connection`` in ``environ["hubbub.connection"]`` and *returns*: the handler greenlet,
 its environ, headers and buffered reader are gone once the socket is upgraded.
+``Handler.upgrade_at_once`` does the same without a greenlet when the whole request is
+already there (the accept gate calls it in gevent's accept loop: most logins), and the
+handler reads a first request that arrives whole from one peek (``_serve_peeked``).
 
 ``Connection`` shuttles bytes between the socket and the Sans-I/O ``hubbub.wsproto.Protocol``:
 

@@ -225,6 +225,103 @@ class TestAcceptLoop:
             theirs.close()
 
 
+def ws_app(environ, start_response):
+    """Plain requests get ``ok``; an upgraded connection echoes text."""
+    conn = environ.get("hubbub.connection")
+    if conn is None:
+        return app(environ, start_response)
+    conn.on_message = lambda text: conn.send_text(text.encode())
+    return []
+
+
+def ws_request(**headers: str) -> bytes:
+    fields = {
+        "Host": "127.0.0.1",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+        **headers,
+    }
+    lines = ["GET /ws HTTP/1.1", *(f"{k}: {v}" for k, v in fields.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class TestUpgradeAtOnce:
+    """An upgrade whose request is already in the socket is done in the accept loop
+    (Handler.upgrade_at_once); anything else takes the handler greenlet, unchanged."""
+
+    @pytest.fixture
+    def ws_server(self, monkeypatch) -> Iterator[tuple[GatedServer, list[str]]]:
+        srv = GatedServer(
+            ("127.0.0.1", 0),
+            ws_app,
+            handler_class=handler_for(Config()),
+            log=None,
+            error_log=None,
+            gate=AcceptGate(max_sockets=8, timeouts=TIMEOUTS),
+        )
+        served: list[str] = []  # the handler greenlet's path, as it is taken
+        slow = srv.handler_class.handle
+
+        def handle(handler):
+            served.append("greenlet")
+            return slow(handler)
+
+        monkeypatch.setattr(srv.handler_class, "handle", handle)
+        srv.start()
+        try:
+            yield srv, served
+        finally:
+            srv.stop(timeout=1)
+
+    @staticmethod
+    def connect_and_send(srv: GatedServer, *parts: bytes) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", srv.server_port), timeout=2)
+        for i, part in enumerate(parts):
+            if i:
+                gevent.sleep(0.05)  # the accept loop runs in between
+            sock.sendall(part)
+        return sock
+
+    def test_a_whole_request_is_upgraded_without_a_greenlet(self, ws_server):
+        """Sent before the accept loop runs: 101, no handler greenlet, the chat works,
+        and the slot and the socket's place are given back when it ends."""
+        srv, served = ws_server
+        limits = srv.handler_class.limits
+        sock = self.connect_and_send(srv, ws_request())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+        assert served == [] and srv.gate.open == 1 and limits.connections == {"127.0.0.1": 1}
+        sock.sendall(bytes([0x81, 0x82, 1, 2, 3, 4]) + bytes(a ^ b for a, b in zip(b"hi", b"\x01\x02")))
+        assert sock.recv(4096) == b"\x81\x02hi"
+        sock.close()
+        wait_for(lambda: srv.gate.open == 0 and limits.connections == {})
+
+    def test_a_request_in_pieces_takes_the_greenlet(self, ws_server):
+        """Only the start of the head is there when the socket is accepted: the handler
+        greenlet reads the rest and upgrades as before."""
+        srv, served = ws_server
+        request = ws_request()
+        sock = self.connect_and_send(srv, request[:10], request[10:])
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+        assert served == ["greenlet"]
+        sock.close()
+        wait_for(lambda: srv.gate.open == 0)
+
+    def test_a_refused_upgrade_gets_its_answer_from_the_greenlet(self, ws_server):
+        """A cross-site Origin: nothing is taken at once; the greenlet answers 403 and
+        no slot stays reserved."""
+        srv, served = ws_server
+        sock = self.connect_and_send(srv, ws_request(Origin="https://evil.example"))
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 403 ") and served == ["greenlet"]
+        assert srv.handler_class.limits.connections == {}
+        sock.close()
+        wait_for(lambda: srv.gate.open == 0)
+
+
 class TestAutomaticCap:
     """--max-sockets 0: sized from the files open when the node listens, lowered on EMFILE."""
 
