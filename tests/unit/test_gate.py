@@ -292,7 +292,10 @@ class TestUpgradeAtOnce:
         sock = self.connect_and_send(srv, ws_request())
         assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
         assert served == [] and srv.gate.open == 1 and limits.connections == {"127.0.0.1": 1}
-        sock.sendall(bytes([0x81, 0x82, 1, 2, 3, 4]) + bytes(a ^ b for a, b in zip(b"hi", b"\x01\x02")))
+        sock.sendall(
+            bytes([0x81, 0x82, 1, 2, 3, 4])
+            + bytes(a ^ b for a, b in zip(b"hi", b"\x01\x02", strict=True))
+        )
         assert sock.recv(4096) == b"\x81\x02hi"
         sock.close()
         wait_for(lambda: srv.gate.open == 0 and limits.connections == {})
