@@ -23,10 +23,11 @@ nothing.  This module keeps pykka's API and replaces what runs underneath
   its messages are handled one after another in arrival order.
 * **At once, when idle.**  :meth:`HubbubActor.run_now` handles a message in the caller's
   greenlet when the actor is idle (nothing waiting, no drain queued or running): the
-  same order and one-at-a-time rule, without the runner's two switches.  The transport's
-  read path uses it for a user's frames (actors/user.py); at most ``INLINE_PER_TURN``
-  messages a loop turn go this way, the rest queue as usual, so a burst of frames
-  cannot hold the hub.
+  same order and one-at-a-time rule, without the runner's two switches.  Only for
+  actors whose handlers never block (``never_blocks``): the transport's read path uses
+  it for a user's frames, the scheduler for the timers it fires; at most
+  ``INLINE_PER_TURN`` messages a loop turn go this way, the rest queue as usual, so a
+  burst cannot hold the hub.
 
 And the tree that pykka does not have:
 
@@ -80,8 +81,9 @@ DRAIN_BATCH = 16
 """Messages one drain handles before the actor goes to the back of the queue.  16 is
 what UserActor yielded after before this runtime (fairness measured there, STYLE.md)."""
 
-INLINE_PER_TURN = 64
-"""Messages handled by ``run_now`` in one turn of the event loop, over all actors."""
+INLINE_PER_TURN = 256
+"""Messages handled by ``run_now`` in one turn of the event loop, over all actors: with
+~40 us a message, a turn holds the hub ~10 ms at most (one scheduler tick)."""
 
 MAX_IDLE_RUNNERS = 32
 """Parked runner greenlets kept for reuse; beyond that a runner just ends.  The number
@@ -130,6 +132,7 @@ def _run(mb: Any) -> None:
 
 
 _inline_used = 0
+_inline_reset: Any = None  # a prepare watcher: runs once per loop iteration, before the poll
 
 
 def _reset_inline() -> None:
@@ -138,12 +141,17 @@ def _reset_inline() -> None:
 
 
 def _take_inline() -> bool:
-    """One of this loop turn's ``run_now`` slots; the count starts again next turn."""
-    global _inline_used
+    """One of this loop iteration's ``run_now`` slots.  The count starts again at every
+    iteration (a prepare watcher, not a callback: a callback would wait behind the
+    whole callback queue, and the slots with it, just when the queue is long)."""
+    global _inline_used, _inline_reset
     if _inline_used >= INLINE_PER_TURN:
         return False
     if _inline_used == 0:
-        gevent.get_hub().loop.run_callback(_reset_inline)
+        loop = gevent.get_hub().loop
+        if _inline_reset is None or _inline_reset.loop is not loop:
+            _inline_reset = loop.prepare(ref=False)
+            _inline_reset.start(_reset_inline)
     _inline_used += 1
     return True
 
@@ -163,13 +171,24 @@ class Mailbox:
     gevent Event only while somebody waits for the stop.
     """
 
-    __slots__ = ("_items", "_actor", "_scheduled", "_stopped", "_started", "_event", "_urn")
+    __slots__ = (
+        "_items",
+        "_actor",
+        "_scheduled",
+        "_running",
+        "_stopped",
+        "_started",
+        "_event",
+        "_urn",
+    )
 
     def __init__(self, actor: HubbubActor) -> None:
         self._items: deque[Any] | None = None
         self._actor = weakref.ref(actor)
         self._scheduled = False
         """A drain is queued or running: the actor is not idle (at most one at a time)."""
+        self._running = False
+        """A handler of this actor is running (a drain, or ``run_now``)."""
         self._stopped = False
         self._started = False
         """on_start has run (the first drain runs it)."""
@@ -276,6 +295,16 @@ class HubbubActor(pykka.ThreadingActor):
     # non-daemon threads were slow).
     use_daemon_thread: ClassVar[bool] = True
 
+    never_blocks: ClassVar[bool] = False
+    """The handlers never block (no ``ask``, no sleep, no blocking I/O), so a message may
+    be handled in the sender's greenlet, even the hub's (``run_now``).  A subclass that
+    overrides ``on_receive`` inherits False unless it sets True itself."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "on_receive" in cls.__dict__ and "never_blocks" not in cls.__dict__:
+            cls.never_blocks = False
+
     children: dict[str, HubbubActor] = _NO_CHILDREN
     """Live children by id.  Most actors (users) never have one: a shared read-only
     empty mapping until the first child arrives."""
@@ -343,6 +372,13 @@ class HubbubActor(pykka.ThreadingActor):
 
     def _drain(self, mb: Mailbox) -> None:
         """Handle up to DRAIN_BATCH messages, in order; then idle, requeue, or tear down."""
+        mb._running = True
+        try:
+            self._drain_batch(mb)
+        finally:
+            mb._running = False
+
+    def _drain_batch(self, mb: Mailbox) -> None:
         if not mb._started:
             mb._started = True
             self._actor_loop_setup()  # pykka: on_start; a failure goes to _handle_failure
@@ -366,22 +402,42 @@ class HubbubActor(pykka.ThreadingActor):
         else:
             mb._scheduled = False  # idle: no greenlet, no stack, until the next put
 
-    def run_now(self, message: Any) -> bool:
-        """Handle ``message`` now, in the calling greenlet, if this actor is idle: started,
-        not stopped, nothing waiting, no drain queued or running (so it comes after
-        everything told before, as a tell would).  False: not idle, or this loop turn's
-        ``INLINE_PER_TURN`` is used up: ``tell`` it instead.
+    def run_now(self, message: Any, catch_up: bool = False) -> bool:
+        """Handle ``message`` now, in the calling greenlet, if this actor never blocks and
+        is idle: started, not stopped, nothing waiting, no drain queued or running (so it
+        comes after everything told before, as a tell would).  With ``catch_up``, an
+        actor whose drain is queued but not running handles what waits first, then
+        ``message``: the same order, without waiting for its turn.  False: none of
+        that, or this loop turn's ``INLINE_PER_TURN`` is used up: ``tell`` it instead.
 
         The handler runs in the caller's greenlet: from a hub callback (the transport's
         read path) it must not block.  Failures go where a drain's would."""
         mb: Mailbox = self.actor_inbox  # type: ignore[assignment]
-        if mb._scheduled or mb._stopped or not mb._started or not _take_inline():
+        queued = mb._scheduled
+        if (
+            not self.never_blocks
+            or mb._running
+            or mb._stopped
+            or not mb._started
+            or (queued and not catch_up)
+            or not _take_inline()
+        ):
             return False
-        mb._scheduled = True  # a tell meanwhile queues behind this message
+        mb._scheduled = mb._running = True  # a tell meanwhile queues behind this message
         try:
-            self._handle_envelope(Envelope(message))
+            while queued and mb._items and not mb._stopped:  # what was told before
+                items = mb._items
+                envelope = items.popleft()
+                if not items:
+                    mb._items = None
+                self._handle_envelope(envelope)
+            if not mb._stopped:
+                self._handle_envelope(Envelope(message))
         finally:
-            if mb._stopped:
+            mb._running = False
+            if queued:
+                pass  # its drain is still queued: it takes what came meanwhile, or idles
+            elif mb._stopped:
                 self._actor_loop_teardown()
                 _roots.discard(self)
             elif mb._items:

@@ -19,7 +19,7 @@ from typing import Any
 
 import gevent
 
-from .base import HubbubActor, tell
+from .base import HubbubActor, HubbubRef, tell
 from .clock import Clock
 from .core import codec
 from .core.counters import Counters
@@ -43,6 +43,8 @@ class _Wake:
 
 
 class SchedulerActor(HubbubActor):
+    never_blocks = True  # its handlers only touch the timer queue, tell, and write pings
+
     def __init__(
         self, clock: Clock, parent: HubbubActor | None = None, counters: Counters | None = None
     ) -> None:
@@ -103,10 +105,29 @@ class SchedulerActor(HubbubActor):
                 self.counters.frames_out += 1
                 alive = True
             else:
-                alive = tell(owner, TimerFired(entry.key[1], token))
+                alive = self._fire(owner, TimerFired(entry.key[1], token))
             if alive and every:
                 # Periodic: next deadline from the last one, so pings do not drift.
                 self.timers.schedule(entry.key[0], entry.key[1], entry.due + every, entry.payload)
+
+    @staticmethod
+    def _fire(owner: Any, message: TimerFired) -> bool:
+        # At once when the owner is idle and never blocks (a user): its `bye` leaves in
+        # this batch, not behind everything else the runners have queued (a hello storm's
+        # closes queue up teardown work). Otherwise, and for plugins, a tell.
+        actor = owner._actor_weakref() if type(owner) is HubbubRef else None
+        if actor is not None and actor.run_now(message):
+            return True
+        return tell(owner, message)
+
+    def _wake(self, watcher: Any) -> None:
+        # The gevent timer's callback, in the hub: fire what is due right away, after the
+        # Schedule/Cancel already told (catch_up: in order), instead of waiting for this
+        # actor's turn behind every drain the runners have queued (a storm of closes
+        # queues thousands: the deadlines would wait for all of them).
+        wake = _Wake(watcher)
+        if not self.run_now(wake, catch_up=True):
+            tell(self.actor_ref, wake)
 
     def _rearm(self) -> None:
         due = self.timers.next_due()
@@ -121,9 +142,9 @@ class SchedulerActor(HubbubActor):
             return
         delay = max(0.0, wake - self.clock.monotonic())
         self._watcher = gevent.get_hub().loop.timer(delay)
-        # The callback runs in the hub, where nothing may block; a tell never blocks
-        # (it queues the message and schedules our drain, actors/base.py).
-        self._watcher.start(tell, self.actor_ref, _Wake(self._watcher))
+        # The callback runs in the hub, where nothing may block: neither a tell nor this
+        # actor's handler does (actors/base.py, run_now).
+        self._watcher.start(self._wake, self._watcher)
 
     def on_stop(self) -> None:
         if self._watcher is not None:

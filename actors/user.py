@@ -165,15 +165,9 @@ class UserActor(HubbubActor):
 
     # --- the connection's callbacks (outside the actor: never block, never raise) ----
 
-    #: Frames are handled in the read path when the actor is idle (``run_now``: no trip
-    #: through a runner). A subclass that overrides ``on_receive`` gets the mailbox, since
-    #: its handler might block, unless it sets this True itself.
-    frames_inline: ClassVar[bool] = True
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "on_receive" in cls.__dict__ and "frames_inline" not in cls.__dict__:
-            cls.frames_inline = False
+    #: Frames and timers are handled at once when the actor is idle (``run_now``, from
+    #: the read path and the scheduler): nothing here blocks.
+    never_blocks: ClassVar[bool] = True
 
     def on_message(self, data: str | bytes) -> None:
         """One complete data message from the socket."""
@@ -185,7 +179,7 @@ class UserActor(HubbubActor):
         ):
             return
         message = ClientFrame(data)
-        if self.frames_inline and self.run_now(message):
+        if self.run_now(message):
             return
         tell(self.actor_ref, message)
 

@@ -427,7 +427,13 @@ class Connection:
     def _closing(self) -> None:
         """A close frame is queued (ours or our echo): bound the rest of the goodbye.
         Without the timer a peer that stops reading and writing would hold the socket."""
-        self._schedule_flush()
+        if self._buf is None and not self._gone:
+            # Written now, not from a callback at the back of the hub's queue: a close
+            # ends the connection's frames, there is nothing left to gather, and under a
+            # burst of closes (a hello storm) that queue is long with other work.
+            self._flush()
+        else:
+            self._schedule_flush()  # the kernel is full: the write watcher finishes it
         if self._timer is None and not self._gone:
             self._timer = self._loop.timer(self.close_timeout, ref=False)
             self._timer.start(self._on_close_timeout)

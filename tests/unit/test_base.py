@@ -234,13 +234,32 @@ class TestOrderAndFairness:
         assert any(0 < t < 5000 for t in ticks), ticks
 
 
+class Quick(Log):
+    """A Log whose handler never blocks: run_now may handle its messages."""
+
+    never_blocks = True
+
+
+class QuickFails(Fails):
+    never_blocks = True
+
+
 class TestRunNow:
-    """run_now: an idle actor handles a message in the caller's greenlet; otherwise a tell."""
+    """run_now: an idle actor whose handlers never block handles a message in the
+    caller's greenlet; otherwise the caller tells it."""
+
+    def test_an_actor_that_may_block_is_never_run_now(self, started):
+        """never_blocks False (the default; a subclass overriding on_receive): False."""
+        log: list[Any] = []
+        a = Log.spawn("a", log)
+        started.append(a)
+        gevent.sleep(0.01)
+        assert not Log.never_blocks and a.run_now("x") is False and log == []
 
     def test_an_idle_actor_handles_it_before_run_now_returns(self, started):
         """Idle (started, nothing waiting): handled at once, True."""
         log: list[Any] = []
-        a = Log.spawn("a", log)
+        a = Quick.spawn("a", log)
         started.append(a)
         gevent.sleep(0.01)  # on_start has run
         assert a.run_now("now") is True
@@ -250,7 +269,7 @@ class TestRunNow:
         """With messages waiting (or before on_start), False: the caller tells instead,
         and everything is handled in the order it was sent."""
         log: list[Any] = []
-        a = Log.spawn("a", log)
+        a = Quick.spawn("a", log)
         started.append(a)
         assert a.run_now("before start") is False
         gevent.sleep(0.01)
@@ -264,7 +283,9 @@ class TestRunNow:
         """Told to itself while handling at once: handled next, by a runner."""
         log: list[Any] = []
 
-        class Echo(Log):
+        class Echo(Quick):
+            never_blocks = True
+
             def on_receive(self, message: Any) -> Any:
                 if message == "first":
                     self.actor_ref.tell("second")
@@ -281,7 +302,7 @@ class TestRunNow:
     def test_at_most_a_turns_worth(self, started):
         """In one turn of the loop at most INLINE_PER_TURN; after the turn, again."""
         log: list[Any] = []
-        a = Log.spawn("a", log)
+        a = Quick.spawn("a", log)
         started.append(a)
         gevent.sleep(0.01)
         taken = [a.run_now(i) for i in range(INLINE_PER_TURN + 5)]
@@ -292,7 +313,7 @@ class TestRunNow:
     def test_a_failure_is_supervised_as_in_a_drain(self, started, caplog):
         """A handler that raises: the actor stops and its parent hears ChildFailed."""
         sup = Supervisor.spawn()
-        child = Fails.spawn("on_receive", sup)
+        child = QuickFails.spawn("on_receive", sup)
         started += [sup, child]
         gevent.sleep(0.01)
         assert child.run_now("boom") is True

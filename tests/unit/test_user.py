@@ -126,7 +126,7 @@ class TestWiring:
 
 class TestFramesInline:
     """Frames are handled in the read path when the user is idle; a subclass that
-    overrides on_receive keeps the mailbox unless it opts in."""
+    overrides on_receive keeps the mailbox unless it says its handlers never block."""
 
     def test_a_frame_to_an_idle_user_is_answered_before_on_message_returns(self):
         """`hello` to an idle UserActor: the `welcome` is queued when on_message returns."""
@@ -141,7 +141,7 @@ class TestFramesInline:
             system.shutdown(grace=1.0)
 
     def test_overriding_on_receive_keeps_the_mailbox(self):
-        """frames_inline: True for UserActor, False for a subclass with its own on_receive,
+        """never_blocks: True for UserActor, False for a subclass with its own on_receive,
         True again if that subclass says so."""
 
         class Own(UserActor):
@@ -149,10 +149,10 @@ class TestFramesInline:
                 return super().on_receive(message)
 
         class OwnInline(Own):
-            frames_inline = True
+            never_blocks = True
 
-        assert UserActor.frames_inline and not Recording.frames_inline
-        assert not Own.frames_inline and OwnInline.frames_inline
+        assert UserActor.never_blocks and not Recording.never_blocks
+        assert not Own.never_blocks and OwnInline.never_blocks
 
 
 class TestTimersInOneMessage:
