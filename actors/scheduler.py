@@ -1,9 +1,12 @@
 """SchedulerActor: the one shared timer service.
 
-Actors tell it Schedule/Cancel (or several at once in a TimerBatch); it keeps every deadline in one TimerQueue and
-waits on ONE gevent timer for the earliest.  When that fires it posts
-``TimerFired`` into each owner's mailbox.  No loop visits users and no greenlet
-sleeps per user: the cost is per event, not per user.
+Actors tell it Schedule/Cancel (or several at once in a TimerBatch); it keeps every
+deadline in one TimerQueue and waits on ONE gevent timer for the earliest.  When that
+fires it posts ``TimerFired`` to each owner: into its mailbox, or, when the owner is
+idle and its handlers never block (a user), handed over at once (``run_now``), so that
+a deadline's effect (a `bye`) does not wait behind every drain the runners have
+queued.  No loop visits users and no greenlet sleeps per user: the cost is per event,
+not per user.
 
 The periodic ping needs no decision, so it skips the owner's mailbox: a timer
 scheduled with a ``conn`` is written straight to that connection, one ``ping``
