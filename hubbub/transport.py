@@ -952,6 +952,12 @@ class Handler(WSGIHandler):
         if sent != len(response):  # a fresh socket's buffer takes 130 bytes: not reached
             conn.abort()
             return conn
+        self._hand_over(environ, conn)
+        return conn
+
+    def _hand_over(self, environ: dict[str, Any], conn: Connection, initial: bytes = b"") -> None:
+        """Call the app once with the connection (it sets the callbacks), then start it;
+        a failing app aborts the connection."""
         environ["hubbub.connection"] = conn
         try:
             result = self.application(environ, _ignore_start_response)
@@ -961,11 +967,10 @@ class Handler(WSGIHandler):
         except Exception:
             log.exception("the app failed on a new WebSocket connection")
             conn.abort()
-            return conn
+            return
         finally:
             self.environ = None
-        conn.start()
-        return conn
+        conn.start(initial)
 
     def run_websocket(self) -> None:
         """Send the 101, call the app once to set the callbacks, start the connection and
@@ -996,22 +1001,8 @@ class Handler(WSGIHandler):
             log.info("upgrade from %s failed: %s", self.client_address, exc)
             conn.abort()
             return
-        environ = self.environ
-        environ["hubbub.connection"] = conn
         self._detached = conn
-        try:
-            result = self.application(environ, _ignore_start_response)
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        except Exception:
-            log.exception("the app failed on a new WebSocket connection")
-            conn.abort()
-            return
-        finally:
-            self.environ = environ = None
-            self.ws_connection = None
-        conn.start(initial)
+        self._hand_over(self.environ, conn, initial)
 
 
 # The class name the rest of hubbub (admission.py) subclasses.
