@@ -153,6 +153,11 @@ class RoomActor(HubbubActor):
             # Only when someone in the room ignores someone: the usual fan-out pays one test.
             key = fold(sender)
             skips = {skip, *(s for s, ign in self.ignores.items() if key in ign)}
+        # With nothing else waiting in this room's mailbox, each member's frame is written
+        # as the loop reaches it (send_now): the first member does not wait for the last
+        # one's queueing. With more messages waiting they are queued and coalesce: one
+        # write per member for all of them, from a hub callback once this drain yields.
+        now = not self.actor_inbox.qsize()  # type: ignore[attr-defined]
         sent = 0
         for session, (ref, _nick) in self.members.items():
             if session in skips:
@@ -160,7 +165,10 @@ class RoomActor(HubbubActor):
             sent += 1
             outbox = outboxes.get(session)
             if outbox is not None:
-                outbox.send_text(payload)
+                if now:
+                    outbox.send_now(payload)
+                else:
+                    outbox.send_text(payload)
             else:
                 if delivery is None:
                     delivery = Deliver(payload)

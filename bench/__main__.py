@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--scale", choices=sorted(SCALES), default="full")
     f.add_argument("--out", default="", help="collapsed stacks file (default: a temp file)")
     f.add_argument("--top", type=int, default=25)
+    f.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
 
     m = sub.add_parser("memprofile", help="hubbub under tracemalloc while users log in")
     m.add_argument("--users", type=int, default=5000)
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         return memprofile(args.users, SCALES[args.scale], args.top, log=_log)
     from .profile import profile
 
-    return profile(args.scenario, SCALES[args.scale], args.out, args.top, log=_log)
+    return profile(args.scenario, SCALES[args.scale], args.out, args.top, log=_log, rate=args.rate)
 
 
 if __name__ == "__main__":

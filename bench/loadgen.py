@@ -126,7 +126,8 @@ class Worker:
             timeout = 0.005 if self.cmd is not None else 0.2
             events = poll(timeout, 4096)
             # When the kernel had these bytes (to within this poll's return): the time
-            # stamped on a 101 or a close frame, however long this batch takes to handle.
+            # stamped on a 101, a close frame or a sampled message's receipt, however long
+            # this batch takes to handle.
             # Under a burst (3,000 storm closes in half a second) handling lags, and the
             # load generator's own lag must not count as the server's.
             self.t_poll = monotonic()
@@ -307,9 +308,9 @@ class Worker:
         kind = payload[9:12] if payload.startswith(_PREFIX) else b"???"
         if kind == b"mes":
             c.msgs += 1
-            now = c.t_last = monotonic()
+            c.t_last = monotonic()
             if c.sample:
-                self.sampled(c, payload, now)
+                self.sampled(c, payload, self.t_poll)  # received: when the poll returned
         elif kind == b"pin":
             c.pings += 1
             self.send(c, wire.PONG)

@@ -74,7 +74,12 @@ def summarize(collapsed: str, top: int = 25) -> str:
 
 
 def profile(
-    names: tuple[str, ...], scale: Scale, out: str, top: int, log: Callable[[str], None]
+    names: tuple[str, ...],
+    scale: Scale,
+    out: str,
+    top: int,
+    log: Callable[[str], None],
+    rate: int = 250,
 ) -> int:
     if shutil.which("py-spy") is None:
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)
@@ -95,7 +100,7 @@ def profile(
                     "--pid",
                     str(server.pid),
                     "--rate",
-                    "250",
+                    str(rate),
                     "--nonblocking",
                     "--format",
                     "raw",

@@ -17,6 +17,8 @@ handler reads a first request that arrives whole from one peek (``_serve_peeked`
   no greenlet and no parked stack: a watcher and two small objects.
 * writing: frames go to the protocol's outbox; a hub callback flushes everything queued
   meanwhile in one non-blocking ``send``; a full kernel buffer arms a write watcher.
+  ``send_text_now`` writes at once instead when nothing is queued (a room's fan-out
+  with nothing else in its mailbox).
   Nothing ever waits on the socket, so a slow peer cannot block anyone.
 * fairness: the protocol charges every frame to a per-connection budget (4006 over it),
   a ping flood from a peer that does not read leaves at most one pending pong, and
@@ -99,7 +101,9 @@ def _shutdown(sock: Any, how: int) -> None:
         pass
 
 
-def _io_of(sock: Any) -> tuple[Callable[[int], bytes], Callable[[memoryview], int], bool]:
+def _io_of(
+    sock: Any,
+) -> tuple[Callable[[int], bytes], Callable[[memoryview | bytes], int], bool]:
     """``(recv(n), send(buf) -> written, tls)`` that never wait. ``recv`` raises one of
     ``_WANT`` when nothing is there; ``send`` returns 0 when the kernel is full.
 
@@ -109,7 +113,7 @@ def _io_of(sock: Any) -> tuple[Callable[[int], bytes], Callable[[memoryview], in
     if isinstance(sock, gevent.ssl.SSLSocket):
         sslobj = sock._sslobj
 
-        def send_tls(buf: memoryview) -> int:
+        def send_tls(buf: memoryview | bytes) -> int:
             try:
                 return sslobj.write(buf)
             except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
@@ -119,7 +123,7 @@ def _io_of(sock: Any) -> tuple[Callable[[int], bytes], Callable[[memoryview], in
 
     raw = getattr(sock, "_sock", sock)  # the real non-blocking socket under gevent's
 
-    def send_plain(buf: memoryview) -> int:
+    def send_plain(buf: memoryview | bytes) -> int:
         try:
             return raw.send(buf)
         except (BlockingIOError, InterruptedError):
@@ -239,6 +243,32 @@ class Connection:
                 self._overflow()
         elif backlog > 8 * self.max_backlog:
             self._overflow()
+
+    def send_text_now(self, payload: bytes) -> None:
+        """``send_text``, but written to the kernel at once when nothing else of this
+        connection waits for a flush: for the last frame a caller queues before it yields
+        (a room's fan-out with no other message waiting). The member does not wait for
+        the rest of the loop, and no hub callback is scheduled for it. Otherwise, and
+        for what the kernel does not take, exactly ``send_text``."""
+        if self._flush_pending or self._buf is not None or not isinstance(payload, bytes):
+            return self.send_text(payload)  # also: gone (_release sets _flush_pending)
+        proto = self._proto
+        data = proto.text_to_send(payload)
+        if data is None:
+            return self.send_text(payload)  # queued before it, or not OPEN
+        try:
+            sent = self._send(data)
+        except OSError:
+            # Lost: told from a hub callback, as _flush would, never inside the caller's loop.
+            self._flush_pending = True
+            self._loop.run_callback(self._lost)
+            return
+        if sent < len(data):
+            self._buf = memoryview(data)[sent:]
+            proto.coalesce_pongs = True  # the peer is not reading: one pending pong
+            self._arm_writer()
+            if self.backlog > self.max_backlog:
+                self._overflow()
 
     def send(self, message: str | bytes, binary: bool | None = None) -> None:
         """Send a text (``str``) or binary (``bytes``) message."""

@@ -57,6 +57,7 @@ __all__ = [
     "close_payload",
     "frame_header",
     "is_valid_close_code",
+    "text_frame",
     "unmask",
 ]
 
@@ -181,6 +182,25 @@ def frame_header(opcode: int, length: int) -> bytes:
 # Server frames are never masked (§5.1), so a header is 2 bytes for the short lengths
 # every chat frame has: built once instead of on every fan-out send.
 _TEXT_HEADERS = tuple(bytes((0x80 | _OP_TEXT, n)) for n in range(126))
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One whole unmasked text frame: header and ``payload``. A fan-out hands the same
+    ``bytes`` object to every member's connection, so the last one is kept: the frame
+    is built once per message, not once per member (an identity test, and bytes never
+    change while referenced)."""
+    global _last_text
+    last, frame = _last_text
+    if last is payload:
+        return frame
+    n = len(payload)
+    frame = (_TEXT_HEADERS[n] if n < 126 else frame_header(_OP_TEXT, n)) + payload
+    if type(payload) is bytes:
+        _last_text = (payload, frame)
+    return frame
+
+
+_last_text: tuple[bytes | None, bytes] = (None, b"")
 
 # XOR lookup tables for bytes.translate: table k maps every byte b to b ^ k.
 _XOR_TABLES = tuple(bytes(b ^ k for b in range(256)) for k in range(256))
@@ -317,6 +337,14 @@ class Protocol:
         self._out.append(_TEXT_HEADERS[n] if n < 126 else frame_header(_OP_TEXT, n))
         self._out.append(payload)
         self.out_bytes += (2 if n < 126 else 4 if n < 0x10000 else 10) + n
+
+    def text_to_send(self, payload: bytes) -> bytes | None:
+        """The bytes of one text frame for the caller to write at once, when nothing
+        is queued before it (so order holds) and the state is OPEN; None otherwise:
+        queue it with ``send_text``. The frame never enters the outbox."""
+        if self.state is not State.OPEN or self._out or self._pong is not None:
+            return None
+        return text_frame(payload)
 
     def send_binary(self, payload: bytes) -> None:
         """Queue one binary frame (a no-op unless OPEN)."""

@@ -2,7 +2,7 @@
 
 Rooms queue frames straight on their members' connections (the direct fan-out of
 docs/architecture.md), so they need *something* of the connection — but only
-``send_text`` (never blocks) and ``backlog`` (bytes not yet written).  Not
+``send_text`` (never blocks; ``send_now`` writes at once when it can) and ``backlog`` (bytes not yet written).  Not
 ``receive``, ``close`` or ``abort``: a room must never end a user's connection or
 read from it.  The UserActor wraps its connection once and hands this to rooms.
 """
@@ -26,11 +26,13 @@ class Writable(Protocol):
 class Outbox:
     """``send_text(payload)`` and ``backlog`` of one connection, and nothing else."""
 
-    __slots__ = ("send_text", "_conn")
+    __slots__ = ("send_text", "send_now", "_conn")
 
     def __init__(self, conn: Writable) -> None:
-        # The bound method itself, so the fan-out loop pays no extra call per member.
+        # The bound methods themselves, so the fan-out loop pays no extra call per member.
         self.send_text: Any = conn.send_text
+        # Written at once if nothing else waits (hubbub's transport); else send_text.
+        self.send_now: Any = getattr(conn, "send_text_now", conn.send_text)
         self._conn = conn
 
     @property

@@ -140,6 +140,54 @@ class TestJoin:
         assert [m["text"] for m in joined["history"]] == ["two", "three"] and joined["complete"]
 
 
+class NowConn(RecordingConn):
+    """A connection with the transport's send_text_now: records which way each frame went."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ways: list[str] = []
+
+    def send_text(self, payload: bytes) -> None:
+        self.ways.append("queued")
+        super().send_text(payload)
+
+    def send_text_now(self, payload: bytes) -> None:
+        self.ways.append("now")
+        super().send_text(payload)
+
+
+class TestFanOutWrites:
+    """With nothing else in the room's mailbox, members' frames are written at once;
+    with more waiting, they are queued, and the last one writes them all."""
+
+    def _join(self, fx: Fixture, session: str, nick: str) -> NowConn:
+        user = RecordingActor.spawn(session)
+        conn = NowConn()
+        fx.users[session] = (user, conn)
+        fx.tell(RoomJoin(session, user.actor_ref, nick, None, Outbox(conn)))
+        conn.ways.clear()
+        return conn
+
+    def test_a_lone_message_is_written_at_once(self, fx):
+        alice, bob = self._join(fx, "s1", "alice"), self._join(fx, "s2", "bob")
+        alice.ways.clear()  # bob's presence `join`, written at once too
+        fx.say("s1", "alice", "hi")
+        assert bob.ways == ["now"]
+        assert alice.ways == ["queued", "now"]  # its ack, then its own copy
+
+    def test_messages_that_wait_are_queued_but_the_last(self, fx):
+        self._join(fx, "s1", "alice")
+        bob = self._join(fx, "s2", "bob")
+        user = fx.users["s1"][0]
+        for text in "abc":  # told without yielding: all three wait in the mailbox
+            fx.room.actor_ref.tell(
+                RoomSay("s1", user.actor_ref, "alice", text, None, fx.clock.wall())
+            )
+        settle()
+        assert [m["text"] for m in bob.of("message")] == ["a", "b", "c"]
+        assert bob.ways == ["queued", "queued", "now"]
+
+
 class TestSay:
     """docs/reliability.md: stored under a seq, acked, then delivered to everyone."""
 

@@ -644,6 +644,70 @@ class TestOutbound:
         assert all(f.fin and f.opcode == TEXT for f in frames)
         assert len(calls) == 1 and conn.backlog == 0
 
+    def test_send_text_now_writes_before_the_caller_yields(self, server, raw):
+        """send_text_now with nothing queued: the frame is in the kernel when it returns,
+        with no hub callback; a second one right after goes the same way, in order."""
+        client = raw()
+        conn = server.accepted()
+        conn.send_text_now(b'{"n": 1}')
+        assert conn.backlog == 0 and not conn._flush_pending
+        conn.send_text_now(b'{"n": 2}')
+        assert conn.backlog == 0 and not conn._flush_pending
+        assert [client.recv_frame().payload for _ in range(2)] == [b'{"n": 1}', b'{"n": 2}']
+
+    def test_send_text_now_behind_queued_frames_keeps_order(self, server, raw):
+        """Behind frames waiting for a flush, send_text_now queues too: one send, in order."""
+        client = raw()
+        conn = server.accepted()
+        calls = []
+        real_send = conn._send
+        conn._send = lambda buf: calls.append(len(buf)) or real_send(buf)
+        conn.send_text(b"first")
+        conn.send_text_now(b"second")
+        assert conn.backlog > 0  # queued behind "first", not written past it
+        assert [client.recv_frame().payload for _ in range(2)] == [b"first", b"second"]
+        assert len(calls) == 1
+
+    def test_send_text_now_after_close_is_a_no_op(self, server, raw):
+        """After our close frame no data frame follows (§5.5.1), written at once or not."""
+        client = raw()
+        conn = server.accepted()
+        conn.close(1000, "bye")
+        conn.send_text_now(b"too late")
+        assert client.recv_close() == (1000, "bye")
+
+    def test_send_text_now_to_a_peer_that_does_not_read(self, server, raw):
+        """What the kernel does not take waits for writability, as a flush's would;
+        over --max-backlog on_overflow fires once; nothing blocks."""
+        raw(rcvbuf=4096)
+        conn = server.accepted()
+        overflows = []
+        conn.on_overflow = lambda: overflows.append(conn.backlog)
+        frame = b"y" * 1000
+        worst = 0.0
+        for _ in range(20000):  # until the kernel is full, then past --max-backlog
+            t = time.perf_counter()
+            conn.send_text_now(frame)
+            worst = max(worst, time.perf_counter() - t)
+            if overflows:
+                break
+        assert worst < 0.05
+        assert conn._buf is not None and conn._writer is not None and conn._writer.active
+        assert len(overflows) == 1 and overflows[0] > MAX_BACKLOG
+
+    def test_send_text_now_to_a_reset_peer_ends_the_connection_later(self, server, raw):
+        """A write error inside send_text_now is not told inside the caller's loop: the
+        connection ends from a hub callback, once."""
+        client = raw()
+        conn = server.accepted()
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # RST, known to the kernel at once on loopback; not yet read here
+        conn.send_text_now(b"into the void")
+        assert conn._flush_pending  # the write failed: nothing more is written
+        assert not server.app.closes  # not yet: from a hub callback
+        assert server.ended() is conn
+        assert len(server.app.closes) == 1
+
     def test_send_text_refuses_str(self, server, raw):
         """send_text() takes encoded bytes; a str fails in the caller, not in the hub."""
         raw()

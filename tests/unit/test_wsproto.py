@@ -26,6 +26,7 @@ from hubbub.wsproto import (
     Violation,
     close_payload,
     frame_header,
+    text_frame,
 )  # fmt: skip
 
 MASK = b"\x37\xfa\x21\x3d"
@@ -439,6 +440,40 @@ class TestSending:
         assert proto.data_to_send() == server_frame(Opcode.TEXT, b"1") + server_frame(
             Opcode.BINARY, b"2"
         )
+
+    @pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536])
+    def test_text_to_send_is_the_queued_frame(self, proto, n):
+        """text_to_send gives exactly the bytes send_text + data_to_send would, and
+        queues nothing."""
+        payload = b"a" * n
+        assert proto.text_to_send(payload) == server_frame(Opcode.TEXT, payload)
+        assert proto.out_bytes == 0 and proto.data_to_send() == b""
+
+    def test_text_to_send_builds_a_fan_out_frame_once(self, proto):
+        """The same bytes object (a fan-out) gets the same frame object back; other
+        bytes of equal content get a frame of their own, equal to it."""
+        payload = b'{"type":"message"}'
+        first = proto.text_to_send(payload)
+        assert Protocol().text_to_send(payload) is first
+        other = proto.text_to_send(bytes(bytearray(payload)))
+        assert other == first and other is not first
+        assert text_frame(bytearray(b"x")) == server_frame(Opcode.TEXT, b"x")
+
+    def test_text_to_send_refuses_behind_queued_frames(self, proto):
+        """Something queued (a frame, a pong) goes first: None, and the caller queues."""
+        proto.send_text(b"1")
+        assert proto.text_to_send(b"2") is None
+        proto.data_to_send()
+        proto.receive_data(client_frame(Opcode.PING, b"p"))
+        assert proto.text_to_send(b"2") is None
+        assert proto.data_to_send() == server_frame(Opcode.PONG, b"p")
+        assert proto.text_to_send(b"2") == server_frame(Opcode.TEXT, b"2")
+
+    def test_text_to_send_only_while_open(self, proto):
+        """After our close frame (§5.5.1) there is no data frame to write."""
+        proto.send_close(1000)
+        proto.data_to_send()
+        assert proto.text_to_send(b"late") is None
 
 
 @given(
