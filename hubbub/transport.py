@@ -757,11 +757,7 @@ class Handler(WSGIHandler):
             return True
         self._head_left = 0.0
         self._requests = 1
-        self.requestline = data[: data.find(b"\n")].rstrip(b"\r").decode("latin-1")
-        self.command, self.path, self.request_version = head.method, head.target, head.version
-        self.headers = head.fields
-        self.content_length = None if head.content_length is None else 0  # no body here
-        self._chunked = False
+        self._take_head(head, data)
         self.close_connection = head.close
         self.time_start = time.time()
         self.time_finish = 0
@@ -770,6 +766,23 @@ class Handler(WSGIHandler):
         self.application = self.server.application
         self.handle_one_response()
         return True
+
+    def _take_head(self, head: httphead.Head, data: bytes) -> None:
+        """The request attributes pywsgi's handler keeps, from a head parsed out of a
+        peek (``data`` starts with it) by ``_serve_peeked`` or ``upgrade_at_once``.
+        Both refuse a body, so there is none to read."""
+        self.requestline = data[: data.find(b"\n")].rstrip(b"\r").decode("latin-1")
+        self.command, self.path, self.request_version = head.method, head.target, head.version
+        self.headers = head.fields
+        self.content_length = None if head.content_length is None else 0
+        self._chunked = False
+
+    def _switching_protocols(self) -> bytes:
+        """The 101 answer to the upgrade ``_new_connection`` accepted (RFC 6455 §4.2.2)."""
+        return (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + self._accept + b"\r\n\r\n"
+        )
 
     def _stop_deadline(self) -> None:
         deadline = self._deadline
@@ -952,11 +965,7 @@ class Handler(WSGIHandler):
             return None
         if head.content_length or head.chunked:
             return None
-        self.requestline = data[: data.find(b"\n")].rstrip(b"\r").decode("latin-1")
-        self.command, self.path, self.request_version = head.method, head.target, head.version
-        self.headers = head.fields
-        self.content_length = None if head.content_length is None else 0  # no body here
-        self._chunked = False
+        self._take_head(head, data)
         self.environ = environ = self.get_environ()
         if self._upgrade_problem() is not None or self.check_upgrade(environ):
             return None  # not an upgrade, or one that gets an answer: the greenlet's job
@@ -966,10 +975,7 @@ class Handler(WSGIHandler):
         except BaseException:
             self.upgrade_aborted()  # check_upgrade let it in: give back what that took
             raise
-        response = (
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + self._accept + b"\r\n\r\n"
-        )
+        response = self._switching_protocols()
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as handle() does
             taken = raw.recv(end)  # the head; frames behind it stay for the reader
@@ -1013,10 +1019,7 @@ class Handler(WSGIHandler):
         # pywsgi closes self.socket when handle() ends: from here on the connection owns it.
         self.socket = self.rfile = None
         try:
-            sock.sendall(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + self._accept + b"\r\n\r\n"
-            )
+            sock.sendall(self._switching_protocols())
             # Frames sent right behind the request may sit in the reader's buffer (none
             # when the head was peeked: they are still in the kernel's).
             sock.settimeout(0.0)

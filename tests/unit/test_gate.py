@@ -34,10 +34,10 @@ def app(environ, start_response):
     return [b"ok"]
 
 
-def gated(gate: AcceptGate, **kw) -> GatedServer:
+def gated(gate: AcceptGate, application=app, **kw) -> GatedServer:
     srv = GatedServer(
         ("127.0.0.1", 0),
-        app,
+        application,
         handler_class=handler_for(Config()),
         log=None,
         error_log=None,
@@ -253,14 +253,7 @@ class TestUpgradeAtOnce:
 
     @pytest.fixture
     def ws_server(self, monkeypatch) -> Iterator[tuple[GatedServer, list[str]]]:
-        srv = GatedServer(
-            ("127.0.0.1", 0),
-            ws_app,
-            handler_class=handler_for(Config()),
-            log=None,
-            error_log=None,
-            gate=AcceptGate(max_sockets=8, timeouts=TIMEOUTS),
-        )
+        srv = gated(AcceptGate(max_sockets=8, timeouts=TIMEOUTS), ws_app)
         served: list[str] = []  # the handler greenlet's path, as it is taken
         slow = srv.handler_class.handle
 
