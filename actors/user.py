@@ -111,11 +111,18 @@ class UserActor(HubbubActor):
         """Optional observer with connected(user) / disconnected(user) (metrics, logs)."""
         self.opened_at = clock.monotonic()  # now, in the greenlet that accepted the socket
         self.counters = counters or Counters()
-        self.session = Session(
-            session_id, timeouts, clock.wall, limits=limits or Limits(), verifier=verifier
+        self.session = (
+            Session(session_id, timeouts, clock.wall, limits=limits or Limits(), verifier=verifier)
+            if budgets is None
+            else Session(
+                session_id,
+                timeouts,
+                clock.wall,
+                limits=limits or Limits(),
+                budgets=budgets,
+                verifier=verifier,
+            )
         )
-        if budgets is not None:
-            self.session.budgets = budgets
         self.handled = 0
         """Messages this actor has handled (/debug/actors/<id>)."""
         self.timeline = self.counters.timelines.open()

@@ -310,7 +310,7 @@ def event_name(event: object) -> str:
     return type(event).__name__
 
 
-@dataclass
+@dataclass(slots=True)  # one per user: no per-instance __dict__
 class Session:
     session_id: str
     timeouts: Timeouts
