@@ -141,7 +141,7 @@ class Connection:
 
     # Thousands of these stay alive at once: no per-instance __dict__.
     __slots__ = (
-        "remote_addr", "on_message", "on_pong", "on_overflow", "on_close",
+        "remote_addr", "upgraded_at", "on_message", "on_pong", "on_overflow", "on_close",
         "max_backlog", "close_timeout",
         "_proto", "_sock", "_recv", "_send", "_tls", "_loop",
         "_reader", "_writer", "_timer", "_buf", "_flush_pending", "_overflowed",
@@ -159,6 +159,9 @@ class Connection:
         budget: Budget | None = None,
     ) -> None:
         self.remote_addr = remote_addr
+        self.upgraded_at = time.monotonic()
+        """When the upgrade was accepted (``time.monotonic``; the 101 is written right
+        after): where the connection's rules count from (see UserActor)."""
         self.on_message: Callable[[str | bytes], None] | None = None
         self.on_pong: Callable[[], None] | None = None
         self.on_overflow: Callable[[], None] | None = None

@@ -8,6 +8,7 @@ driven the way the transport drives them: from outside the actor.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import gevent
@@ -122,6 +123,27 @@ class TestWiring:
         conn.on_message('{"type":"ping"}')  # harmless after the end
         conn.on_pong()
         conn.on_close(1000)
+
+
+class TestOpenedAt:
+    """The rules count from the upgrade (the connection's ``upgraded_at``), not from when
+    the user actor was made: whatever sat in between (a collection, a queue of accepts)
+    does not push the hello deadline back."""
+
+    def test_the_hello_deadline_counts_from_the_upgrade(self, system):
+        conn = Conn()
+        conn.upgraded_at = time.monotonic() - 0.5  # type: ignore[attr-defined]  # the transport's stamp
+        user = system.spawn_user(conn)._actor_weakref()
+        wait_for(lambda: "hello" in user.session.timers, what="hello timer")
+        now = system.clock.monotonic()
+        assert now - 0.6 < user.session.opened_at < now - 0.49
+        assert user.session.timers["hello"][1] == pytest.approx(user.session.opened_at + 5)
+
+    def test_without_a_stamp_it_counts_from_now(self, system):
+        before = system.clock.monotonic()
+        user = system.spawn_user(Conn())._actor_weakref()
+        wait_for(lambda: "hello" in user.session.timers, what="hello timer")
+        assert before <= user.session.opened_at <= system.clock.monotonic()
 
 
 class TestFramesInline:
