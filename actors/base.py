@@ -402,13 +402,16 @@ class HubbubActor(pykka.ThreadingActor):
         else:
             mb._scheduled = False  # idle: no greenlet, no stack, until the next put
 
-    def run_now(self, message: Any, catch_up: bool = False) -> bool:
+    def run_now(self, message: Any, catch_up: bool = False, bounded: bool = True) -> bool:
         """Handle ``message`` now, in the calling greenlet, if this actor never blocks and
         is idle: started, not stopped, nothing waiting, no drain queued or running (so it
         comes after everything told before, as a tell would).  With ``catch_up``, an
         actor whose drain is queued but not running handles what waits first, then
         ``message``: the same order, without waiting for its turn.  False: none of
         that, or this loop turn's ``INLINE_PER_TURN`` is used up: ``tell`` it instead.
+        ``bounded=False`` takes no slot: for a caller that bounds its own work per loop
+        turn (the scheduler fires at most ``FIRE_PER_WAKE`` timers a wake), so that a
+        burst of other inline work cannot push what it delivers behind every queued drain.
 
         The handler runs in the caller's greenlet: from a hub callback (the transport's
         read path) it must not block.  Failures go where a drain's would."""
@@ -420,7 +423,7 @@ class HubbubActor(pykka.ThreadingActor):
             or mb._stopped
             or not mb._started
             or (queued and not catch_up)
-            or not _take_inline()
+            or (bounded and not _take_inline())
         ):
             return False
         mb._scheduled = mb._running = True  # a tell meanwhile queues behind this message

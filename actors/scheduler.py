@@ -29,12 +29,19 @@ from .core.counters import Counters
 from .core.messages import Cancel, CancelOwner, Schedule, TimerBatch, TimerFired
 from .core.timers import TimerQueue
 
-__all__ = ["SchedulerActor", "TICK"]
+__all__ = ["SchedulerActor", "TICK", "FIRE_PER_WAKE"]
 
 TICK = 0.01
 """The scheduler wakes on a 10 ms grid: every deadline within one tick fires in one batch
 (one wake-up, one encoded ping shared by all the pings in it) instead of one wake-up per
 user.  A timer fires at most 10 ms late; the rules it serves count in seconds."""
+
+FIRE_PER_WAKE = 256
+"""At most this many timers fire per wake-up (or per message handled); the rest are due
+at once and fire on the next loop iteration. The scheduler's own bound on the work it
+does inline (``run_now(bounded=False)``): a burst of deadlines cannot hold the loop, and a
+burst of other inline work (frames) cannot push a `TimerFired` behind every queued
+drain, which made a hello storm's closes up to 75 ms late."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +99,7 @@ class SchedulerActor(HubbubActor):
 
     def _fire_due(self) -> None:
         ping: bytes | None = None
-        for entry in self.timers.pop_due(self.clock.monotonic()):
+        for entry in self.timers.pop_due(self.clock.monotonic(), FIRE_PER_WAKE):
             owner, token, every, conn = entry.payload
             self.fired += 1
             if conn is not None:
@@ -119,7 +126,7 @@ class SchedulerActor(HubbubActor):
         # this batch, not behind everything else the runners have queued (a hello storm's
         # closes queue up teardown work). Otherwise, and for plugins, a tell.
         actor = owner._actor_weakref() if type(owner) is HubbubRef else None
-        if actor is not None and actor.run_now(message):
+        if actor is not None and actor.run_now(message, bounded=False):
             return True
         return tell(owner, message)
 
@@ -129,7 +136,7 @@ class SchedulerActor(HubbubActor):
         # actor's turn behind every drain the runners have queued (a storm of closes
         # queues thousands: the deadlines would wait for all of them).
         wake = _Wake(watcher)
-        if not self.run_now(wake, catch_up=True):
+        if not self.run_now(wake, catch_up=True, bounded=False):
             tell(self.actor_ref, wake)
 
     def _rearm(self) -> None:

@@ -115,11 +115,14 @@ class TimerQueue:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def pop_due(self, now: float) -> list[TimerEntry]:
-        """Remove and return every live timer with ``due <= now``, earliest first."""
+    def pop_due(self, now: float, limit: int | None = None) -> list[TimerEntry]:
+        """Remove and return every live timer with ``due <= now``, earliest first; at
+        most ``limit`` of them (the rest stay due for the next call)."""
         out: list[TimerEntry] = []
         heap = self._heap
-        while heap and (heap[0][0] <= now or not heap[0][2].alive):
+        if limit is None:
+            limit = len(heap)
+        while heap and (heap[0][0] <= now or not heap[0][2].alive) and len(out) < limit:
             entry = heapq.heappop(heap)[2]
             if entry.alive:
                 entry.alive = False

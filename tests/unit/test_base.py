@@ -310,6 +310,17 @@ class TestRunNow:
         gevent.sleep(0)
         assert a.run_now("next turn") is True
 
+    def test_unbounded_takes_no_slot(self, started):
+        """bounded=False runs even when this turn's slots are spent, and spends none."""
+        log: list[Any] = []
+        a = Quick.spawn("a", log)
+        started.append(a)
+        gevent.sleep(0.01)
+        assert all(a.run_now(i) for i in range(INLINE_PER_TURN))
+        assert a.run_now("bounded") is False
+        assert a.run_now("unbounded", bounded=False) is True
+        assert [m for _id, m in log][-1] == "unbounded"
+
     def test_a_failure_is_supervised_as_in_a_drain(self, started, caplog):
         """A handler that raises: the actor stops and its parent hears ChildFailed."""
         sup = Supervisor.spawn()

@@ -12,7 +12,7 @@ import pytest
 from actors.base import HubbubActor
 from actors.clock import MonotonicClock
 from actors.core.messages import Cancel, CancelOwner, Schedule, TimerBatch, TimerFired
-from actors.scheduler import TICK, SchedulerActor
+from actors.scheduler import FIRE_PER_WAKE, TICK, SchedulerActor
 from hubbub.testing import wait_for
 
 
@@ -125,3 +125,46 @@ def test_deadlines_in_one_tick_fire_in_one_batch(actors):
     (_, _, at_a), (_, _, at_b) = owner.fired
     assert abs(at_b - at_a) < TICK * 0.1  # together, not 3 ms apart: one wake-up
     assert base + TICK * 0.3 <= at_a < base + TICK + 0.05
+
+
+def test_more_than_a_wakes_worth_fire_over_the_next_iterations(actors):
+    """FIRE_PER_WAKE + 40 deadlines in one tick: every one fires, the rest right after
+    the first batch (the next loop iterations, not the next tick)."""
+    sched, owner = actors
+    due = time.monotonic() + 0.03
+    n = FIRE_PER_WAKE + 40
+    sched.actor_ref.tell(
+        TimerBatch(tuple(Schedule(f"o{i}", owner.actor_ref, "hello", due) for i in range(n)))
+    )
+    wait_for(lambda: len(owner.fired) == n, what="every timer fired")
+    first, last = owner.fired[0][2], owner.fired[-1][2]
+    assert last - first < TICK  # not a tick later
+
+
+class QuickOwner(Owner):
+    never_blocks = True
+
+
+def test_timer_fired_is_handled_at_once_when_this_turns_slots_are_spent():
+    """Other inline work used up the loop turn's run_now slots: TimerFired still goes to
+    an idle owner at once (the scheduler bounds its own work), not behind queued drains."""
+    from actors.base import INLINE_PER_TURN
+
+    sched = SchedulerActor.spawn(MonotonicClock())
+    owner = QuickOwner.spawn()
+    other = QuickOwner.spawn()
+    try:
+        gevent.sleep(0.01)
+        due = time.monotonic() + 0.02
+        sched.actor_ref.tell(Schedule("o", owner.actor_ref, "hello", due))
+        gevent.sleep(0.005)
+        while time.monotonic() < due:
+            pass  # the deadline passes while this greenlet holds the loop
+        assert all(other.run_now(TimerFired("x", i)) for i in range(INLINE_PER_TURN))
+        assert other.run_now(TimerFired("x", -1)) is False  # this turn's slots are spent
+        sched._wake(sched._watcher)  # the wake-up, in this same turn
+        assert [n for n, _t, _at in owner.fired] == ["hello"]  # handled before returning
+    finally:
+        for a in (sched, owner, other):
+            a.actor_ref.stop(block=False)
+        gevent.sleep(0.01)

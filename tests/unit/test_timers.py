@@ -86,3 +86,15 @@ class TestDueHistogram:
         q.schedule("a", "t", 90.0)
         assert q.due_within(100.0, (1.0,)) == [1]
         assert TimerQueue().due_within(100.0, (1.0, 10.0)) == [0, 0]
+
+
+def test_pop_due_with_a_limit_leaves_the_rest_due():
+    """At most ``limit`` of the due timers, earliest first; the rest stay, still due."""
+    q = TimerQueue()
+    for i in range(5):
+        q.schedule(f"o{i}", "x", float(i), payload=i)
+    q.cancel("o0", "x")  # a dead entry on top does not count against the limit
+    assert [e.payload for e in q.pop_due(10.0, limit=2)] == [1, 2]
+    assert len(q) == 2 and q.next_due() == 3.0
+    assert [e.payload for e in q.pop_due(10.0, limit=2)] == [3, 4]
+    assert len(q) == 0
