@@ -18,6 +18,7 @@ import socket  # noqa: E402
 import struct  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.queue  # noqa: E402
@@ -628,6 +629,16 @@ class TestClosingHandshake:
 class TestOutbound:
     """Writes never block: the outbox, coalescing and the slow consumer."""
 
+    @staticmethod
+    def _stalled(server: Server, raw: Any) -> tuple[Connection, list[int]]:
+        """A client that never reads (4 KiB receive buffer): its connection, and the
+        backlog at each on_overflow call."""
+        raw(rcvbuf=4096)
+        conn = server.accepted()
+        overflows: list[int] = []
+        conn.on_overflow = lambda: overflows.append(conn.backlog)
+        return conn, overflows
+
     def test_frames_queued_together_leave_in_one_send(self, server, raw):
         """100 frames queued without yielding are coalesced into one send and arrive
         intact and in order."""
@@ -679,10 +690,7 @@ class TestOutbound:
     def test_send_text_now_to_a_peer_that_does_not_read(self, server, raw):
         """What the kernel does not take waits for writability, as a flush's would;
         over --max-backlog on_overflow fires once; nothing blocks."""
-        raw(rcvbuf=4096)
-        conn = server.accepted()
-        overflows = []
-        conn.on_overflow = lambda: overflows.append(conn.backlog)
+        conn, overflows = self._stalled(server, raw)
         frame = b"y" * 1000
         worst = 0.0
         for _ in range(20000):  # until the kernel is full, then past --max-backlog
@@ -728,10 +736,7 @@ class TestOutbound:
     def test_slow_consumer_never_blocks_and_overflows_once(self, server, raw):
         """A client that never reads: send_text keeps accepting without blocking, the
         backlog grows, on_overflow fires exactly once, and close() returns at once."""
-        raw(rcvbuf=4096)
-        conn = server.accepted()
-        overflows = []
-        conn.on_overflow = lambda: overflows.append(conn.backlog)
+        conn, overflows = self._stalled(server, raw)
         frame = b"x" * 1000
         worst = 0.0
         # Yield between batches so the hub flushes until the kernel buffers are full
