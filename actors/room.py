@@ -192,20 +192,28 @@ class RoomActor(HubbubActor):
 
     # --- what a port calls back (and the single-node path uses too) -----------------
 
-    def reply(self, session: str, user: Any, payload: bytes, fallback: Any) -> None:
+    def reply(
+        self, session: str, user: Any, payload: bytes, fallback: Any, now: bool = False
+    ) -> None:
         """A frame for one member: on its connection when it has one (the path the room's
-        messages take, so it keeps its place before them), else ``fallback`` to its actor."""
+        messages take, so it keeps its place before them), else ``fallback`` to its actor.
+        ``now``: written at once, with what waits on that connection (``send_now``)."""
         outbox = self.outboxes.get(session)
         if outbox is not None:
-            outbox.send_text(payload)
+            if now:
+                outbox.send_now(payload)
+            else:
+                outbox.send_text(payload)
             self.counters.frames_out += 1
         else:
             tell(user, fallback)
 
     def ack(self, say: RoomSay, seq: int) -> None:
-        """The sender's `ack`: after the seq is assigned, before the message reaches it."""
+        """The sender's `ack`: after the seq is assigned, before the message reaches it.
+        Written at once: a sender's next `say` must not wait for its place in the
+        members' order (senders early in it would get their acks first, and say more)."""
         payload = codec.encode(codec.ack(say.client_id, seq))
-        self.reply(say.session, say.user, payload, Acked(say.client_id, seq))
+        self.reply(say.session, say.user, payload, Acked(say.client_id, seq), now=True)
         self.counters.messages += 1
 
     def refuse(self, say: RoomSay, code: str, text: str) -> None:

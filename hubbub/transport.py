@@ -248,17 +248,22 @@ class Connection:
             self._overflow()
 
     def send_text_now(self, payload: bytes) -> None:
-        """``send_text``, but written to the kernel at once when nothing else of this
-        connection waits for a flush: for the last frame a caller queues before it yields
-        (a room's fan-out with no other message waiting). The member does not wait for
-        the rest of the loop, and no hub callback is scheduled for it. Otherwise, and
-        for what the kernel does not take, exactly ``send_text``."""
-        if self._flush_pending or self._buf is not None or not isinstance(payload, bytes):
-            return self.send_text(payload)  # also: gone (_release sets _flush_pending)
+        """``send_text``, then written to the kernel at once, with whatever this
+        connection has queued before it (in order, one ``send``), instead of from a hub
+        callback once the caller yields: for the last frame a caller queues before it
+        yields (a room's fan-out with nothing else in its mailbox, a sender's `ack`).
+        A callback already scheduled then finds nothing left. Exactly ``send_text``
+        when the kernel is full (a write watcher waits), after a close frame, or once
+        the socket is gone; what the kernel does not take waits as a flush's rest would."""
         proto = self._proto
-        data = proto.text_to_send(payload)
+        if self._buf is not None or self._gone or type(payload) is not bytes:
+            return self.send_text(payload)
+        data = proto.text_to_send(payload)  # nothing queued: the frame alone, built once
         if data is None:
-            return self.send_text(payload)  # queued before it, or not OPEN
+            if proto.state is not State.OPEN:
+                return self.send_text(payload)  # after a close frame: a no-op (§5.5.1)
+            proto.send_text(payload)
+            data = proto.data_to_send()  # what waited, then this frame
         try:
             sent = self._send(data)
         except OSError:

@@ -173,7 +173,7 @@ class TestFanOutWrites:
         alice.ways.clear()  # bob's presence `join`, written at once too
         fx.say("s1", "alice", "hi")
         assert bob.ways == ["now"]
-        assert alice.ways == ["queued", "now"]  # its ack, then its own copy
+        assert alice.ways == ["now", "now"]  # its ack, then its own copy
 
     def test_messages_that_wait_are_queued_but_the_last(self, fx):
         self._join(fx, "s1", "alice")
@@ -186,6 +186,19 @@ class TestFanOutWrites:
         settle()
         assert [m["text"] for m in bob.of("message")] == ["a", "b", "c"]
         assert bob.ways == ["queued", "queued", "now"]
+
+    def test_the_senders_ack_is_written_at_once_even_with_messages_waiting(self, fx):
+        """A sender's ack never waits for the members' order, however busy the room."""
+        alice = self._join(fx, "s1", "alice")
+        self._join(fx, "s2", "bob")
+        user = fx.users["s1"][0]
+        for text in "ab":
+            fx.room.actor_ref.tell(
+                RoomSay("s1", user.actor_ref, "alice", text, text, fx.clock.wall())
+            )
+        settle()
+        kinds = [(f["type"], w) for f, w in zip(alice.frames[-4:], alice.ways[-4:], strict=True)]
+        assert kinds == [("ack", "now"), ("message", "queued"), ("ack", "now"), ("message", "now")]
 
 
 class TestSay:

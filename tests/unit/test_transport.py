@@ -666,8 +666,9 @@ class TestOutbound:
         assert conn.backlog == 0 and not conn._flush_pending
         assert [client.recv_frame().payload for _ in range(2)] == [b'{"n": 1}', b'{"n": 2}']
 
-    def test_send_text_now_behind_queued_frames_keeps_order(self, server, raw):
-        """Behind frames waiting for a flush, send_text_now queues too: one send, in order."""
+    def test_send_text_now_takes_the_queued_frames_along(self, server, raw):
+        """Behind frames waiting for a flush, send_text_now writes them and its own at
+        once, in order, in one send; the flush callback then finds nothing to write."""
         client = raw()
         conn = server.accepted()
         calls = []
@@ -675,9 +676,10 @@ class TestOutbound:
         conn._send = lambda buf: calls.append(len(buf)) or real_send(buf)
         conn.send_text(b"first")
         conn.send_text_now(b"second")
-        assert conn.backlog > 0  # queued behind "first", not written past it
+        assert conn.backlog == 0 and len(calls) == 1
         assert [client.recv_frame().payload for _ in range(2)] == [b"first", b"second"]
-        assert len(calls) == 1
+        gevent.sleep(0)  # the callback scheduled by the first send_text runs
+        assert len(calls) == 1 and not conn._flush_pending
 
     def test_send_text_now_after_close_is_a_no_op(self, server, raw):
         """After our close frame no data frame follows (§5.5.1), written at once or not."""
