@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from .base import HubbubActor, publish, tell
 from .clock import Clock
 from .core import codec
+from .core.budgets import Budgets
 from .core.counters import Counters
 from .core.messages import (
     Cancel,
@@ -118,17 +119,13 @@ class UserActor(HubbubActor):
         upgraded = getattr(conn, "upgraded_at", None)
         self.opened_at = now if upgraded is None else now - max(0.0, time.monotonic() - upgraded)
         self.counters = counters or Counters()
-        self.session = (
-            Session(session_id, timeouts, clock.wall, limits=limits or Limits(), verifier=verifier)
-            if budgets is None
-            else Session(
-                session_id,
-                timeouts,
-                clock.wall,
-                limits=limits or Limits(),
-                budgets=budgets,
-                verifier=verifier,
-            )
+        self.session = Session(
+            session_id,
+            timeouts,
+            clock.wall,
+            limits=limits or Limits(),
+            budgets=budgets or Budgets(),
+            verifier=verifier,
         )
         self.handled = 0
         """Messages this actor has handled (/debug/actors/<id>)."""

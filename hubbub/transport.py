@@ -17,8 +17,8 @@ handler reads a first request that arrives whole from one peek (``_serve_peeked`
   no greenlet and no parked stack: a watcher and two small objects.
 * writing: frames go to the protocol's outbox; a hub callback flushes everything queued
   meanwhile in one non-blocking ``send``; a full kernel buffer arms a write watcher.
-  ``send_text_now`` writes at once instead when nothing is queued (a room's fan-out
-  with nothing else in its mailbox).
+  ``send_text_now`` writes at once instead, with what is queued before it (a room's
+  fan-out with nothing else in its mailbox, a sender's ``ack``).
   Nothing ever waits on the socket, so a slow peer cannot block anyone.
 * fairness: the protocol charges every frame to a per-connection budget (4006 over it),
   a ping flood from a peer that does not read leaves at most one pending pong, and

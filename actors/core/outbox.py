@@ -2,9 +2,10 @@
 
 Rooms queue frames straight on their members' connections (the direct fan-out of
 docs/architecture.md), so they need *something* of the connection — but only
-``send_text`` (never blocks; ``send_now`` writes at once when it can) and ``backlog`` (bytes not yet written).  Not
-``receive``, ``close`` or ``abort``: a room must never end a user's connection or
-read from it.  The UserActor wraps its connection once and hands this to rooms.
+``send_text`` (never blocks; ``send_now`` writes at once when it can) and ``backlog``
+(bytes not yet written).  Not ``receive``, ``close`` or ``abort``: a room must never end
+a user's connection or read from it.  The UserActor wraps its connection once and hands
+this to rooms.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class Outbox:
     def __init__(self, conn: Writable) -> None:
         # The bound methods themselves, so the fan-out loop pays no extra call per member.
         self.send_text: Any = conn.send_text
-        # Written at once if nothing else waits (hubbub's transport); else send_text.
+        # Written at once, with what waits on the connection (hubbub's transport's
+        # send_text_now); a connection without one gets send_text.
         self.send_now: Any = getattr(conn, "send_text_now", conn.send_text)
         self._conn = conn
 
