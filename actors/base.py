@@ -212,7 +212,8 @@ class Mailbox:
             _schedule(self)
 
     def get(self) -> Any:
-        """Non-blocking here (only pykka's teardown calls it, after ``empty()``)."""
+        """The oldest message; non-blocking here: callers (a drain, ``run_now``'s catch-up,
+        pykka's teardown) check that one waits first."""
         items = self._items
         assert items, "get() on an empty mailbox"
         item = items.popleft()
@@ -383,14 +384,8 @@ class HubbubActor(pykka.ThreadingActor):
             mb._started = True
             self._actor_loop_setup()  # pykka: on_start; a failure goes to _handle_failure
         budget = DRAIN_BATCH
-        while budget and not mb._stopped:
-            items = mb._items
-            if not items:
-                break
-            envelope = items.popleft()
-            if not items:
-                mb._items = None
-            self._handle_envelope(envelope)
+        while budget and mb._items and not mb._stopped:
+            self._handle_envelope(mb.get())
             budget -= 1
         if mb._stopped:
             # pykka: whatever is left gets ActorDeadError (a stop gets its answer).
@@ -429,11 +424,7 @@ class HubbubActor(pykka.ThreadingActor):
         mb._scheduled = mb._running = True  # a tell meanwhile queues behind this message
         try:
             while queued and mb._items and not mb._stopped:  # what was told before
-                items = mb._items
-                envelope = items.popleft()
-                if not items:
-                    mb._items = None
-                self._handle_envelope(envelope)
+                self._handle_envelope(mb.get())
             if not mb._stopped:
                 self._handle_envelope(Envelope(message))
         finally:

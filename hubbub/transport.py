@@ -265,18 +265,11 @@ class Connection:
             proto.send_text(payload)
             data = proto.data_to_send()  # what waited, then this frame
         try:
-            sent = self._send(data)
+            self._write(data)
         except OSError:
             # Lost: told from a hub callback, as _flush would, never inside the caller's loop.
             self._flush_pending = True
             self._loop.run_callback(self._lost)
-            return
-        if sent < len(data):
-            self._buf = memoryview(data)[sent:]
-            proto.coalesce_pongs = True  # the peer is not reading: one pending pong
-            self._arm_writer()
-            if self.backlog > self.max_backlog:
-                self._overflow()
 
     def send(self, message: str | bytes, binary: bool | None = None) -> None:
         """Send a text (``str``) or binary (``bytes``) message."""
@@ -419,24 +412,17 @@ class Connection:
         """Write as much as the kernel takes, without ever waiting (a hub callback)."""
         if self._gone:
             return
-        proto, send = self._proto, self._send
+        proto = self._proto
         try:
             while True:
-                buf = self._buf
+                buf: memoryview | bytes | None = self._buf
                 if buf is None:
-                    data = proto.data_to_send()
-                    if not data:
+                    buf = proto.data_to_send()
+                    if not buf:
                         break
-                    buf = memoryview(data)
-                sent = send(buf)
-                if sent < len(buf):
-                    self._buf = buf[sent:]
-                    proto.coalesce_pongs = True  # the peer is not reading: one pending pong
-                    self._arm_writer()
-                    if self.backlog > self.max_backlog:
-                        self._overflow()  # the kernel is full and the rest is over the limit
-                    return
                 self._buf = None
+                if not self._write(buf):
+                    return
         except OSError:
             self._lost()
             return
@@ -448,6 +434,20 @@ class Connection:
             _shutdown(self._sock, socket.SHUT_WR)
         if self._shut_wr and (self._peer_done or proto.state is State.CLOSED):
             self._release()  # both close frames exchanged (or EOF) and ours is written
+
+    def _write(self, buf: memoryview | bytes) -> bool:
+        """One non-blocking ``send`` of ``buf``; True if the kernel took all of it. The
+        rest waits in ``_buf`` for writability, checked against --max-backlog. Raises
+        OSError: the caller decides when the connection is told it is lost."""
+        sent = self._send(buf)
+        if sent == len(buf):
+            return True
+        self._buf = memoryview(buf)[sent:]
+        self._proto.coalesce_pongs = True  # the peer is not reading: one pending pong
+        self._arm_writer()
+        if self.backlog > self.max_backlog:
+            self._overflow()  # the kernel is full and the rest is over the limit
+        return False
 
     def _arm_writer(self) -> None:
         writer = self._writer
